@@ -1,0 +1,3 @@
+from iacorch.cli.main import main
+
+main()

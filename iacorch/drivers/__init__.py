@@ -1,0 +1,47 @@
+"""One module per tool behind the Driver protocol, imported only when a stage needs it."""
+
+from __future__ import annotations
+
+import importlib
+import traceback
+from typing import TYPE_CHECKING
+
+from iacorch.model.results import StageResult
+from iacorch.model.status import ActionType, Operation
+
+if TYPE_CHECKING:
+    from iacorch.drivers.base import Driver, StageContext
+
+_MODULES = {
+    ActionType.TERRAFORM: ("iacorch.drivers.terraform", "TerraformDriver"),
+    ActionType.PULUMI: ("iacorch.drivers.pulumi", "PulumiDriver"),
+    ActionType.ANSIBLE: ("iacorch.drivers.ansible", "AnsibleDriver"),
+    ActionType.SHELL: ("iacorch.drivers.shell", "ShellDriver"),
+    ActionType.HTTP: ("iacorch.drivers.http", "HttpDriver"),
+}
+
+
+def load_driver(action_type: ActionType) -> Driver:
+    """The driver for a tool; its module (and the tool's library) loads on first use."""
+    module_name, class_name = _MODULES[action_type]
+    driver_class = getattr(importlib.import_module(module_name), class_name)
+    return driver_class()
+
+
+def execute(ctx: StageContext) -> StageResult:
+    """Run one stage attempt: a pure function of `ctx.spec` plus the context's side effects.
+
+    A bug inside a driver becomes a failed result naming it as internal, so one
+    broken stage cannot take the scheduler down.
+    """
+    driver = load_driver(ctx.spec.driver)
+    operation = {Operation.PLAN: driver.plan, Operation.APPLY: driver.apply,
+                 Operation.DESTROY: driver.destroy, Operation.DRIFT: driver.drift}
+    try:
+        return operation[ctx.spec.operation](ctx)
+    except Exception as exc:  # noqa: BLE001 - the boundary that keeps the run alive
+        for line in traceback.format_exc().splitlines():
+            ctx.log(line)
+        return StageResult.failure(
+            f"internal error in the {ctx.spec.driver} driver: {ctx.masker.mask(str(exc))}",
+            hint="this is a bug in iacorch; the stage log has the traceback")

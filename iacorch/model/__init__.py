@@ -1,0 +1,1 @@
+"""Frozen data and enums shared by every layer."""

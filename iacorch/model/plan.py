@@ -1,0 +1,82 @@
+"""The compiled plan: stages with resolved dependencies, ready for the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from iacorch.errors import Location
+from iacorch.model.status import ActionType, FailurePolicy, StageKind
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 1
+    backoff: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalGate:
+    approvers: tuple[str, ...] = ()
+    require: int = 1
+    allow_self_approval: bool = True
+    message: str | None = None
+    inputs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    timeout: float | None = None
+    on_timeout: str = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedStage:
+    """One node of the graph: a stage after `for_each` expansion."""
+
+    id: str                                   # "web[eu]" for an expanded stage
+    base_id: str                              # "web"
+    kind: StageKind
+    action_type: ActionType | None            # None for an approval gate
+    action: Mapping[str, Any]                 # unrendered: templates are rendered at run time
+    needs: tuple[str, ...]                    # expanded ids this stage waits for
+    location: Location
+    item: Any = None                          # the for_each item, `item` in templates
+    item_key: str | None = None
+    when: str | bool | None = None
+    timeout: float | None = None
+    retry: RetryPolicy = RetryPolicy()
+    on_failure: FailurePolicy | None = None
+    rollback: str | Mapping[str, Any] = "auto"  # "auto", "none" or {action_type: action}
+    idempotent: bool = True
+    approval: ApprovalGate | None = None
+    is_finally: bool = False
+    declared_outputs: tuple[str, ...] | None = None
+    mock_outputs: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A runbook compiled against a set of vars: the graph the engine runs."""
+
+    name: str
+    path: Path
+    root: Path                                # directory the runbook's relative paths start from
+    vars: Mapping[str, Any]
+    secret_names: frozenset[str]
+    stages: Mapping[str, PlannedStage]        # forward stages, in a topological order
+    finally_stages: Mapping[str, PlannedStage]
+    layers: tuple[tuple[str, ...], ...]
+    expansions: Mapping[str, tuple[str, ...]]  # base id -> expanded ids
+    plan_hash: str
+    concurrency: int
+    on_failure: FailurePolicy
+    deadline: float | None
+    workspace: str
+    runbook: Any = None                       # the validated Runbook model
+
+    def dependents(self) -> dict[str, list[str]]:
+        """Stage id -> ids of the stages that need it."""
+        found: dict[str, list[str]] = {sid: [] for sid in self.stages}
+        for stage in self.stages.values():
+            for need in stage.needs:
+                found[need].append(stage.id)
+        return found

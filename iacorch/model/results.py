@@ -1,0 +1,88 @@
+"""What flows between the engine and the drivers: specs in, results out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from iacorch.model.status import ActionType, Operation, StageStatus
+
+
+@dataclass(frozen=True, slots=True)
+class StageSpec:
+    """Everything a driver needs to run one stage once: plain, serialisable data.
+
+    A stage's execution is a pure function of this spec, so a remote executor
+    can ship it to a worker without the scheduler changing.
+    """
+
+    run_id: str
+    stage_id: str
+    driver: ActionType
+    operation: Operation
+    action: Mapping[str, Any]                 # rendered
+    root_dir: str                             # the runbook's directory
+    work_dir: str                             # .iacorch/runs/<run>/<stage>/: logs, artifacts
+    state_dir: str                            # .iacorch/: shared caches such as TF plugins
+    attempt: int = 1
+    timeout: float | None = None
+    saved_plan: str | None = None             # a plan computed earlier (approval) to apply
+    secret_values: tuple[str, ...] = ()       # for masking; never logged
+    secret_env: Mapping[str, str] = field(default_factory=dict)  # env-only secret values
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceChange:
+    address: str
+    action: str                               # create, update, delete, replace, read, no-op
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeSummary:
+    add: int = 0
+    change: int = 0
+    destroy: int = 0
+    unchanged: int = 0
+    resources: tuple[ResourceChange, ...] = ()
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.add or self.change or self.destroy)
+
+    def __str__(self) -> str:
+        return f"+{self.add} ~{self.change} -{self.destroy}"
+
+
+@dataclass(frozen=True, slots=True)
+class StageResult:
+    """A stage's outcome. A failing tool is a failed result, never an exception."""
+
+    status: StageStatus
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    sensitive_outputs: frozenset[str] = frozenset()
+    changes: ChangeSummary | None = None
+    artifacts: tuple[str, ...] = ()
+    error: str | None = None
+    hint: str | None = None
+    exit_code: int | None = None
+    output_tail: tuple[str, ...] = ()
+    drifted: bool | None = None               # drift: True when reality differs from code
+    details: Mapping[str, Any] = field(default_factory=dict)  # tool-specific, already masked
+    saved_plan: str | None = None             # plan operations: the saved plan to apply later
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status is StageStatus.SUCCEEDED
+
+    @classmethod
+    def failure(cls, error: str, *, hint: str | None = None, exit_code: int | None = None,
+                output_tail: tuple[str, ...] = (), interrupted: bool = False) -> StageResult:
+        status = StageStatus.INTERRUPTED if interrupted else StageStatus.FAILED
+        return cls(status=status, error=error, hint=hint, exit_code=exit_code,
+                   output_tail=output_tail, interrupted=interrupted)

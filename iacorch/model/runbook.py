@@ -1,0 +1,280 @@
+"""The runbook format as pydantic models: the single source of truth for its schema.
+
+Values that may hold templates stay strings here; the compiler checks their
+references and the engine renders them just before a stage starts.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from iacorch.model.status import ActionType, FailurePolicy, StageKind
+
+STAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*(ms|s|m|h|d))+\s*$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> float:
+    """`90`, `"90s"`, `"15m"`, `"1h30m"`, `"250ms"` -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or text such as 30s, 15m, 4h")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str) and _DURATION.match(value):
+        return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value))
+    raise ValueError(f"{value!r} is not a duration; write it as 30s, 15m, 4h or 1h30m")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Templated = str  # a string that may hold {{ ... }}
+
+
+class Strict(BaseModel):
+    """Base of every runbook model: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class VarSpec(Strict):
+    default: Any = None
+    type: Literal["string", "str", "int", "float", "bool", "list", "map", "any"] = "any"
+    required: bool = False
+    description: str | None = None
+    choices: list[Any] | None = None
+
+
+class SecretSpec(Strict):
+    env: str | None = None
+    file: str | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretSpec:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("a secret has exactly one source: env or file")
+        return self
+
+
+class Retries(Strict):
+    attempts: int = Field(default=1, ge=1, le=100)
+    backoff: Duration = 0.0
+
+
+class Defaults(Strict):
+    timeout: Duration | None = None
+    retries: Retries = Retries()
+
+
+class TerraformAction(Strict):
+    dir: str
+    workspace: Templated | None = None
+    vars: dict[str, Any] = {}
+    var_files: list[str] = []
+    backend_config: dict[str, Any] = {}
+    targets: list[str] = []
+    parallelism: int | None = Field(default=None, ge=1)
+    env: dict[str, Any] = {}
+    binary: str = "terraform"
+
+
+class PulumiAction(Strict):
+    dir: str
+    stack: Templated = "dev"
+    config: dict[str, Any] = {}
+    backend: str | None = None
+    env: dict[str, Any] = {}
+    refresh: bool = False
+
+
+class AnsibleAction(Strict):
+    playbook: str
+    inventory: str | dict[str, Any] | list[Any] | None = None
+    extra_vars: dict[str, Any] | Templated = {}
+    limit: Templated | None = None
+    tags: list[str] | str | None = None
+    skip_tags: list[str] | str | None = None
+    forks: int | None = Field(default=None, ge=1)
+    become: bool = False
+    check: bool = False
+    env: dict[str, Any] = {}
+    vault_password: Templated | None = None
+
+
+class ShellAction(Strict):
+    run: Templated | None = None
+    argv: list[Any] | None = None
+    env: dict[str, Any] = {}
+    cwd: str | None = None
+
+    @model_validator(mode="after")
+    def _run_or_argv(self) -> ShellAction:
+        if (self.run is None) == (self.argv is None):
+            raise ValueError("a shell action has exactly one of `run` (a script) or `argv` (a list)")
+        return self
+
+
+class HttpExpect(Strict):
+    status: int | list[int] = 200
+    body_contains: str | None = None
+    json_: dict[str, Any] | None = Field(default=None, alias="json")
+
+
+class HttpUntil(Strict):
+    attempts: int = Field(default=1, ge=1)
+    interval: Duration = 1.0
+
+
+class HttpAction(Strict):
+    url: Templated
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    headers: dict[str, Any] = {}
+    body: Any = None
+    expect: HttpExpect = HttpExpect()
+    until: HttpUntil = HttpUntil()
+    timeout: Duration = 10.0
+    verify_tls: bool = True
+
+
+ACTION_MODELS: dict[ActionType, type[Strict]] = {
+    ActionType.TERRAFORM: TerraformAction,
+    ActionType.PULUMI: PulumiAction,
+    ActionType.ANSIBLE: AnsibleAction,
+    ActionType.SHELL: ShellAction,
+    ActionType.HTTP: HttpAction,
+}
+
+
+class ActionFields(Strict):
+    """The five actions; a stage or a rollback sets exactly one of them."""
+
+    terraform: TerraformAction | None = None
+    pulumi: PulumiAction | None = None
+    ansible: AnsibleAction | None = None
+    shell: ShellAction | None = None
+    http: HttpAction | None = None
+
+    @property
+    def action_types(self) -> list[ActionType]:
+        return [t for t in ActionType if getattr(self, t.value) is not None]
+
+    @property
+    def action_type(self) -> ActionType | None:
+        found = self.action_types
+        return found[0] if len(found) == 1 else None
+
+    @property
+    def action(self) -> Strict | None:
+        kind = self.action_type
+        return getattr(self, kind.value) if kind else None
+
+
+class RollbackAction(ActionFields):
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RollbackAction:
+        if len(self.action_types) != 1:
+            raise ValueError("a rollback is `auto`, `none`, or exactly one action "
+                             "(terraform, pulumi, ansible, shell, http)")
+        return self
+
+
+class ApprovalInput(Strict):
+    type: Literal["string", "int", "bool", "choice"] = "string"
+    choices: list[Any] | None = None
+    default: Any = None
+    description: str | None = None
+
+
+class Stage(ActionFields):
+    kind: StageKind | None = None
+    description: str | None = None
+    needs: list[str] = []
+    when: Templated | bool | None = None
+    for_each: Templated | list[Any] | dict[str, Any] | None = None
+    timeout: Duration | None = None
+    retries: Retries | None = None
+    rollback: Literal["auto", "none"] | RollbackAction = "auto"
+    on_failure: FailurePolicy | None = None
+    idempotent: bool | None = None
+    outputs: list[str] | None = None
+    mock_outputs: dict[str, Any] | None = None
+    # approval gates
+    approvers: list[str] | None = None
+    require: int | None = Field(default=None, ge=1)
+    allow_self_approval: bool | None = None
+    message: Templated | None = None
+    inputs: dict[str, ApprovalInput] | None = None
+    on_timeout: Literal["reject", "cancel", "approve"] | None = None
+
+    @property
+    def is_approval(self) -> bool:
+        return self.kind is StageKind.APPROVAL
+
+
+class Schedule(Strict):
+    cron: str
+    timezone: str | None = None
+    action: Literal["drift", "plan", "apply"] = "drift"
+    vars: dict[str, Any] = {}
+    notify: list[str] = []
+    remediate: bool = False
+
+
+class NotifyChannel(Strict):
+    webhook: Templated | None = None
+    command: list[str] | str | None = None
+    on: list[Literal["succeeded", "failed", "rollback_failed", "approval_requested",
+                     "drift", "schedule_failed", "deadline_breached"]] = [
+        "failed", "rollback_failed", "drift"]
+
+    @model_validator(mode="after")
+    def _one_target(self) -> NotifyChannel:
+        if (self.webhook is None) == (self.command is None):
+            raise ValueError("a notify channel has exactly one of `webhook` or `command`")
+        return self
+
+
+class DriftIgnore(Strict):
+    stage: str
+    address: str | None = None
+    task: str | None = None
+    reason: str
+    until: str | None = None
+
+
+class DriftSettings(Strict):
+    ignore: list[DriftIgnore] = []
+
+
+class Runbook(Strict):
+    version: Literal[1]
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str | None = None
+    vars: dict[str, VarSpec] = {}
+    secrets: dict[str, SecretSpec] = {}
+    concurrency: int = Field(default=4, ge=1, le=1024)
+    defaults: Defaults = Defaults()
+    on_failure: FailurePolicy = FailurePolicy.STOP
+    deadline: Duration | None = None
+    workspace: Templated | None = None
+    allow_env: list[str] = []
+    stages: dict[str, Stage]
+    finally_: dict[str, Stage] = Field(default={}, alias="finally")
+    schedules: dict[str, Schedule] = {}
+    notify: dict[str, NotifyChannel] = {}
+    drift: DriftSettings = DriftSettings()
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the runbook format, for editors (yaml-language-server)."""
+    schema = Runbook.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://iacorch.dev/schema/runbook-v1.json"
+    schema["title"] = "iacorch runbook"
+    return schema

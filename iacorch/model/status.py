@@ -1,0 +1,76 @@
+"""Statuses and kinds: enums in code, readable text in the store and in --json."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class StageKind(StrEnum):
+    PROVISION = "provision"
+    CONFIGURE = "configure"
+    DEPLOY = "deploy"
+    VERIFY = "verify"
+    APPROVAL = "approval"
+    FINALLY = "finally"
+
+
+class ActionType(StrEnum):
+    TERRAFORM = "terraform"
+    PULUMI = "pulumi"
+    ANSIBLE = "ansible"
+    SHELL = "shell"
+    HTTP = "http"
+
+
+class Operation(StrEnum):
+    PLAN = "plan"
+    APPLY = "apply"
+    DESTROY = "destroy"
+    DRIFT = "drift"
+
+
+class FailurePolicy(StrEnum):
+    STOP = "stop"
+    CONTINUE = "continue"
+    ROLLBACK = "rollback"
+
+
+class StageStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    WAITING_APPROVAL = "waiting_approval"
+    MARKED_DONE = "marked_done"
+    ROLLED_BACK = "rolled_back"
+    ROLLBACK_FAILED = "rollback_failed"
+
+    @property
+    def is_done(self) -> bool:
+        """Finished for good in the forward run: downstream may use its outputs."""
+        return self in (StageStatus.SUCCEEDED, StageStatus.SKIPPED, StageStatus.MARKED_DONE)
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (StageStatus.PENDING, StageStatus.RUNNING,
+                            StageStatus.WAITING_APPROVAL, StageStatus.INTERRUPTED)
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    WAITING_APPROVAL = "waiting_approval"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    ROLLBACK_FAILED = "rollback_failed"
+    DIED = "died"
+
+    @property
+    def is_resumable(self) -> bool:
+        return self in (RunStatus.FAILED, RunStatus.INTERRUPTED,
+                        RunStatus.WAITING_APPROVAL, RunStatus.DIED, RunStatus.ROLLING_BACK)
