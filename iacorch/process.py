@@ -1,17 +1,44 @@
 """Child processes: argv only, streamed and masked line by line, timed out politely.
 
-Every driver that starts a program goes through `ProcessRunner.run`.
-(Interface fixed; implementation in progress.)
+Every driver that starts a program goes through `ProcessRunner.run`. A child runs
+in its own session, so a terminal Ctrl-C reaches only iacorch; the engine then
+forwards exactly one SIGINT through `CancelToken.interrupt()` (a second SIGINT
+makes Terraform exit without saving state).
+
+Children must not outlive an orchestrator that is `kill -9`'d. Instead of a
+per-spawn PR_SET_PDEATHSIG (a `preexec_fn` forces fork() and is unsafe with
+threads; a `setpriv` wrapper doubles the cost of a spawn and covers only the
+direct child), each runner keeps one small guard process that holds the read end
+of a pipe. When the orchestrator dies the pipe reaches EOF and the guard stops
+every process group still registered with it: SIGINT, SIGTERM, SIGKILL after the
+usual graces, so Terraform can still release its state lock.
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from iacorch.model.masking import Masker
+
+_READ_SIZE = 65536
+_MAX_LINE = 1 << 20        # a line longer than this is cut into pieces
+_TAIL_LINE = 2000          # characters of one line kept in ProcessResult.tail
+_CANCEL_POLL = 0.1         # how often a running child looks at its CancelToken
+_EXIT_POLL = 0.05          # only where pidfd_open is missing (not Linux, or Linux < 5.3)
+_DRAIN = 0.5               # after exit, how long to wait for output a background job still holds
 
 
 class CancelToken:
@@ -45,32 +72,378 @@ class CancelToken:
 
 @dataclass(frozen=True, slots=True)
 class ProcessResult:
-    argv: tuple[str, ...]
-    exit_code: int | None          # None when the process could not start
+    argv: tuple[str, ...]          # as started, masked
+    exit_code: int | None          # None when the process could not start; 128+N after signal N
     duration: float
     tail: tuple[str, ...] = ()     # last lines of output, masked
     timed_out: bool = False
     interrupted: bool = False
     killed: bool = False
-    start_error: str | None = None  # e.g. "terraform: command not found"
+    start_error: str | None = None  # e.g. "terraform: not found on PATH"
 
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not (self.timed_out or self.interrupted)
 
 
+def which(program: str, env: Mapping[str, str] | None = None) -> str | None:
+    """The full path `program` resolves to with the PATH of `env` (an overlay), or None."""
+    path = (env or {}).get("PATH", os.environ.get("PATH", os.defpath))
+    return shutil.which(program, path=path)
+
+
 class ProcessRunner:
     """Starts children in their own session and owns their whole life."""
 
     def __init__(self, *, sigint_grace: float = 10.0, sigterm_grace: float = 5.0,
-                 tail_lines: int = 40) -> None:
+                 tail_lines: int = 40, orphan_guard: bool = True) -> None:
         self.sigint_grace = sigint_grace
         self.sigterm_grace = sigterm_grace
         self.tail_lines = tail_lines
+        self._guard = _OrphanGuard(sigint_grace, sigterm_grace) if orphan_guard else None
+
+    def close(self) -> None:
+        """Stop the orphan guard (it also stops by itself when this process exits)."""
+        if self._guard is not None:
+            self._guard.close()
 
     def run(self, argv: Sequence[str], *, cwd: Path | str | None = None,
             env: Mapping[str, str] | None = None, timeout: float | None = None,
             cancel: CancelToken | None = None, masker: Masker | None = None,
             on_line: Callable[[str], None] | None = None,
             stdin: bytes | None = None) -> ProcessResult:
-        raise NotImplementedError
+        """Run `argv` to its end, streaming masked output lines to `on_line`.
+
+        `env` is laid over os.environ. `timeout` (seconds) and `cancel.interrupt()`
+        send one SIGINT to the child's process group, then SIGTERM and SIGKILL
+        after the graces; `cancel.kill()` sends SIGKILL at once. A program that
+        cannot start gives `exit_code=None` and `start_error`, never an exception.
+        """
+        masker = masker or Masker()
+        shown = tuple(masker.mask(str(a)) for a in argv)
+        if cancel is not None and cancel.interrupted:
+            return ProcessResult(shown, None, 0.0, interrupted=True, killed=cancel.killed)
+        started = time.monotonic()
+        child_env = None if env is None else {**os.environ, **{k: str(v) for k, v in env.items()}}
+        try:
+            proc = self._spawn([str(a) for a in argv], cwd, child_env, stdin)
+        except _StartError as exc:
+            return ProcessResult(shown, None, time.monotonic() - started,
+                                 start_error=masker.mask(str(exc)))
+        watch = _Watch(proc, self, masker, on_line, stdin, cancel, timeout, started)
+        try:
+            watch.follow()
+        except BaseException:
+            watch.abandon()
+            raise
+        return watch.result(shown, time.monotonic() - started)
+
+    def _spawn(self, argv: list[str], cwd: Path | str | None,
+               env: dict[str, str] | None, stdin: bytes | None) -> subprocess.Popen[bytes]:
+        if not argv:
+            raise _StartError("cannot start an empty command")
+        if cwd is not None and not Path(cwd).is_dir():
+            raise _StartError(f"{argv[0]}: working directory {cwd} does not exist")
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=cwd, env=env, start_new_session=True, bufsize=0,
+                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except FileNotFoundError:
+            where = "no such file" if os.sep in argv[0] else "not found on PATH"
+            raise _StartError(f"{argv[0]}: {where}") from None
+        except PermissionError:
+            raise _StartError(f"{argv[0]}: cannot execute: permission denied") from None
+        except OSError as exc:
+            raise _StartError(f"{argv[0]}: cannot execute: {exc.strerror or exc}") from None
+        except ValueError as exc:       # e.g. a NUL byte in an argument
+            raise _StartError(f"{argv[0]}: cannot start: {exc}") from None
+        if self._guard is not None:
+            self._guard.register(proc.pid)
+        return proc
+
+
+class _StartError(Exception):
+    """A child that could not start; becomes ProcessResult.start_error."""
+
+
+class _Watch:
+    """One running child: its output, its deadline, its cancellation, its stop signals."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], runner: ProcessRunner, masker: Masker,
+                 on_line: Callable[[str], None] | None, stdin: bytes | None,
+                 cancel: CancelToken | None, timeout: float | None, started: float) -> None:
+        self.proc = proc
+        self.runner = runner
+        self.masker = masker
+        self.on_line = on_line
+        self.cancel = cancel
+        self.deadline = None if timeout is None else started + timeout
+        self.tail: deque[str] = deque(maxlen=max(runner.tail_lines, 0))
+        self.timed_out = self.interrupted = self.killed = False
+        self.stop_step = 0                 # 0 none, 1 SIGINT sent, 2 SIGTERM sent, 3 SIGKILL sent
+        self.next_step_at: float | None = None
+        self.exited = self.finished = False
+        self.pending_stdin = memoryview(stdin or b"")
+        margin = 12 * max((len(s) for s in masker.secrets), default=0)
+        self.selector = selectors.DefaultSelector()
+        for stream in (proc.stdout, proc.stderr):
+            assert stream is not None
+            self.selector.register(stream.fileno(), selectors.EVENT_READ,
+                                   _LineSplitter(_MAX_LINE, margin))
+        if proc.stdin is not None:
+            os.set_blocking(proc.stdin.fileno(), False)
+            self.selector.register(proc.stdin.fileno(), selectors.EVENT_WRITE, None)
+        self.pidfd: int | None = None
+        with contextlib.suppress(AttributeError, OSError):
+            self.pidfd = os.pidfd_open(proc.pid)
+            self.selector.register(self.pidfd, selectors.EVENT_READ, None)
+
+    def follow(self) -> None:
+        """Stream output until the child exits, then drain what it left in the pipes."""
+        while not self.exited:
+            now = time.monotonic()
+            self._check_stop_reasons(now)
+            for key, _ in self.selector.select(self._wait_time(now)):
+                self._handle(key)
+            if self.pidfd is None and not self.exited:
+                self.exited = _has_exited(self.proc.pid)
+        drain_until = time.monotonic() + _DRAIN
+        while self._reading() and (left := drain_until - time.monotonic()) > 0:
+            for key, _ in self.selector.select(left):
+                self._handle(key)
+        self._finish()
+
+    def result(self, argv: tuple[str, ...], duration: float) -> ProcessResult:
+        code = self.proc.returncode
+        exit_code = 128 - code if code is not None and code < 0 else code
+        return ProcessResult(argv, exit_code, duration, tuple(self.tail), self.timed_out,
+                             self.interrupted, self.killed)
+
+    def abandon(self) -> None:
+        """A bug or KeyboardInterrupt inside run(): leave no child behind."""
+        if not self.exited:
+            self._signal(signal.SIGKILL)
+        self._finish()
+
+    def _check_stop_reasons(self, now: float) -> None:
+        if self.cancel is not None and self.cancel.killed and self.stop_step < 3:
+            self.interrupted = self.killed = True
+            self._step_to(3, now)
+        elif self.cancel is not None and self.cancel.interrupted and not self.interrupted:
+            self.interrupted = True
+            self._begin_stop(now)
+        if self.deadline is not None and now >= self.deadline and self.stop_step == 0:
+            self.timed_out = True
+            self._begin_stop(now)
+        if self.next_step_at is not None and now >= self.next_step_at:
+            self._step_to(self.stop_step + 1, now)
+
+    def _begin_stop(self, now: float) -> None:
+        if self.stop_step == 0:        # never a second SIGINT, whatever asks for it
+            self._step_to(1, now)
+
+    def _step_to(self, step: int, now: float) -> None:
+        self.stop_step = step
+        sig, grace = {1: (signal.SIGINT, self.runner.sigint_grace),
+                      2: (signal.SIGTERM, self.runner.sigterm_grace),
+                      3: (signal.SIGKILL, None)}[step]
+        self._signal(sig)
+        self.killed = self.killed or step == 3
+        self.next_step_at = None if grace is None else now + grace
+
+    def _signal(self, sig: signal.Signals) -> None:
+        # The leader is not reaped before we decide it exited, so its pgid cannot be reused.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    def _wait_time(self, now: float) -> float | None:
+        waits = [t - now for t in (self.next_step_at,) if t is not None]
+        if self.deadline is not None and self.stop_step == 0:
+            waits.append(self.deadline - now)
+        if self.cancel is not None and self.stop_step < 3:
+            waits.append(_CANCEL_POLL)
+        if self.pidfd is None:
+            waits.append(_EXIT_POLL)
+        return max(0.0, min(waits)) if waits else None
+
+    def _handle(self, key: selectors.SelectorKey) -> None:
+        if key.fd == self.pidfd:
+            self.exited = True
+            self.selector.unregister(key.fd)
+        elif key.data is None:
+            self._write_stdin(key.fd)
+        else:
+            data = _read(key.fd)
+            if not data:
+                self.selector.unregister(key.fd)
+            for line in key.data.feed(data, final=not data):
+                self._emit(line)
+
+    def _write_stdin(self, fd: int) -> None:
+        try:
+            sent = os.write(fd, self.pending_stdin[:_READ_SIZE])
+        except (BrokenPipeError, BlockingIOError) as exc:
+            sent = 0 if isinstance(exc, BlockingIOError) else len(self.pending_stdin)
+        self.pending_stdin = self.pending_stdin[sent:]
+        if not self.pending_stdin:
+            self.selector.unregister(fd)
+            assert self.proc.stdin is not None
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()
+
+    def _emit(self, line: str) -> None:
+        masked = self.masker.mask(line)
+        self.tail.append(masked if len(masked) <= _TAIL_LINE
+                         else f"{masked[:_TAIL_LINE]}... ({len(masked) - _TAIL_LINE} more)")
+        if self.on_line is not None:
+            self.on_line(masked)
+
+    def _reading(self) -> bool:
+        return any(key.data is not None for key in self.selector.get_map().values())
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.runner._guard is not None:
+            self.runner._guard.unregister(self.proc.pid)
+        self.proc.wait()
+        self.selector.close()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, _READ_SIZE)
+    except OSError:
+        return b""
+
+
+def _has_exited(pid: int) -> bool:
+    """True once `pid` has exited; WNOWAIT leaves it unreaped so its pgid stays ours."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+class _LineSplitter:
+    """Bytes in, text lines out: UTF-8 with replacement, CR overwrites, long lines cut."""
+
+    def __init__(self, limit: int, secret_margin: int) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pieces: list[str] = []
+        self._size = 0
+        self._limit = limit
+        self._margin = secret_margin
+
+    def feed(self, data: bytes, final: bool = False) -> list[str]:
+        """The lines completed by `data`; with `final`, also the unterminated last line."""
+        text = self._decoder.decode(data, final)
+        if "\n" in text:
+            head, *lines = text.split("\n")
+            lines.insert(0, "".join(self._pieces) + head)
+            tail = lines.pop()
+            self._pieces, self._size = ([tail], len(tail)) if tail else ([], 0)
+        else:
+            lines = []
+            if text:
+                self._pieces.append(text)
+                self._size += len(text)
+        if final and self._size:
+            lines.append("".join(self._pieces))
+            self._pieces, self._size = [], 0
+        elif self._size > self._limit:
+            lines.append(self._cut())
+        return [_as_shown(line) for line in lines]
+
+    def _cut(self) -> str:
+        # Cut at whitespace, away from the end, so a secret is not split and left unmasked.
+        text = "".join(self._pieces)
+        end = max(len(text) - self._margin, len(text) // 2)
+        cut = max(text.rfind(" ", 0, end), text.rfind("\t", 0, end)) + 1 or end
+        self._pieces, self._size = [text[cut:]], len(text) - cut
+        return text[:cut]
+
+
+def _as_shown(line: str) -> str:
+    """What a terminal would leave visible: CRLF ends a line, a lone CR restarts it."""
+    line = line.removesuffix("\r")
+    if "\r" in line:
+        line = next((part for part in reversed(line.split("\r")) if part), "")
+    return line
+
+
+_GUARD_SCRIPT = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+groups = set()
+for line in sys.stdin.buffer:
+    (groups.add if line[:1] == b"+" else groups.discard)(int(line[1:]))
+def alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except OSError:
+        return False
+graces = (float(sys.argv[1]), float(sys.argv[2]), 0.0)
+for sig, grace in zip((signal.SIGINT, signal.SIGTERM, signal.SIGKILL), graces):
+    for pgid in groups:
+        try:
+            os.killpg(pgid, sig)
+        except OSError:
+            pass
+    until = time.monotonic() + grace
+    while groups and time.monotonic() < until:
+        time.sleep(0.05)
+        groups = {g for g in groups if alive(g)}
+"""
+
+
+class _OrphanGuard:
+    """A helper process that stops our children's process groups if we die first."""
+
+    def __init__(self, sigint_grace: float, sigterm_grace: float) -> None:
+        self._graces = (sigint_grace, sigterm_grace)
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._broken = False
+
+    def register(self, pgid: int) -> None:
+        self._send(f"+{pgid}\n")
+
+    def unregister(self, pgid: int) -> None:
+        self._send(f"-{pgid}\n")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._proc is not None and self._proc.stdin is not None:
+                self._proc.stdin.close()
+                self._proc.wait()
+            self._proc, self._broken = None, True
+
+    def _send(self, message: str) -> None:
+        with self._lock:
+            if self._broken:
+                return
+            try:
+                if self._proc is None:
+                    self._proc = self._start()
+                assert self._proc.stdin is not None
+                os.write(self._proc.stdin.fileno(), message.encode())
+            except OSError:
+                self._broken = True     # children still run; they just lose the guard
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        # Its own session: a terminal Ctrl-C or a kill of our group must not take it with us.
+        return subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _GUARD_SCRIPT, *map(str, self._graces)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, bufsize=0)
