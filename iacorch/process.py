@@ -359,14 +359,14 @@ class _LineSplitter:
         if final and self._size:
             lines.append("".join(self._pieces))
             self._pieces, self._size = [], 0
-        elif self._size > self._limit:
+        while self._size > self._limit:
             lines.append(self._cut())
         return [_as_shown(line) for line in lines]
 
     def _cut(self) -> str:
         # Cut at whitespace, away from the end, so a secret is not split and left unmasked.
         text = "".join(self._pieces)
-        end = max(len(text) - self._margin, len(text) // 2)
+        end = min(self._limit, max(len(text) - self._margin, len(text) // 2))
         cut = max(text.rfind(" ", 0, end), text.rfind("\t", 0, end)) + 1 or end
         self._pieces, self._size = [text[cut:]], len(text) - cut
         return text[:cut]

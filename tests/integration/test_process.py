@@ -1,0 +1,264 @@
+"""ProcessRunner against real children: streaming, masking, signals, orphans, start errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from iacorch.model.masking import Masker
+from iacorch.process import CancelToken, ProcessRunner, which
+
+pytestmark = pytest.mark.integration
+
+PY = sys.executable
+
+# A child that counts the signals it receives in a file, one name per line, and
+# says "ready" once its handlers are installed. argv[1]: file, argv[2]: what to do on
+# SIGINT ("count" keeps running, "exit" exits 130), argv[3]: "ignore-term" or "".
+COUNTING_CHILD = textwrap.dedent("""
+    import signal, sys, time
+    path, on_int, term = sys.argv[1], sys.argv[2], sys.argv[3]
+    def record(signum, frame):
+        with open(path, "a") as f:
+            f.write(signal.Signals(signum).name + "\\n")
+        if signum == signal.SIGINT and on_int == "exit":
+            sys.exit(130)
+    signal.signal(signal.SIGINT, record)
+    if term == "ignore-term":
+        signal.signal(signal.SIGTERM, record)
+    print("ready", flush=True)
+    while True:
+        time.sleep(0.01)
+""")
+
+
+@pytest.fixture
+def runner():
+    runner = ProcessRunner(sigint_grace=0.3, sigterm_grace=0.3)
+    yield runner
+    runner.close()
+
+
+def received(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def gone(pid: int) -> bool:
+    """True when `pid` no longer runs (absent, or a zombie waiting for init to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_lines_stream_in_order_while_the_child_runs_and_secrets_are_masked(runner, tmp_path):
+    go_on = tmp_path / "go-on"
+    script = (f"echo first; echo token=hunter2-secret; "
+              f"while [ ! -f {go_on} ]; do sleep 0.01; done; echo last")
+    seen: list[str] = []
+
+    def on_line(line: str) -> None:
+        seen.append(line)
+        if line == "first":
+            go_on.touch()     # the child waits for this: only a streaming reader gets here
+
+    result = runner.run(["bash", "-c", script], masker=Masker(["hunter2-secret"]),
+                        on_line=on_line, timeout=10)
+    assert result.ok and not result.timed_out
+    assert seen == ["first", "token=***", "last"]
+    assert result.tail == ("first", "token=***", "last")
+    assert "hunter2-secret" not in result.argv[2]
+
+
+def test_stdout_and_stderr_both_reach_on_line(runner):
+    seen: list[str] = []
+    result = runner.run(["bash", "-c", "echo out; echo err >&2"], on_line=seen.append)
+    assert result.exit_code == 0
+    assert sorted(seen) == ["err", "out"]
+
+
+def test_partial_lines_carriage_returns_and_invalid_utf8(runner):
+    seen: list[str] = []
+    script = r"printf 'par'; sleep 0.05; printf 'tial\n10%%\r50%%\r100%%\r\nbad \377 byte\nno end'"
+    runner.run(["bash", "-c", script], on_line=seen.append)
+    assert seen == ["partial", "100%", "bad \ufffd byte", "no end"]
+
+
+def test_a_very_long_line_arrives_whole_in_bounded_pieces(runner):
+    seen: list[str] = []
+    result = runner.run([PY, "-c", "print('x' * 3_000_000); print('after')"],
+                        on_line=seen.append)
+    assert result.ok
+    assert seen[-1] == "after"
+    assert "".join(seen[:-1]) == "x" * 3_000_000
+    assert max(len(line) for line in seen) <= 1 << 20
+    assert len(result.tail[-2]) < 3000          # the tail keeps a readable prefix only
+
+
+def test_100k_lines_lose_nothing(runner):
+    seen: list[str] = []
+    result = runner.run(["seq", "1", "100000"], on_line=seen.append)
+    assert result.ok
+    assert seen == [str(n) for n in range(1, 100001)]
+    assert result.tail == tuple(str(n) for n in range(99961, 100001))
+
+
+def test_env_is_an_overlay_and_stdin_is_fed_or_dev_null(runner, tmp_path):
+    seen: list[str] = []
+    runner.run(["bash", "-c", 'echo "$IACORCH_TEST_VAR $(command -v bash)"; pwd'],
+               env={"IACORCH_TEST_VAR": "hello"}, cwd=tmp_path, on_line=seen.append)
+    assert seen == [f"hello {which('bash')}", str(tmp_path)]
+
+    payload = b"".join(b"line %d\n" % n for n in range(50_000))   # more than a pipe holds
+    lines: list[str] = []
+    result = runner.run(["cat"], stdin=payload, on_line=lines.append)
+    assert result.ok and len(lines) == 50_000 and lines[-1] == "line 49999"
+
+    quiet = runner.run(["cat"], on_line=lines.append, timeout=5)
+    assert quiet.ok and not quiet.timed_out, "cat must see EOF on /dev/null, not wait"
+
+
+def test_interrupt_sends_exactly_one_sigint(runner, tmp_path):
+    signals = tmp_path / "signals"
+    cancel = CancelToken()
+
+    def on_line(line: str) -> None:
+        cancel.interrupt()
+        cancel.interrupt()   # the engine may be asked twice; the child must hear it once
+
+    started = time.monotonic()
+    result = runner.run([PY, "-c", COUNTING_CHILD, str(signals), "count", ""], cancel=cancel,
+                        on_line=on_line, timeout=0.8)
+    # The child survives SIGINT; the timeout passes during the grace; SIGTERM ends it.
+    assert received(signals) == ["SIGINT"]
+    assert result.interrupted and not result.timed_out and not result.killed
+    assert result.exit_code == 128 + signal.SIGTERM
+    assert time.monotonic() - started < 3
+
+
+def test_a_child_that_exits_on_sigint_ends_the_run_at_once(runner, tmp_path):
+    signals = tmp_path / "signals"
+    cancel = CancelToken()
+    result = runner.run([PY, "-c", COUNTING_CHILD, str(signals), "exit", ""], cancel=cancel,
+                        on_line=lambda line: cancel.interrupt())
+    assert received(signals) == ["SIGINT"]
+    assert result.exit_code == 130 and result.interrupted and not result.ok
+
+
+def test_timeout_sends_exactly_one_sigint_then_escalates(runner, tmp_path):
+    signals = tmp_path / "signals"
+    result = runner.run([PY, "-c", COUNTING_CHILD, str(signals), "count", "ignore-term"],
+                        timeout=1.0)
+    assert received(signals) == ["SIGINT", "SIGTERM"]
+    assert result.timed_out and result.killed and not result.interrupted
+    assert result.exit_code == 128 + signal.SIGKILL
+    assert result.tail == ("ready",)
+
+
+def test_kill_sends_sigkill_at_once(tmp_path):
+    runner = ProcessRunner(sigint_grace=30, sigterm_grace=30)
+    signals = tmp_path / "signals"
+    cancel = CancelToken()
+    started = time.monotonic()
+    result = runner.run([PY, "-c", COUNTING_CHILD, str(signals), "count", "ignore-term"],
+                        cancel=cancel, on_line=lambda line: cancel.kill())
+    runner.close()
+    assert received(signals) == []
+    assert result.killed and result.interrupted and result.exit_code == 128 + signal.SIGKILL
+    assert time.monotonic() - started < 5
+
+
+def test_kill_after_interrupt_skips_the_graces(tmp_path):
+    runner = ProcessRunner(sigint_grace=30, sigterm_grace=30)
+    signals = tmp_path / "signals"
+    cancel = CancelToken()
+    cancel_thread = threading.Timer(0.5, cancel.kill)
+
+    def on_line(line: str) -> None:
+        cancel.interrupt()
+        cancel_thread.start()
+
+    started = time.monotonic()
+    result = runner.run([PY, "-c", COUNTING_CHILD, str(signals), "count", "ignore-term"],
+                        cancel=cancel, on_line=on_line)
+    runner.close()
+    assert received(signals) == ["SIGINT"]
+    assert result.killed and result.exit_code == 128 + signal.SIGKILL
+    assert time.monotonic() - started < 5
+
+
+def test_a_cancel_set_before_the_start_starts_nothing(runner, tmp_path):
+    marker = tmp_path / "ran"
+    cancel = CancelToken()
+    cancel.interrupt()
+    result = runner.run(["touch", str(marker)], cancel=cancel)
+    assert result.interrupted and result.exit_code is None and not result.ok
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(("argv", "cwd", "message"), [
+    (["iacorch-no-such-tool"], None, "iacorch-no-such-tool: not found on PATH"),
+    (["./missing.sh"], None, "./missing.sh: no such file"),
+    (["true"], "/no/such/dir", "true: working directory /no/such/dir does not exist"),
+    ([], None, "cannot start an empty command"),
+])
+def test_a_program_that_cannot_start_is_a_value_not_an_exception(runner, argv, cwd, message):
+    result = runner.run(argv, cwd=cwd)
+    assert result.exit_code is None and not result.ok
+    assert result.start_error == message
+
+
+def test_a_file_that_is_not_executable(runner, tmp_path):
+    script = tmp_path / "deploy.sh"
+    script.write_text("echo hi\n")
+    result = runner.run([str(script)])
+    assert result.start_error == f"{script}: cannot execute: permission denied"
+
+
+def test_a_signal_death_is_reported_as_128_plus_n(runner):
+    result = runner.run(["bash", "-c", "kill -TERM $$"])
+    assert result.exit_code == 128 + signal.SIGTERM and not result.ok
+
+
+ORCHESTRATOR = textwrap.dedent("""
+    import sys
+    from iacorch.process import ProcessRunner
+    def on_line(line):
+        print(line, flush=True)
+    # the child, and a background job in its process group, print their pids
+    ProcessRunner(sigint_grace=0.2, sigterm_grace=0.2).run(
+        ["bash", "-c", "sleep 30 & echo $!; echo $$; wait"], on_line=on_line)
+""")
+
+
+def test_children_die_with_a_kill_9d_orchestrator():
+    parent = subprocess.Popen([PY, "-c", ORCHESTRATOR], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pids = [int(parent.stdout.readline()), int(parent.stdout.readline())]
+        assert not any(gone(pid) for pid in pids)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 1.0
+        while not all(gone(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert all(gone(pid) for pid in pids), "children outlived the orchestrator"
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_which_uses_the_path_of_the_overlay(tmp_path):
+    tool = tmp_path / "mytool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    assert which("mytool", {"PATH": str(tmp_path)}) == str(tool)
+    assert which("mytool") is None
