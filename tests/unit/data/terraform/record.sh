@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Re-record the Terraform output the unit tests parse, from the integration fixture stack.
+# Usage: tests/unit/data/terraform/record.sh   (needs terraform on PATH; no network)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+fixture="$here/../../../integration/fixtures/terraform/basic"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cp "$fixture/main.tf" "$work/"
+cd "$work"
+export TF_DATA_DIR="$work/tfdata" TF_IN_AUTOMATION=1 TF_INPUT=0
+vars() { printf '{"name": "%s", "out_file": "%s/written.txt", "password": "hunter2-pw", "sleep_seconds": %s}' "$1" "$work" "$2" > "$work/vars.json"; }
+tf() { terraform "$@" 2>/dev/null; }
+
+tf init -input=false -no-color > "$here/init_ok.txt"
+tf workspace select -or-create -no-color rec > /dev/null
+vars alpha 0
+tf plan -input=false -no-color -json -out="$work/tfplan" -var-file="$work/vars.json" > "$here/plan_create.jsonl" || true
+tf show -json -no-color "$work/tfplan" > "$here/show_create.json"
+tf apply -input=false -no-color -json "$work/tfplan" > "$here/apply_create.jsonl"
+tf output -json -no-color > "$here/output.json"
+tf plan -input=false -no-color -json -out="$work/tfplan2" -var-file="$work/vars.json" > /dev/null
+tf show -json -no-color "$work/tfplan2" > "$here/show_nochange.json"
+# drift: an input changed (config) and the written file deleted (reality)
+vars beta 0
+rm -f "$work/written.txt"
+tf plan -input=false -no-color -json -detailed-exitcode -lock=false -var-file="$work/vars.json" > "$here/drift_config.jsonl" || true
+tf plan -refresh-only -input=false -no-color -json -detailed-exitcode -lock=false -var-file="$work/vars.json" > "$here/drift_refresh.jsonl" || true
+tf plan -input=false -no-color -json -out="$work/tfplan3" -var-file="$work/vars.json" > /dev/null || true
+tf show -json -no-color "$work/tfplan3" > "$here/show_update.json"
+# a state lock held by a slow apply
+vars gamma 3
+tf apply -auto-approve -input=false -no-color -json -var-file="$work/vars.json" > /dev/null &
+sleep 1.5
+tf plan -input=false -no-color -json -lock-timeout=0s -var-file="$work/vars.json" > "$here/plan_locked.jsonl" || true
+wait
+# a saved plan made stale by a later apply
+tf apply -auto-approve -input=false -no-color -json -var-file="$work/vars.json" > /dev/null
+tf apply -input=false -no-color -json "$work/tfplan3" > "$here/apply_stale.jsonl" || true
+tf apply -destroy -auto-approve -input=false -no-color -json -var-file="$work/vars.json" > "$here/destroy.jsonl"
+# a syntax error, seen by init (plain text) and plan (-json)
+printf 'resource "terraform_data" "x" {\n  input = \n}\n' > broken.tf
+TF_DATA_DIR="$work/tfdata-broken" terraform init -input=false -no-color > "$here/init_syntax_error.txt" 2>&1 || true
+tf plan -input=false -no-color -json -var-file="$work/vars.json" > "$here/plan_syntax_error.jsonl" || true
+# output -json on a workspace without state
+rm broken.tf
+tf workspace select -or-create -no-color empty > /dev/null
+tf output -json -no-color > "$here/output_empty.json"
+sed -i "s#$work#/tmp/REC#g" "$here"/*.json "$here"/*.jsonl "$here"/*.txt
