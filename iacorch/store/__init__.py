@@ -1,0 +1,62 @@
+"""The run store: runs, stage attempts, locks, approvals, drift and the audit log.
+
+`open_store` picks the implementation from a URL; the sqlite and memory modules
+load only when asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from iacorch.errors import UsageError
+from iacorch.store.base import (
+    KEEP,
+    ApprovalRecord,
+    AuditEntry,
+    AuditVerification,
+    DriftRecord,
+    LockHolder,
+    RunRecord,
+    StageRecord,
+    Store,
+)
+
+__all__ = ["KEEP", "ApprovalRecord", "AuditEntry", "AuditVerification", "DriftRecord",
+           "LockHolder", "RunRecord", "StageRecord", "Store", "default_state_dir", "open_store"]
+
+STATE_FILE = "state.db"
+
+
+def default_state_dir() -> Path:
+    """Where state lives: $IACORCH_HOME if set, else ./.iacorch."""
+    home = os.environ.get("IACORCH_HOME")
+    return Path(home).expanduser() if home else Path.cwd() / ".iacorch"
+
+
+def open_store(url: str | None = None) -> Store:
+    """Open the store named by `url`.
+
+    None: `state.db` in default_state_dir(). `sqlite:///abs/path.db` (like
+    file:///), `sqlite://rel/path.db` or a plain path: that SQLite file.
+    `memory://`: a MemoryStore, gone when the process ends.
+    """
+    if url == "memory://":
+        from iacorch.store.memory import MemoryStore
+
+        return MemoryStore()
+    if url is None:
+        path = default_state_dir() / STATE_FILE
+    elif url.startswith("sqlite://"):
+        path = Path(url.removeprefix("sqlite://"))
+    elif "://" in url:
+        raise UsageError(f"unsupported store URL {url!r}",
+                         hint="use sqlite:///path/to/state.db, a plain path, or memory://")
+    else:
+        path = Path(url)
+    if not str(path) or str(path) == ".":
+        raise UsageError(f"store URL {url!r} names no file",
+                         hint="use sqlite:///path/to/state.db or a plain path")
+    from iacorch.store.sqlite import SqliteStore
+
+    return SqliteStore(path.expanduser())

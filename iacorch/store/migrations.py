@@ -1,0 +1,164 @@
+"""The state.db schema, how a file reaches it, and which files we refuse to touch.
+
+The schema version lives in `PRAGMA user_version`; MIGRATIONS[i] takes a file
+from version i to i+1 inside one write transaction, so a file is never left
+half-migrated. A file stamped by a newer iacorch, or one that is not ours, is
+refused rather than altered.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+from pathlib import Path
+
+from iacorch.errors import StoreError
+
+APPLICATION_ID = 0x69614F72  # "iaOr", in the SQLite header: marks a file as ours
+
+_V1 = (
+    """CREATE TABLE runs (
+        id TEXT PRIMARY KEY, runbook TEXT NOT NULL, runbook_path TEXT NOT NULL,
+        workspace TEXT NOT NULL, plan_hash TEXT NOT NULL, vars TEXT NOT NULL,
+        status TEXT NOT NULL, operation TEXT NOT NULL, started_at REAL NOT NULL,
+        finished_at REAL, "user" TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
+        error TEXT, details TEXT NOT NULL)""",
+    "CREATE INDEX runs_by_start ON runs (started_at)",
+    "CREATE INDEX runs_by_runbook ON runs (runbook, workspace, operation, status, started_at)",
+    """CREATE TABLE stages (
+        run_id TEXT NOT NULL, stage_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+        phase TEXT NOT NULL, status TEXT NOT NULL, started_at REAL, finished_at REAL,
+        exit_code INTEGER, error TEXT, outputs TEXT NOT NULL, sensitive_outputs TEXT NOT NULL,
+        changes TEXT, details TEXT NOT NULL,
+        UNIQUE (run_id, phase, stage_id, attempt))""",
+    """CREATE TABLE locks (
+        key TEXT PRIMARY KEY, run_id TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
+        acquired_at REAL NOT NULL, heartbeat_at REAL NOT NULL, lease_seconds REAL NOT NULL)""",
+    """CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY, time REAL NOT NULL, kind TEXT NOT NULL, run_id TEXT,
+        stage_id TEXT, actor TEXT, data TEXT NOT NULL, prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL)""",
+    "CREATE INDEX audit_by_run ON audit (run_id)",
+    # Guards against mistakes, not against an attacker (who can drop them): the hash
+    # chain is what detects tampering.
+    """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+    """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+    """CREATE TABLE approvals (
+        id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, gate TEXT NOT NULL,
+        identity TEXT NOT NULL, decision TEXT NOT NULL, plan_hash TEXT NOT NULL,
+        time REAL NOT NULL, comment TEXT, inputs TEXT NOT NULL)""",
+    "CREATE INDEX approvals_by_run ON approvals (run_id, gate)",
+    """CREATE TABLE drift (
+        id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, runbook TEXT NOT NULL,
+        workspace TEXT NOT NULL, stage_id TEXT NOT NULL, status TEXT NOT NULL,
+        findings TEXT NOT NULL, fingerprint TEXT NOT NULL, time REAL NOT NULL)""",
+    "CREATE INDEX drift_by_runbook ON drift (runbook, stage_id, time)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_MAGIC = b"SQLite format 3\x00"
+_WAL_INDEX_VERSION = 3007000
+_RESTORE_HINT = ("restore state.db from a backup, or move it aside to start afresh "
+                 "(iacorch never overwrites it); `sqlite3 state.db .recover` may salvage data")
+
+
+def check_files(path: Path) -> None:
+    """Refuse, before SQLite opens it, a state file that SQLite would misread silently.
+
+    SQLite reads a truncated file as if the missing pages were empty, and a WAL
+    file lost after a crash as if its commits never happened; both are caught
+    here from the file sizes and the wal-index (-shm) header.
+    """
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise StoreError(f"{path} is not a file", hint="point --store at a state.db file")
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with path.open("rb") as f:
+        header = f.read(100)
+    if len(header) < 100 or not header.startswith(_MAGIC):
+        raise StoreError(f"{path} is not an SQLite database, or its header is damaged",
+                         hint=_RESTORE_HINT)
+    wal = path.with_name(path.name + "-wal")
+    wal_size = wal.stat().st_size if wal.exists() else 0
+    if wal_size == 0:
+        _check_size(path, header, size)
+    if not wal.exists():
+        _check_wal_not_lost(path, path.with_name(path.name + "-shm"))
+
+
+def _check_size(path: Path, header: bytes, size: int) -> None:
+    page_size = struct.unpack(">H", header[16:18])[0]
+    page_size = 65536 if page_size == 1 else page_size
+    change_counter, pages = struct.unpack(">II", header[24:32])
+    valid_for = struct.unpack(">I", header[92:96])[0]
+    if page_size < 512 or page_size & (page_size - 1):
+        raise StoreError(f"{path} has a damaged header (page size {page_size})",
+                         hint=_RESTORE_HINT)
+    if size % page_size or (change_counter == valid_for and size < pages * page_size):
+        raise StoreError(f"{path} is truncated: its header promises {pages} pages of "
+                         f"{page_size} bytes but the file holds {size} bytes",
+                         hint=_RESTORE_HINT)
+
+
+def _check_wal_not_lost(path: Path, shm: Path) -> None:
+    try:
+        with shm.open("rb") as f:
+            index = f.read(136)
+    except OSError:
+        return
+    if len(index) < 136:
+        return
+    # The wal-index header is in native byte order (SQLite's walformat.html).
+    version, _, _, is_init = struct.unpack("=IIIB", index[:13])
+    max_frame = struct.unpack("=I", index[16:20])[0]
+    backfilled = struct.unpack("=I", index[96:100])[0]
+    if version == _WAL_INDEX_VERSION and is_init and max_frame > backfilled:
+        raise StoreError(
+            f"{path.name}-wal is missing next to {path}, but {shm.name} records "
+            f"{max_frame - backfilled} WAL page(s) of committed changes not yet copied "
+            "into the database: the most recent runs, stages and audit entries would be lost",
+            hint=f"put {path.name}-wal back (from a backup or wherever it was moved); "
+                 f"to accept the loss instead, move {shm.name} aside and run again")
+
+
+def upgrade(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the open database to SCHEMA_VERSION, or refuse it (StoreError)."""
+    version = _schema_state(conn, path)
+    if version == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _schema_state(conn, path)  # another process may have migrated meanwhile
+        for statements in MIGRATIONS[version:]:
+            for statement in statements:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _schema_state(conn: sqlite3.Connection, path: Path) -> int:
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables):
+        raise StoreError(f"{path} is an SQLite database but not an iacorch state store",
+                         hint="point --store (or $IACORCH_HOME) at another file; "
+                              "iacorch will not modify this one")
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"state.db was written by a newer iacorch (schema {version}, "
+                         f"this one knows {SCHEMA_VERSION}): {path}",
+                         hint="upgrade iacorch (pip install -U iacorch), or use another "
+                              "state file with --store")
+    return version

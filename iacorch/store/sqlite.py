@@ -1,0 +1,456 @@
+"""The default Store: one SQLite file in WAL mode, safe across threads and processes.
+
+Every write runs in a `BEGIN IMMEDIATE` transaction, so read-then-write steps
+(lock takeover, audit append) are atomic across processes too. Every SQLite
+failure surfaces as a StoreError saying what happened to which file and what
+to do; a failed transaction is rolled back whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from iacorch.errors import StoreError
+from iacorch.model.status import RunStatus
+from iacorch.store import audit as chain
+from iacorch.store import base
+from iacorch.store.base import (
+    KEEP,
+    ApprovalRecord,
+    AuditEntry,
+    AuditVerification,
+    DriftRecord,
+    Keep,
+    LockHolder,
+    RunRecord,
+    StageRecord,
+)
+from iacorch.store.migrations import check_files, upgrade
+
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_PRAGMA_NAME = re.compile(r"^[a-z_]+$")
+_RESTORE_HINT = ("restore state.db from a backup, or move it aside to start afresh "
+                 "(iacorch never overwrites it); `sqlite3 state.db .recover` may salvage data")
+
+
+def _cols(names: tuple[str, ...]) -> str:
+    return ", ".join(f'"{n}"' for n in names)
+
+
+_RUN, _STAGE, _LOCK = _cols(base.RUN_COLUMNS), _cols(base.STAGE_COLUMNS), _cols(base.LOCK_COLUMNS)
+_AUDIT, _APPROVAL = _cols(base.AUDIT_COLUMNS), _cols(base.APPROVAL_COLUMNS)
+_DRIFT = _cols(base.DRIFT_COLUMNS)
+_STAGE_UPSERT = (
+    f"INSERT INTO stages ({_STAGE}) VALUES ({', '.join('?' * len(base.STAGE_COLUMNS))}) "
+    "ON CONFLICT (run_id, phase, stage_id, attempt) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in base.STAGE_COLUMNS[4:]))
+
+
+class SqliteStore:
+    """A Store in one SQLite file.
+
+    `synchronous` FULL (the default) makes every commit survive power loss;
+    NORMAL survives a killed process only (see bench/store.py for the cost).
+    `quick_check` runs `PRAGMA quick_check` on open so a damaged file is refused
+    before anything is written to it. `pragmas` are applied last, per
+    connection (tuning, or fault injection such as max_page_count in tests).
+    """
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL",
+                 busy_timeout: float = 5.0, quick_check: bool = True,
+                 clock: Callable[[], float] = time.time,
+                 pragmas: Mapping[str, int | str] | None = None) -> None:
+        if synchronous.upper() not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
+        self.path = Path(path).absolute()
+        self.busy_timeout = busy_timeout
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self._conn = self._open(synchronous.upper(), quick_check, dict(pragmas or {}))
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.path}: {exc.strerror}",
+                             hint="check the permissions of the file and its directory") from exc
+
+    def _open(self, synchronous: str, quick_check: bool,
+              pragmas: dict[str, int | str]) -> sqlite3.Connection:
+        check_files(self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the state directory {self.path.parent}: "
+                             f"{exc.strerror}", hint="create it, or use --store") from exc
+        mode = "rw" if self.path.exists() else "rwc"  # never create what vanished meanwhile
+        conn = sqlite3.connect(f"file:{quote(str(self.path))}?mode={mode}", uri=True,
+                               timeout=self.busy_timeout, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            journal = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if journal != "wal":
+                raise StoreError(f"cannot use write-ahead logging for {self.path} "
+                                 f"(journal mode stays {journal!r})",
+                                 hint="keep state.db on a local file system, not NFS/SMB")
+            conn.execute(f"PRAGMA synchronous = {synchronous}")
+            conn.execute("PRAGMA cell_size_check = ON")  # catch damaged pages as they are read
+            if quick_check:
+                _quick_check(conn, self.path)
+            upgrade(conn, self.path)
+            for name, value in pragmas.items():
+                if not _PRAGMA_NAME.match(name) or not re.match(r"^\w+$", str(value)):
+                    raise ValueError(f"bad pragma {name}={value!r}")
+                conn.execute(f"PRAGMA {name} = {value}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        return translate(exc, self.path, self.busy_timeout)
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"the state store {self.path} is already closed",
+                             hint="this is a bug in iacorch; please report it")
+        return self._conn
+
+    def _exec(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db().execute(sql, params)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._db().execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+
+    def _records(self, decode: Callable[[tuple[Any, ...]], Any], sql: str,
+                 params: tuple[Any, ...] = ()) -> list[Any]:
+        return [self._decode(decode, row) for row in self._rows(sql, params)]
+
+    def _decode(self, decode: Callable[[Any], Any], raw: Any) -> Any:
+        try:
+            return decode(raw)
+        except (ValueError, TypeError) as exc:  # JSON or enum text that no longer parses
+            raise StoreError(f"{self.path} holds a damaged record: {exc}",
+                             hint=_RESTORE_HINT) from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group the writes inside into one commit; roll all back on an exception."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._exec("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+                self._exec("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            finally:
+                self._depth = 0
+
+    def _rollback(self) -> None:
+        conn = self._conn
+        if conn is not None and conn.in_transaction:
+            with suppress(sqlite3.Error):  # SQLite may have rolled back already (SQLITE_FULL)
+                conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- runs -----------------------------------------------------------------------------
+
+    def create_run(self, run: RunRecord) -> None:
+        row = base.run_to_row(run)
+        with self.transaction():
+            if self._exec("SELECT 1 FROM runs WHERE id = ?", (run.id,)).fetchone():
+                raise ValueError(f"run {run.id} already exists")
+            self._exec(f"INSERT INTO runs ({_RUN}) VALUES ({', '.join('?' * len(row))})", row)
+
+    def update_run(self, run_id: str, *, status: RunStatus,
+                   finished_at: float | None | Keep = KEEP, error: str | None | Keep = KEEP,
+                   details: Mapping[str, Any] | None = None) -> None:
+        with self.transaction():
+            found = self._exec("SELECT finished_at, error, details FROM runs WHERE id = ?",
+                               (run_id,)).fetchone()
+            if found is None:
+                raise base.run_not_found(run_id, [])
+            merged = {**self._decode(json.loads, found[2]), **(details or {})}
+            self._exec("UPDATE runs SET status = ?, finished_at = ?, error = ?, details = ? "
+                       "WHERE id = ?",
+                       (RunStatus(status).value, found[0] if finished_at is KEEP else finished_at,
+                        found[1] if error is KEEP else error,
+                        base.dump_json(merged, "run details"), run_id))
+
+    def get_run(self, run_id: str) -> RunRecord:
+        found = self._records(base.run_from_row, f"SELECT {_RUN} FROM runs WHERE id = ?",
+                              (run_id,))
+        if not found and run_id:
+            found = self._records(base.run_from_row,
+                                  f"SELECT {_RUN} FROM runs WHERE substr(id, 1, ?) = ? "
+                                  "ORDER BY started_at DESC LIMIT 6", (len(run_id), run_id))
+        if len(found) != 1:
+            raise base.run_not_found(run_id, [r.id for r in found])
+        return found[0]
+
+    def list_runs(self, *, limit: int = 50, runbook: str | None = None,
+                  operation: str | None = None,
+                  status: RunStatus | None = None) -> list[RunRecord]:
+        filters = {"runbook": runbook, "operation": operation,
+                   "status": None if status is None else RunStatus(status).value}
+        used = {k: v for k, v in filters.items() if v is not None}
+        where = " AND ".join(f"{k} = ?" for k in used) or "1"
+        return self._records(base.run_from_row,
+                             f"SELECT {_RUN} FROM runs WHERE {where} "
+                             "ORDER BY started_at DESC, rowid DESC LIMIT ?",
+                             (*used.values(), limit))
+
+    def last_successful_run(self, runbook: str, workspace: str,
+                            operation: str = "apply") -> RunRecord | None:
+        found = self._records(base.run_from_row,
+                              f"SELECT {_RUN} FROM runs WHERE runbook = ? AND workspace = ? "
+                              "AND operation = ? AND status = ? "
+                              "ORDER BY started_at DESC, rowid DESC LIMIT 1",
+                              (runbook, workspace, operation, RunStatus.SUCCEEDED.value))
+        return found[0] if found else None
+
+    # --- stages ---------------------------------------------------------------------------
+
+    def record_stage(self, record: StageRecord) -> None:
+        row = base.stage_to_row(record)
+        with self.transaction():
+            self._exec(_STAGE_UPSERT, row)
+
+    def stage_records(self, run_id: str, phase: str = "forward") -> dict[str, StageRecord]:
+        base.check_phase(phase)
+        return base.latest_attempts(self._records(
+            base.stage_from_row,
+            f"SELECT {_STAGE} FROM stages WHERE run_id = ? AND phase = ? ORDER BY rowid",
+            (run_id, phase)))
+
+    def stage_attempts(self, run_id: str, stage_id: str) -> list[StageRecord]:
+        return self._records(base.stage_from_row,
+                             f"SELECT {_STAGE} FROM stages WHERE run_id = ? AND stage_id = ? "
+                             "ORDER BY phase != 'forward', attempt", (run_id, stage_id))
+
+    # --- locks ----------------------------------------------------------------------------
+
+    def _holder(self, key: str) -> LockHolder | None:
+        row = self._exec(f"SELECT {_LOCK} FROM locks WHERE key = ?", (key,)).fetchone()
+        return None if row is None else base.lock_from_row(row)
+
+    def acquire_lock(self, key: str, run_id: str, *, host: str, pid: int,
+                     lease_seconds: float) -> LockHolder | None:
+        with self.transaction():
+            now = self._clock()
+            holder = self._holder(key)
+            acquired = now
+            if holder is not None:
+                verdict = base.lock_verdict(holder, run_id=run_id, host=host, pid=pid, now=now)
+                if verdict is None:
+                    return holder
+                if verdict == "same_owner":
+                    acquired = holder.acquired_at
+                else:
+                    self.append_audit("lock_taken_over", run_id=run_id, actor=f"{host}:{pid}",
+                                      data={"reason": verdict,
+                                            "previous": base.lock_audit_data(holder)})
+            self._exec(f"INSERT OR REPLACE INTO locks ({_LOCK}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (key, run_id, host, pid, acquired, now, float(lease_seconds)))
+        return None
+
+    def renew_lock(self, key: str, run_id: str) -> bool:
+        with self.transaction():
+            cur = self._exec("UPDATE locks SET heartbeat_at = ? WHERE key = ? AND run_id = ?",
+                             (self._clock(), key, run_id))
+            return cur.rowcount == 1
+
+    def release_lock(self, key: str, run_id: str) -> None:
+        with self.transaction():
+            self._exec("DELETE FROM locks WHERE key = ? AND run_id = ?", (key, run_id))
+
+    def force_unlock(self, key: str, *, actor: str, reason: str) -> LockHolder | None:
+        with self.transaction():
+            holder = self._holder(key)
+            if holder is not None:
+                self._exec("DELETE FROM locks WHERE key = ?", (key,))
+                self.append_audit("force_unlock", run_id=holder.run_id, actor=actor,
+                                  data={"reason": reason, **base.lock_audit_data(holder)})
+        return holder
+
+    def list_locks(self) -> list[LockHolder]:
+        return self._records(base.lock_from_row, f"SELECT {_LOCK} FROM locks ORDER BY key")
+
+    # --- audit ----------------------------------------------------------------------------
+
+    def append_audit(self, kind: str, *, run_id: str | None = None,
+                     stage_id: str | None = None, actor: str | None = None,
+                     data: Mapping[str, Any] | None = None) -> AuditEntry:
+        with self.transaction():
+            last = self._exec("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            prev_seq, prev_hash = last if last else (0, chain.GENESIS_HASH)
+            entry = chain.next_entry(prev_seq, prev_hash, kind, time=self._clock(),
+                                     run_id=run_id, stage_id=stage_id, actor=actor, data=data)
+            self._exec(f"INSERT INTO audit ({_AUDIT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (entry.seq, entry.time, entry.kind, entry.run_id, entry.stage_id,
+                        entry.actor, chain.canonical_json(entry.data), entry.prev_hash,
+                        entry.hash))
+        return entry
+
+    def audit_entries(self, *, run_id: str | None = None) -> list[AuditEntry]:
+        if run_id is None:
+            return self._records(base.audit_from_row, f"SELECT {_AUDIT} FROM audit ORDER BY seq")
+        return self._records(base.audit_from_row,
+                             f"SELECT {_AUDIT} FROM audit WHERE run_id = ? ORDER BY seq",
+                             (run_id,))
+
+    def verify_audit(self) -> AuditVerification:
+        rows = self._rows(f"SELECT {_AUDIT} FROM audit ORDER BY seq")
+        return chain.verify_chain(_audit_or_damaged(row) for row in rows)
+
+    # --- approvals and drift --------------------------------------------------------------
+
+    def record_approval(self, approval: ApprovalRecord) -> None:
+        """Store the decision and append its audit entry in the same commit."""
+        row = base.approval_to_row(approval)
+        with self.transaction():
+            self._exec(f"INSERT INTO approvals ({_APPROVAL}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       row)
+            self.append_audit("approval_decided", run_id=approval.run_id,
+                              stage_id=approval.gate, actor=approval.identity,
+                              data=base.approval_audit_data(approval))
+
+    def approvals(self, run_id: str, gate: str | None = None) -> list[ApprovalRecord]:
+        where, params = ("run_id = ?", (run_id,)) if gate is None else (
+            "run_id = ? AND gate = ?", (run_id, gate))
+        return self._records(base.approval_from_row,
+                             f"SELECT {_APPROVAL} FROM approvals WHERE {where} "
+                             "ORDER BY time, id", params)
+
+    def record_drift(self, record: DriftRecord) -> None:
+        row = base.drift_to_row(record)
+        with self.transaction():
+            self._exec(f"INSERT INTO drift ({_DRIFT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+
+    def drift_history(self, runbook: str, *, stage_id: str | None = None,
+                      limit: int = 50) -> list[DriftRecord]:
+        where, params = ("runbook = ?", (runbook,)) if stage_id is None else (
+            "runbook = ? AND stage_id = ?", (runbook, stage_id))
+        return self._records(base.drift_from_row,
+                             f"SELECT {_DRIFT} FROM drift WHERE {where} "
+                             "ORDER BY time DESC, id DESC LIMIT ?", (*params, limit))
+
+
+def _audit_or_damaged(row: tuple[Any, ...]) -> AuditEntry:
+    """Decode an audit row; an undecodable one becomes an entry that fails its hash."""
+    try:
+        return base.audit_from_row(row)
+    except (ValueError, TypeError):
+        return AuditEntry(seq=row[0], time=0.0, kind="", run_id=None, stage_id=None,
+                          actor=None, data={"unreadable": str(row[6])}, prev_hash=str(row[7]),
+                          hash="")
+
+
+def _quick_check(conn: sqlite3.Connection, path: Path) -> None:
+    problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)").fetchall()]
+    if problems != ["ok"]:
+        raise StoreError(f"{path} is damaged: " + "; ".join(problems), hint=_RESTORE_HINT)
+
+
+def translate(exc: sqlite3.Error, path: Path, busy_timeout: float) -> StoreError:
+    """The StoreError a user should see for an SQLite failure on `path`."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        holders = lock_holders(path)
+        who = f" ({', '.join(holders)})" if holders else ""
+        return StoreError(f"{path} is locked by another process{who} and stayed locked for "
+                          f"more than {busy_timeout:g} s",
+                          hint="wait for that iacorch command to finish, or stop it; "
+                               "`iacorch runs` shows what is running")
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return StoreError(f"{path} is damaged: {exc}", hint=_RESTORE_HINT)
+    if name.startswith("SQLITE_FULL"):
+        return StoreError(f"no space left to write {path}; the change was rolled back, "
+                          "nothing was half-written",
+                          hint="free some disk space and run the command again; an "
+                               "interrupted run continues with `iacorch resume RUN`")
+    if name.startswith(("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")):
+        return StoreError(f"{path} is read-only ({exc})",
+                          hint="make the file and its directory writable: SQLite also writes "
+                               "state.db-wal and state.db-shm beside it; or use --store")
+    if name.startswith("SQLITE_CANTOPEN"):
+        return StoreError(f"cannot open {path} ({exc})",
+                          hint="check that its directory exists and is writable: SQLite "
+                               "creates state.db-wal and state.db-shm beside the file")
+    if name.startswith("SQLITE_IOERR"):
+        return StoreError(f"I/O error on {path} ({name}: {exc})",
+                          hint="check the disk and the file's permissions (dmesg may say "
+                               "more), then run the command again")
+    return StoreError(f"state store error on {path}: {exc}",
+                      hint="if this persists, report it with the output of "
+                           "`sqlite3 state.db 'PRAGMA integrity_check'`")
+
+
+def lock_holders(path: Path) -> list[str]:
+    """Other processes holding POSIX locks on state.db or its -shm, as 'pid N: command'.
+
+    Linux only (/proc/locks); best effort, for the error message.
+    """
+    try:
+        ids = set()
+        for file in (path, path.with_name(path.name + "-shm")):
+            st = file.stat()
+            ids.add(f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}")
+        pids: list[int] = []
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            pid = int(fields[4]) if len(fields) > 5 and fields[4].isdigit() else -1
+            if fields[5:6] and fields[5] in ids and pid not in (-1, os.getpid(), *pids):
+                pids.append(pid)
+        return [f"pid {p}: {_command(p)}" for p in pids]
+    except (OSError, ValueError, IndexError):
+        return []
+
+
+def _command(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    text = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+    return text if len(text) <= 80 else text[:77] + "..."
