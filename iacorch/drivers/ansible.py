@@ -1,0 +1,477 @@
+"""The Ansible driver: `ansible-playbook` with ansible-runner's event callback.
+
+ansible-runner prepares the command and environment (`RunnerConfig.prepare()`)
+and its `awx_display` callback reports job events, but iacorch's ProcessRunner
+runs the child: ansible-runner's own loop stops a cancelled or timed-out job
+with SIGKILL to the whole process group, while iacorch promises one SIGINT
+first. Extra vars, vault password and inline inventory live in a private 0700
+scratch directory outside the stage's work dir, removed when the stage ends;
+the callback's raw event files go there too, and only masked copies are kept
+as artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+from iacorch.drivers.ansible_events import Event, EventStream, PlayRecord, log_lines, progress
+from iacorch.drivers.ansible_events import strip_markers as _strip_markers
+from iacorch.drivers.base import StageContext
+from iacorch.model.results import ChangeSummary, ResourceChange, StageResult
+from iacorch.model.runbook import AnsibleAction
+from iacorch.model.status import ActionType, StageStatus
+from iacorch.process import ProcessResult, which
+
+PLAYBOOK_TOOL = "ansible-playbook"
+DESTROY_HINT = "ansible stages have no automatic destroy; give the stage a rollback playbook"
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+LOCAL_HOST_VARS = {"ansible_connection": "local",
+                   "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
+_NAME_KEYS = ("name", "hostname", "host", "inventory_hostname")
+_ADDRESS_KEYS = ("ansible_host", "address", "ip", "public_ip", "private_ip")
+_PATH_SUFFIXES = (".yml", ".yaml", ".ini", ".json", ".cfg", ".py", ".sh")
+_EXIT_MEANINGS = {1: "error", 2: "one or more hosts failed", 3: "one or more hosts unreachable",
+                  4: "playbook parse error", 5: "bad or incomplete options",
+                  99: "interrupted", 250: "unexpected error"}
+_EXIT_HINTS = {
+    2: "the TASK lines in the stage log show which host and task failed",
+    3: "check the inventory addresses and how Ansible connects (ansible_connection, ssh)",
+    4: "check the playbook's YAML and module names: ansible-playbook --syntax-check",
+    5: "check the stage's ansible options (limit, tags, inventory)",
+}
+
+
+class AnsibleActionError(ValueError):
+    """A rendered ansible action that cannot be run (bad inventory, missing playbook...)."""
+
+
+# -- pure building blocks ----------------------------------------------------------------
+
+
+def normalise_inventory(value: Any, resolve: Callable[[str], Path]) -> Path | dict[str, Any]:
+    """A path, or an inline inventory in Ansible's YAML shape, from what the runbook gave.
+
+    Accepts an inventory path, `"a,b"` host lists, a list of host names or host
+    mappings (Terraform-like outputs), `{hosts: [...]}` and `{group: [...] | {...}}`.
+    No inventory means localhost. Local hosts given by name use the local connection.
+    """
+    if value is None or value == "" or value == []:
+        value = ["localhost"]
+    if isinstance(value, str):
+        if _looks_like_path(value, resolve):
+            path = resolve(value)
+            if not path.exists():
+                raise AnsibleActionError(f"inventory {value} not found (looked at {path})")
+            return path
+        value = [name.strip() for name in value.split(",") if name.strip()]
+    if isinstance(value, list):
+        return {"all": {"hosts": _hosts_from_list(value)}}
+    if isinstance(value, Mapping):
+        if set(value) and set(value) <= {"hosts", "vars", "children"}:
+            value = {"all": value}
+        return {str(name): _group(group, str(name)) for name, group in value.items()}
+    raise AnsibleActionError(f"inventory must be a path, a list of hosts or a mapping of "
+                             f"groups, not {type(value).__name__}")
+
+
+def _looks_like_path(value: str, resolve: Callable[[str], Path]) -> bool:
+    if "," in value:
+        return False
+    return os.sep in value or value.endswith(_PATH_SUFFIXES) or resolve(value).exists()
+
+
+def _group(group: Any, name: str) -> dict[str, Any]:
+    if group is None:
+        return {}
+    if isinstance(group, list):
+        return {"hosts": _hosts_from_list(group)}
+    if not isinstance(group, Mapping):
+        raise AnsibleActionError(f"inventory group {name!r} must be a list of hosts or a "
+                                 f"mapping with hosts/vars/children")
+    shaped = dict(group)
+    hosts = shaped.get("hosts")
+    if isinstance(hosts, list):
+        shaped["hosts"] = _hosts_from_list(hosts)
+    elif isinstance(hosts, Mapping):
+        shaped["hosts"] = {str(h): dict(v or {}) for h, v in hosts.items()}
+    if isinstance(shaped.get("children"), Mapping):
+        shaped["children"] = {str(c): _group(g, str(c)) for c, g in shaped["children"].items()}
+    return shaped
+
+
+def _hosts_from_list(items: list[Any]) -> dict[str, dict[str, Any]]:
+    hosts: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, host_vars = _host_entry(item)
+        address = str(host_vars.get("ansible_host", name))
+        if (name in LOCAL_HOSTS or address in LOCAL_HOSTS) \
+                and "ansible_connection" not in host_vars:
+            host_vars = {**LOCAL_HOST_VARS, **host_vars}
+        hosts[name] = host_vars
+    return hosts
+
+
+def _host_entry(item: Any) -> tuple[str, dict[str, Any]]:
+    if isinstance(item, str | int | float) and not isinstance(item, bool):
+        return str(item), {}
+    if not isinstance(item, Mapping):
+        raise AnsibleActionError(f"an inventory host must be a name or a mapping, not {item!r}")
+    host_vars = dict(item)
+    name = next((str(host_vars.pop(k)) for k in _NAME_KEYS if host_vars.get(k)), None)
+    address = next((str(host_vars.pop(k)) for k in _ADDRESS_KEYS if host_vars.get(k)), None)
+    if name is None and address is None:
+        raise AnsibleActionError(f"inventory host {item!r} has no name and no address "
+                                 f"(one of {', '.join(_NAME_KEYS + _ADDRESS_KEYS)})")
+    if address is not None and address != (name or address):
+        host_vars["ansible_host"] = address
+    return name or str(address), host_vars
+
+
+def extra_vars(value: dict[str, Any] | str, resolve: Callable[[str], Path]) -> dict | Path:
+    """Extra vars as a mapping to write to a private file, or a user's `@file` path."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    text = value.strip()
+    if text.startswith("@"):
+        return resolve(text[1:])
+    if not text:
+        return {}
+    import yaml
+
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise AnsibleActionError(f"extra_vars is neither a mapping nor @file: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise AnsibleActionError("extra_vars must be a mapping, YAML/JSON text of one, or @file")
+    return parsed
+
+
+def playbook_options(action: AnsibleAction, *, check: bool, diff: bool,
+                     extra_vars_file: Path | None, vault_password_file: Path | None) -> list[str]:
+    """ansible-playbook options that RunnerConfig does not build itself."""
+    options = []
+    if check:
+        options.append("--check")
+    if diff:
+        options.append("--diff")
+    if action.become:
+        options.append("--become")
+    if vault_password_file is not None:
+        options += ["--vault-password-file", str(vault_password_file)]
+    if extra_vars_file is not None:
+        options += ["-e", f"@{extra_vars_file}"]
+    return options
+
+
+def child_env(spec_env: Mapping[str, str], action_env: Mapping[str, Any],
+              secret_env: Mapping[str, str]) -> dict[str, str]:
+    """The environment laid over iacorch's: runbook env, the action's env, then secrets."""
+    env = {k: str(v) for k, v in spec_env.items()}
+    env.update({k: _env_text(v) for k, v in action_env.items()})
+    env.update(secret_env)
+    env.setdefault("ANSIBLE_NOCOLOR", "1")
+    return env
+
+
+def _env_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return "" if value is None else str(value)
+
+
+def _tags(value: list[str] | str | None) -> str | None:
+    return ",".join(value) if isinstance(value, list) else value
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: str
+    artifact_dir: Path
+
+
+def prepare_invocation(action: AnsibleAction, *, playbook: Path, inventory: Path,
+                       private_data_dir: Path, ident: str, events_dir: Path,
+                       options: list[str], env: Mapping[str, str]) -> Invocation:
+    """Command, environment and directories, as ansible-runner's RunnerConfig prepares them."""
+    from ansible_runner.config.runner import RunnerConfig
+
+    config = RunnerConfig(
+        private_data_dir=str(private_data_dir), playbook=str(playbook),
+        inventory=str(inventory), project_dir=str(playbook.parent), ident=ident,
+        limit=action.limit, tags=_tags(action.tags), skip_tags=_tags(action.skip_tags),
+        forks=action.forks, cmdline=shlex.join(options) if options else None,
+        envvars=dict(env), quiet=True,
+        fact_cache_type="none")  # runner's jsonfile cache would keep facts (ansible_env!)
+    config.prepare()
+    prepared = dict(config.env)
+    # The callback's raw events may hold secrets: they go to the scratch dir, not artifacts.
+    prepared["AWX_ISOLATED_DATA_DIR"] = str(events_dir)
+    return Invocation(tuple(config.command), prepared, str(config.cwd),
+                      Path(config.artifact_dir))
+
+
+# -- running ------------------------------------------------------------------------------
+
+
+@contextmanager
+def _scratch_dir() -> Iterator[Path]:
+    """A private 0700 directory for secrets and raw events, in RAM where the system has one."""
+    shm = Path("/dev/shm")
+    base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    path = Path(tempfile.mkdtemp(prefix="iacorch-ansible-", dir=base))
+    try:
+        (path / "job_events").mkdir(mode=0o700)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _write_private(path: Path, text: str) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
+
+
+class _EventReader:
+    """The child's output lines in; log lines, progress, a PlayRecord and masked artifacts out."""
+
+    def __init__(self, ctx: StageContext, scratch: Path, artifact_dir: Path) -> None:
+        self.ctx = ctx
+        self.record = PlayRecord()
+        self.tail: deque[str] = deque(maxlen=40)
+        self._partials = scratch / "job_events"
+        self._saved = artifact_dir / "job_events"
+        self._saved.mkdir(parents=True, exist_ok=True)
+        self._stdout = (artifact_dir / "stdout").open("w", encoding="utf-8")
+        self._stream = EventStream(self._load, self._event, self._say)
+
+    def feed(self, line: str) -> None:
+        """One output line, already masked by the ProcessRunner."""
+        shown = _strip_markers(line)
+        if shown.strip() or not line.strip():
+            self._stdout.write(shown + "\n")
+        self._stream.feed(line)
+
+    def close(self) -> None:
+        """Finish the stream, then report events whose markers never reached the output."""
+        self._stream.close()
+        leftovers = [e for e in map(self._read, self._partials.glob("*-partial.json")) if e]
+        for event in sorted(leftovers, key=lambda e: str(e.get("created", ""))):
+            self._stream.emit(event)
+        self._stdout.close()
+
+    def _load(self, uuid: str) -> Event | None:
+        if not uuid.replace("-", "").isalnum():
+            return None
+        return self._read(self._partials / f"{uuid}-partial.json")
+
+    @staticmethod
+    def _read(path: Path) -> Event | None:
+        try:
+            event = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        path.unlink(missing_ok=True)
+        return event if isinstance(event, dict) else None
+
+    def _event(self, event: Event) -> None:
+        masker = self.ctx.masker
+        masked = masker.mask_value(event)
+        name = f"{event['counter']}-{str(event.get('uuid', 'x'))[:64].replace('/', '_')}.json"
+        _write_private(self._saved / name, masker.mask(json.dumps(masked, default=str)))
+        self.record.add(event)
+        for line in log_lines(event):
+            self._say(line)
+        update = progress(event)
+        if update is not None:
+            self.ctx.on_progress(masker.mask_value({"stage": self.ctx.spec.stage_id, **update}))
+
+    def _say(self, line: str) -> None:
+        self.ctx.log(line)
+        self.tail.append(self.ctx.masker.mask(line))
+
+
+@dataclass(frozen=True, slots=True)
+class _Play:
+    process: ProcessResult
+    record: PlayRecord
+    tail: tuple[str, ...]
+    artifact_dir: Path
+
+
+class AnsibleDriver:
+    """Apply runs the playbook; plan and drift run it in check mode with diff."""
+
+    action_type: ClassVar[ActionType] = ActionType.ANSIBLE
+
+    def required_tools(self, action: Mapping[str, Any]) -> list[str]:
+        """ansible-playbook, whatever the action says."""
+        return [PLAYBOOK_TOOL]
+
+    def plan(self, ctx: StageContext) -> StageResult:
+        """A dry run: check mode with diff; details list what would change."""
+        play = _run(ctx, dry_run=True)
+        if isinstance(play, StageResult):
+            return play
+        return _failed(ctx, play) or _summary_result(ctx, play)
+
+    def apply(self, ctx: StageContext) -> StageResult:
+        """Run the playbook; `set_stats` data and per-host stats become the outputs."""
+        play = _run(ctx, dry_run=False)
+        if isinstance(play, StageResult):
+            return play
+        failed = _failed(ctx, play)
+        if failed is not None:
+            return failed
+        outputs = play.record.set_stats()
+        if "hosts" in outputs:
+            ctx.log("warning: set_stats key 'hosts' is replaced by the per-host stats output")
+        outputs["hosts"] = play.record.host_stats()
+        sensitive = frozenset(k for k, v in outputs.items()
+                              if _contains_secret(ctx, json.dumps(v, default=str)))
+        summary = _summary_result(ctx, play)
+        return StageResult(status=StageStatus.SUCCEEDED, outputs=outputs,
+                           sensitive_outputs=sensitive, changes=summary.changes,
+                           artifacts=summary.artifacts, exit_code=0,
+                           details=summary.details)
+
+    def destroy(self, ctx: StageContext) -> StageResult:
+        """Nothing to undo automatically: an ansible stage needs an explicit rollback."""
+        ctx.log(DESTROY_HINT)
+        return StageResult(status=StageStatus.SKIPPED, hint=DESTROY_HINT,
+                           details={"reason": DESTROY_HINT})
+
+    def drift(self, ctx: StageContext) -> StageResult:
+        """Check mode with diff: any task that would change something is drift."""
+        play = _run(ctx, dry_run=True)
+        if isinstance(play, StageResult):
+            return play
+        failed = _failed(ctx, play)
+        if failed is not None:
+            return failed
+        summary = _summary_result(ctx, play)
+        drifted = bool(play.record.changes)
+        ctx.log(f"drift: {len(play.record.changes)} task result(s) would change"
+                if drifted else "drift: none, every task is in sync")
+        return StageResult(status=StageStatus.SUCCEEDED, drifted=drifted,
+                           changes=summary.changes, details=summary.details,
+                           artifacts=summary.artifacts, exit_code=0)
+
+
+def _run(ctx: StageContext, *, dry_run: bool) -> _Play | StageResult:
+    from pydantic import ValidationError
+
+    try:
+        action = AnsibleAction.model_validate(dict(ctx.spec.action))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'ansible'}: {e['msg']}"
+                             for e in exc.errors())
+        return StageResult.failure(ctx.masker.mask(f"invalid ansible action: {problems}"),
+                                   hint="check the stage's `ansible:` fields after rendering")
+    env = child_env(ctx.spec.env, action.env, ctx.spec.secret_env)
+    if which(PLAYBOOK_TOOL, env) is None:
+        return StageResult.failure(
+            f"{PLAYBOOK_TOOL} is not installed or not on PATH",
+            hint="install ansible-core (pip install ansible-core) where iacorch runs")
+    try:
+        playbook = ctx.resolve(action.playbook)
+        if not playbook.is_file():
+            raise AnsibleActionError(f"playbook {action.playbook} not found (looked at {playbook})")
+        inventory = normalise_inventory(action.inventory, ctx.resolve)
+        variables = extra_vars(action.extra_vars, ctx.resolve)
+    except AnsibleActionError as exc:
+        return StageResult.failure(ctx.masker.mask(str(exc)),
+                                   hint="paths in an ansible stage are relative to the runbook")
+    if action.vault_password:
+        ctx.masker.add([action.vault_password])
+    check = dry_run or action.check
+    private_data_dir = ctx.work_dir / "ansible"
+    ident = f"{ctx.spec.operation}-{ctx.spec.attempt}"
+    artifact_dir = private_data_dir / "artifacts" / ident
+    shutil.rmtree(artifact_dir, ignore_errors=True)
+    artifact_dir.mkdir(parents=True, mode=0o700)
+    with _scratch_dir() as scratch:
+        if isinstance(inventory, dict):
+            text = json.dumps(inventory, indent=2)
+            _write_private(artifact_dir / "inventory.json", ctx.masker.mask(text))
+            inventory = _write_private(scratch / "inventory.json", text)
+        variables_file = variables if isinstance(variables, Path) else (
+            _write_private(scratch / "extra_vars.json", json.dumps(variables, default=str))
+            if variables else None)
+        vault_file = (_write_private(scratch / "vault_password", action.vault_password)
+                      if action.vault_password else None)
+        options = playbook_options(action, check=check, diff=check,
+                                   extra_vars_file=variables_file, vault_password_file=vault_file)
+        invocation = prepare_invocation(
+            action, playbook=playbook, inventory=inventory, private_data_dir=private_data_dir,
+            ident=ident, events_dir=scratch, options=options, env=env)
+        reader = _EventReader(ctx, scratch, invocation.artifact_dir)
+        try:
+            result = ctx.process.run(
+                invocation.argv, cwd=invocation.cwd, env=invocation.env,
+                timeout=ctx.remaining_timeout(), cancel=ctx.cancel, masker=ctx.masker,
+                on_line=reader.feed)
+        finally:
+            reader.close()
+    _write_private(artifact_dir / "command", ctx.masker.mask(shlex.join(result.argv)) + "\n")
+    return _Play(result, reader.record, tuple(reader.tail), artifact_dir)
+
+
+def _failed(ctx: StageContext, play: _Play) -> StageResult | None:
+    """A failed result when ansible-playbook did not finish cleanly; None when it did."""
+    process = play.process
+    tail = play.tail or process.tail
+    if process.start_error:
+        result = StageResult.failure(f"could not start {PLAYBOOK_TOOL}: {process.start_error}")
+    elif process.interrupted:
+        result = StageResult.failure(f"{PLAYBOOK_TOOL} was interrupted", interrupted=True,
+                                     exit_code=process.exit_code, output_tail=tail)
+    elif process.timed_out:
+        result = StageResult.failure(
+            f"{PLAYBOOK_TOOL} timed out after {ctx.spec.timeout or 0:g}s",
+            hint="the last TASK line in the stage log shows where it stopped; raise `timeout`",
+            exit_code=process.exit_code, output_tail=tail)
+    elif process.exit_code != 0:
+        code = process.exit_code
+        message = (play.record.failure_message() or "; ".join(play.record.errors[-3:])
+                   or f"exited with code {code} ({_EXIT_MEANINGS.get(code or 0, 'unknown')})")
+        result = StageResult.failure(ctx.masker.mask(f"{PLAYBOOK_TOOL} failed: {message}"),
+                                     hint=_EXIT_HINTS.get(code or 0), exit_code=code,
+                                     output_tail=tail)
+    else:
+        return None
+    return replace(result, artifacts=(str(play.artifact_dir),))
+
+
+def _summary_result(ctx: StageContext, play: _Play) -> StageResult:
+    record = play.record
+    changes = record.changes
+    summary = ChangeSummary(
+        change=len(changes), unchanged=sum(o.status == "ok" for o in record.outcomes),
+        resources=tuple(ResourceChange(f"{o.host}: {o.task}", "update") for o in changes))
+    details = {"changed": [{"host": o.host, "task": o.task, "action": o.action, "diff": o.diff}
+                           for o in changes[:100]],
+               "hosts": record.host_stats()}
+    return StageResult(status=StageStatus.SUCCEEDED, changes=summary, exit_code=0,
+                       details=ctx.masker.mask_value(details),
+                       artifacts=(str(play.artifact_dir),))
+
+
+def _contains_secret(ctx: StageContext, text: str) -> bool:
+    return ctx.masker.mask(text) != text

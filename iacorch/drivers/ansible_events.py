@@ -1,0 +1,297 @@
+"""Ansible job events, as ansible-runner's `awx_display` callback emits them.
+
+The callback writes each event's data to `<uuid>-partial.json` and marks where
+the event starts and ends in the child's output with base64 tokens wrapped in
+ANSI escapes. `EventStream` turns output lines back into ordered events;
+`PlayRecord` folds events into what the driver reports: log lines, progress,
+per-host stats, `set_stats` outputs, failures and would-be changes.
+
+Everything here is pure: no files, no processes, no masking (the driver masks).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Event = dict[str, Any]
+
+_MARKER = re.compile(r"\x1b\[K((?:[A-Za-z0-9+/=]+\x1b\[\d+D)+)\x1b\[K")
+_CURSOR_MOVE = re.compile(r"\x1b\[\d+D")
+
+RESULT_EVENTS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_skipped": "skipped",
+    "runner_on_unreachable": "unreachable",
+    "runner_on_async_ok": "ok",
+    "runner_on_async_failed": "failed",
+}
+# Events that only carry text Ansible printed (warnings, errors, -v output).
+DISPLAY_EVENTS = frozenset({"verbose", "warning", "error", "deprecated", "debug",
+                            "system_warning"})
+HOST_STAT_KEYS = {"ok": "ok", "changed": "changed", "failures": "failures",
+                  "dark": "unreachable", "skipped": "skipped"}
+_MESSAGE_LIMIT = 500
+
+
+def strip_markers(line: str) -> str:
+    """The line as a person would have seen it: event markers removed."""
+    return _MARKER.sub("", line)
+
+
+def decode_marker(token: str) -> dict[str, Any]:
+    """The JSON carried by one marker (`{"uuid": ...}` starts an event, `{}` ends it)."""
+    try:
+        data = json.loads(base64.b64decode(_CURSOR_MOVE.sub("", token)))
+    except (ValueError, binascii.Error):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class EventStream:
+    """Rebuilds job events from the child's output, one line at a time.
+
+    `load(uuid)` returns the event's partial data (None when it is gone);
+    `on_event` receives each finished event with its printed text in `stdout`;
+    `on_text` receives text printed outside any event (tracebacks, early errors).
+    """
+
+    def __init__(self, load: Callable[[str], Event | None],
+                 on_event: Callable[[Event], None],
+                 on_text: Callable[[str], None]) -> None:
+        self._load = load
+        self._on_event = on_event
+        self._on_text = on_text
+        self._current: Event | None = None
+        self._stdout: list[str] = []
+        self.counter = 0
+
+    def feed(self, line: str) -> None:
+        """Consume one output line (without its newline)."""
+        position = 0
+        for match in _MARKER.finditer(line):
+            self._text(line[position:match.start()])
+            self._marker(decode_marker(match.group(1)))
+            position = match.end()
+        self._text(line[position:], end_of_line=True)
+
+    def close(self) -> None:
+        """The output ended: finish the event in progress, if any."""
+        self._finish()
+
+    def _text(self, text: str, end_of_line: bool = False) -> None:
+        if self._current is not None:
+            if text or end_of_line:
+                self._stdout.append(text + ("\n" if end_of_line else ""))
+        elif text.strip():
+            self._on_text(text.rstrip())
+
+    def _marker(self, data: dict[str, Any]) -> None:
+        self._finish()
+        uuid = data.get("uuid")
+        if not uuid:
+            return
+        event = self._load(str(uuid))
+        if event is not None:
+            self._current = event
+
+    def emit(self, event: Event, stdout: str = "") -> None:
+        """Number an event and hand it on (also for events whose markers were lost)."""
+        self.counter += 1
+        self._on_event({**event, "counter": self.counter, "stdout": stdout})
+
+    def _finish(self) -> None:
+        if self._current is None:
+            return
+        event, stdout = self._current, "".join(self._stdout).strip("\r\n")
+        self._current, self._stdout = None, []
+        self.emit(event, stdout)
+
+
+def result_status(event: Mapping[str, Any]) -> str | None:
+    """ok, changed, failed, ignored, skipped or unreachable for a task result; else None."""
+    status = RESULT_EVENTS.get(str(event.get("event")))
+    data = event.get("event_data") or {}
+    if status == "ok" and _res(data).get("changed"):
+        return "changed"
+    if status == "failed" and data.get("ignore_errors"):
+        return "ignored"
+    return status
+
+
+def log_lines(event: Mapping[str, Any]) -> list[str]:
+    """Human lines for an event: `TASK name | host | status` per task result, plays, recap."""
+    data = event.get("event_data") or {}
+    kind = event.get("event")
+    if kind == "playbook_on_play_start":
+        return [f"PLAY {data.get('name') or data.get('play') or ''}".rstrip()]
+    if kind == "playbook_on_no_hosts_matched":
+        return ["PLAY skipped: no hosts matched"]
+    if kind == "playbook_on_stats":
+        return [f"RECAP {host} | " + " ".join(f"{k}={v}" for k, v in stats.items())
+                for host, stats in host_stats(data).items()]
+    if kind in DISPLAY_EVENTS and kind != "debug":
+        return [line for line in str(event.get("stdout") or "").splitlines() if line.strip()]
+    status = result_status(event)
+    if status is None:
+        return []
+    line = f"TASK {data.get('task') or '?'} | {data.get('host') or '?'} | {status}"
+    if status in ("failed", "ignored", "unreachable"):
+        line += f" | {module_message(_res(data))}"
+    return [line]
+
+
+def progress(event: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A progress dict for the console: play and task starts, task results, the recap."""
+    data = event.get("event_data") or {}
+    kind = event.get("event")
+    if kind == "playbook_on_play_start":
+        return {"kind": "play", "play": data.get("name") or data.get("play")}
+    if kind == "playbook_on_task_start":
+        return {"kind": "task", "task": data.get("task"), "play": data.get("play")}
+    if kind == "playbook_on_stats":
+        return {"kind": "recap", "hosts": host_stats(data)}
+    status = result_status(event)
+    if status is None:
+        return None
+    return {"kind": "result", "task": data.get("task"), "host": data.get("host"),
+            "status": status, "action": data.get("task_action")}
+
+
+def module_message(res: Mapping[str, Any]) -> str:
+    """What the module said went wrong: `msg`, the end of stderr, failed loop items."""
+    if "censored" in res:
+        return "output hidden by no_log"
+    parts = [_text(res.get("msg"))]
+    for key in ("stderr", "module_stderr", "stdout"):
+        lines = [s for s in _text(res.get(key)).splitlines() if s.strip()]
+        if lines and not parts[0].endswith(lines[-1]):
+            parts.append(lines[-1])
+            break
+    for item in res.get("results") or ():
+        if isinstance(item, Mapping) and item.get("failed"):
+            label = item.get("_ansible_item_label", item.get("item"))
+            parts.append(f"item {label}: {module_message(item)}")
+    message = ": ".join(p for p in parts if p) or "no message from the module"
+    return message if len(message) <= _MESSAGE_LIMIT else message[:_MESSAGE_LIMIT] + "..."
+
+
+def host_stats(stats_data: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """`playbook_on_stats` data -> {host: {ok, changed, failures, unreachable, skipped}}."""
+    hosts: set[str] = set()
+    for key in (*HOST_STAT_KEYS, "processed"):
+        hosts.update((stats_data.get(key) or {}).keys())
+    return {host: {name: int((stats_data.get(key) or {}).get(host, 0))
+                   for key, name in HOST_STAT_KEYS.items()} for host in sorted(hosts)}
+
+
+def render_diff(diff: Any, limit: int = 4000) -> str:
+    """A module's `diff` result (one or a list of before/after dicts) as unified diff text."""
+    chunks: list[str] = []
+    for entry in diff if isinstance(diff, list) else [diff]:
+        if not isinstance(entry, Mapping):
+            continue
+        if entry.get("prepared"):
+            chunks.append(_text(entry["prepared"]))
+        if "before" in entry or "after" in entry:
+            before, after = _diff_side(entry.get("before")), _diff_side(entry.get("after"))
+            chunks.extend(difflib.unified_diff(
+                before.splitlines(keepends=True), after.splitlines(keepends=True),
+                fromfile=f"before: {entry.get('before_header', '')}".rstrip(),
+                tofile=f"after: {entry.get('after_header', '')}".rstrip()))
+    text = "".join(c if c.endswith("\n") else c + "\n" for c in chunks)
+    return text if len(text) <= limit else text[:limit] + "\n... (diff truncated)\n"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOutcome:
+    """One task result on one host that the driver reports."""
+
+    host: str
+    task: str
+    action: str
+    status: str
+    message: str = ""
+    diff: str = ""
+
+
+@dataclass
+class PlayRecord:
+    """Everything a run's events said, folded into what the stage result needs."""
+
+    outcomes: list[TaskOutcome] = field(default_factory=list)
+    stats: dict[str, Any] | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, event: Mapping[str, Any]) -> None:
+        """Fold one event in."""
+        kind = event.get("event")
+        data = event.get("event_data") or {}
+        if kind == "playbook_on_stats":
+            self.stats = dict(data)
+        elif kind == "error" and event.get("stdout"):
+            self.errors.append(str(event["stdout"]).strip())
+        status = result_status(event)
+        if status is None:
+            return
+        res = _res(data)
+        self.outcomes.append(TaskOutcome(
+            host=str(data.get("host") or "?"), task=str(data.get("task") or "?"),
+            action=str(data.get("task_action") or data.get("resolved_action") or ""),
+            status=status,
+            message=module_message(res) if status in ("failed", "unreachable") else "",
+            diff=render_diff(res["diff"]) if res.get("diff") else ""))
+
+    @property
+    def failures(self) -> list[TaskOutcome]:
+        return [o for o in self.outcomes if o.status in ("failed", "unreachable")]
+
+    @property
+    def changes(self) -> list[TaskOutcome]:
+        return [o for o in self.outcomes if o.status == "changed"]
+
+    def host_stats(self) -> dict[str, dict[str, int]]:
+        return host_stats(self.stats or {})
+
+    def set_stats(self) -> dict[str, Any]:
+        """Data published with `set_stats` (aggregate, not per host)."""
+        data = (self.stats or {}).get("artifact_data")
+        return dict(data) if isinstance(data, Mapping) else {}
+
+    def failure_message(self) -> str | None:
+        """`task 'x' failed on host 'h': module message`, one clause per failure."""
+        failures = self.failures
+        if not failures:
+            return None
+        clauses = [f"task '{f.task}' {'failed' if f.status == 'failed' else 'was unreachable'}"
+                   f" on host '{f.host}': {f.message}" for f in failures[:5]]
+        more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+        return "; ".join(clauses) + more
+
+
+def _res(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    res = data.get("res")
+    return res if isinstance(res, Mapping) else {}
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return "; ".join(_text(v) for v in value)
+    return str(value).strip()
+
+
+def _diff_side(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, sort_keys=True, default=str) + "\n"
