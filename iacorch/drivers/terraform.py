@@ -96,7 +96,7 @@ class _StageRun:
             action=action, paths=paths,
             var_files=tuple(ctx.resolve(f) for f in action.var_files),
             has_generated_vars=bool(self.routing.file_vars))
-        self.env = child_env(os.environ, paths=paths, routing=self.routing,
+        self.env = child_env(paths=paths, routing=self.routing,
                              spec_env=ctx.spec.env, secret_env=ctx.spec.secret_env,
                              action_env=action.env, workspace=action.workspace)
         self.version: str | None = None

@@ -104,25 +104,24 @@ def env_var_value(value: Any) -> str:
     return json.dumps(value)
 
 
-def child_env(base: Mapping[str, str], *, paths: StackPaths, routing: VarRouting,
-              spec_env: Mapping[str, str], secret_env: Mapping[str, str],
-              action_env: Mapping[str, Any], workspace: str | None) -> dict[str, str]:
-    """The environment of every Terraform command of a stage.
+def child_env(*, paths: StackPaths, routing: VarRouting, spec_env: Mapping[str, str],
+              secret_env: Mapping[str, str], action_env: Mapping[str, Any],
+              workspace: str | None) -> dict[str, str]:
+    """What every Terraform command of a stage gets on top of the worker's environment.
 
-    Later layers win: the worker's environment, automation defaults, the
-    runbook's env, the action's env, secrets, secret vars, then the data dir,
-    which must stay per stage for parallel stages not to collide.
+    Later layers win: automation defaults, the runbook's env, the action's env,
+    secrets, secret vars, then what must stay per stage for parallel stages not
+    to collide: the data dir, and the workspace the action selects.
     """
-    env = dict(base)
-    if workspace:
-        env.pop("TF_WORKSPACE", None)     # it would make `workspace select` fail
-    env.update({"TF_IN_AUTOMATION": "1", "TF_INPUT": "0",
-                "TF_PLUGIN_CACHE_DIR": str(paths.plugin_cache)})
+    env = {"TF_IN_AUTOMATION": "1", "TF_INPUT": "0",
+           "TF_PLUGIN_CACHE_DIR": str(paths.plugin_cache)}
     env.update(spec_env)
     env.update({k: env_var_value(v) for k, v in action_env.items()})
     env.update(secret_env)
     env.update(routing.env_vars)
     env["TF_DATA_DIR"] = str(paths.data_dir)
+    if workspace:
+        env["TF_WORKSPACE"] = ""          # set, it makes `workspace select` fail; empty is unset
     return env
 
 

@@ -175,14 +175,14 @@ def text_diagnostics(lines: Iterable[str]) -> list[Diagnostic]:
 def extract_json_document(lines: Iterable[str]) -> Any:
     """The one JSON document a command printed, ignoring stray text around it.
 
-    `show -json` prints one line, `output -json` an indented block; warnings that
-    Terraform writes to stderr (an unreadable CLI config file, say) may be mixed in
-    when the process runner merges the two streams.
+    Lines are joined without separators: newlines are insignificant between JSON
+    tokens and impossible inside strings, and the process runner may cut a very
+    long line (a big `show -json`) into pieces. Warnings Terraform writes to
+    stderr (an unreadable CLI config file, say) arrive as whole lines around it.
     """
     collected = [line.rstrip("\r\n") for line in lines]
-    text = "\n".join(collected).strip()
     try:
-        return json.loads(text)
+        return json.loads("".join(collected))
     except ValueError:
         pass
     for start, line in enumerate(collected):
@@ -192,7 +192,7 @@ def extract_json_document(lines: Iterable[str]) -> Any:
         for end in range(len(collected) - 1, start - 1, -1):
             if collected[end].rstrip().endswith(closer):
                 try:
-                    return json.loads("\n".join(collected[start:end + 1]))
+                    return json.loads("".join(collected[start:end + 1]))
                 except ValueError:
                     break
     raise ValueError("no JSON document found in the command's output")

@@ -242,15 +242,16 @@ def test_vars_holding_a_secret_go_to_the_environment_only() -> None:
 def test_child_env_layers_and_keeps_the_data_dir_per_stage(tmp_path: Path) -> None:
     paths = stack_paths(tmp_path / "s", tmp_path / "work", tmp_path / "state")
     routing = route_vars({"pw": SECRET}, [SECRET])
-    env = child_env({"PATH": "/bin", "TF_WORKSPACE": "x", "TF_DATA_DIR": "/elsewhere"},
-                    paths=paths, routing=routing, spec_env={"A": "spec", "B": "spec"},
+    env = child_env(paths=paths, routing=routing, spec_env={"A": "spec", "B": "spec"},
                     secret_env={"B": "secret"}, action_env={"TF_DATA_DIR": "/nope", "N": 3},
                     workspace="eu")
     assert env["TF_DATA_DIR"] == str(tmp_path / "work" / "terraform" / "tfdata")
     assert env["TF_PLUGIN_CACHE_DIR"] == str(tmp_path / "state" / "terraform" / "plugin-cache")
     assert (env["TF_IN_AUTOMATION"], env["TF_INPUT"]) == ("1", "0")
     assert (env["A"], env["B"], env["N"], env["TF_VAR_pw"]) == ("spec", "secret", "3", SECRET)
-    assert "TF_WORKSPACE" not in env and env["PATH"] == "/bin"
+    assert env["TF_WORKSPACE"] == "" and "PATH" not in env
+    assert "TF_WORKSPACE" not in child_env(paths=paths, routing=routing, spec_env={},
+                                           secret_env={}, action_env={}, workspace=None)
 
 
 # -- recorded output -----------------------------------------------------------------------
@@ -537,3 +538,9 @@ def test_private_dir_is_owner_only(make: Callable[..., Harness]) -> None:
     h.runner.run = spy  # type: ignore[method-assign]
     TerraformDriver().apply(h.ctx)
     assert seen and set(seen) == {0o700}
+
+
+def test_json_document_survives_a_long_line_cut_into_pieces() -> None:
+    line = (DATA / "show_create.json").read_text().strip()
+    pieces = [line[i:i + 700] for i in range(0, len(line), 700)]
+    assert extract_json_document(["Warning: noise", *pieces]) == json.loads(line)
