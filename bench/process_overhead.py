@@ -29,12 +29,12 @@ PR_SET_PDEATHSIG = 1
 SIGKILL = 9
 
 
-def _popen(argv: list[str], **kwargs: object) -> None:
+def _popen(argv: list[str], preexec_fn: Callable[[], object] | None = None) -> None:
     subprocess.run(argv, start_new_session=True, stdin=subprocess.DEVNULL,
-                   capture_output=True, check=True, **kwargs)
+                   capture_output=True, check=True, preexec_fn=preexec_fn)
 
 
-def _measure(name: str, spawn: Callable[[], None], count: int) -> None:
+def _measure(name: str, spawn: Callable[[], object], count: int) -> None:
     spawn()  # warm up: first-use costs (the guard process, page cache) are not per spawn
     times = []
     for _ in range(count):

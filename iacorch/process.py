@@ -123,6 +123,8 @@ class ProcessRunner:
         shown = tuple(masker.mask(str(a)) for a in argv)
         if cancel is not None and cancel.interrupted:
             return ProcessResult(shown, None, 0.0, interrupted=True, killed=cancel.killed)
+        if timeout is not None and timeout <= 0:     # the stage's time is already used up
+            return ProcessResult(shown, None, 0.0, timed_out=True)
         started = time.monotonic()
         child_env = None if env is None else {**os.environ, **{k: str(v) for k, v in env.items()}}
         try:
@@ -208,6 +210,10 @@ class _Watch:
                 self._handle(key)
             if self.pidfd is None and not self.exited:
                 self.exited = _has_exited(self.proc.pid)
+        if self.stop_step:
+            # We were stopping the group and its leader is gone: stragglers that ignored
+            # SIGINT would otherwise run on unwatched.
+            self._signal(signal.SIGKILL)
         drain_until = time.monotonic() + _DRAIN
         while self._reading() and (left := drain_until - time.monotonic()) > 0:
             for key, _ in self.selector.select(left):

@@ -153,7 +153,7 @@ class HttpDriver:
             return StageResult.failure(
                 f"invalid http action: {ctx.masker.mask(str(error))}",
                 hint="the runbook compiler should have caught this; check the rendered values")
-        attempts, log = action.until.attempts, []
+        attempts, log = action.until.attempts, list[str]()
         target = f"{action.method} {ctx.masker.mask(action.url)}"
         for attempt in range(1, attempts + 1):
             remaining = ctx.remaining_timeout()

@@ -262,3 +262,34 @@ def test_which_uses_the_path_of_the_overlay(tmp_path):
     tool.chmod(0o755)
     assert which("mytool", {"PATH": str(tmp_path)}) == str(tool)
     assert which("mytool") is None
+
+
+def test_stragglers_of_a_stopped_group_do_not_run_on(runner, tmp_path):
+    cancel = CancelToken()
+    script = "(trap '' INT; sleep 30) & echo $!; sleep 30"
+    pids: list[int] = []
+
+    def on_line(line: str) -> None:
+        pids.append(int(line))
+        cancel.interrupt()
+
+    result = runner.run(["bash", "-c", script], cancel=cancel, on_line=on_line)
+    assert result.interrupted and result.exit_code == 130
+    deadline = time.monotonic() + 1.0
+    while not gone(pids[0]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gone(pids[0])
+
+
+def test_a_used_up_timeout_starts_nothing(runner, tmp_path):
+    marker = tmp_path / "ran"
+    result = runner.run(["touch", str(marker)], timeout=0.0)
+    assert result.timed_out and result.exit_code is None and not marker.exists()
+
+
+def test_without_pidfd_the_exit_is_noticed_by_polling(runner, monkeypatch):
+    monkeypatch.delattr(os, "pidfd_open")
+    seen: list[str] = []
+    result = runner.run(["bash", "-c", "echo one; exec >&-; sleep 0.2; exit 4"],
+                        on_line=seen.append, timeout=5)
+    assert seen == ["one"] and result.exit_code == 4 and not result.timed_out
