@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -95,13 +96,16 @@ def test_a_slow_script_times_out(tmp_path, runner):
 
 
 class Service(BaseHTTPRequestHandler):
-    """/flaky answers 500 then 200; /echo returns what was posted; /health says ok."""
+    """/flaky answers 500 then 200; /slow takes 0.5s; POST echoes; anything else says ok."""
 
     hits: dict[str, int] = {}
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server naming
         count = self.hits[self.path] = self.hits.get(self.path, 0) + 1
-        if self.path == "/flaky" and count == 1:
+        if self.path == "/slow":
+            time.sleep(0.5)
+            self._send(200, "text/plain", b"late")
+        elif self.path == "/flaky" and count == 1:
             self._send(500, "text/plain", b"warming up")
         elif self.path == "/flaky":
             self._send(200, "application/json", b'{"status": "up", "version": "1.2"}')
@@ -115,11 +119,12 @@ class Service(BaseHTTPRequestHandler):
         self._send(201, "application/json", json.dumps(echo).encode())
 
     def _send(self, status: int, content_type: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a client gave up
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -130,6 +135,7 @@ def service(monkeypatch) -> Iterator[str]:
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     Service.hits = {}
     server = ThreadingHTTPServer(("127.0.0.1", 0), Service)
+    server.daemon_threads = True      # do not wait for /slow when closing
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -195,3 +201,10 @@ def test_an_interrupt_wakes_the_wait_between_attempts(tmp_path, runner, service)
     result = execute(stage(tmp_path, runner, ActionType.HTTP, action, cancel=cancel))
     assert result.status is StageStatus.INTERRUPTED
     assert time.monotonic() - started < 5
+
+
+def test_a_slow_response_times_out_as_a_failed_attempt(tmp_path, runner, service):
+    action = {"url": f"{service}/slow", "timeout": "100ms"}
+    result = execute(stage(tmp_path, runner, ActionType.HTTP, action))
+    assert result.status is StageStatus.FAILED
+    assert result.error == f"GET {service}/slow: no response: timed out (after 1 attempt)"
