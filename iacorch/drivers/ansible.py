@@ -17,15 +17,13 @@ import os
 import shlex
 import shutil
 import tempfile
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from iacorch.drivers.ansible_events import Event, EventStream, PlayRecord, log_lines, progress
-from iacorch.drivers.ansible_events import strip_markers as _strip_markers
+from iacorch.drivers.ansible_events import EventReader, PlayRecord, write_private
 from iacorch.drivers.base import StageContext
 from iacorch.model.results import ChangeSummary, ResourceChange, StageResult
 from iacorch.model.runbook import AnsibleAction
@@ -40,15 +38,14 @@ LOCAL_HOST_VARS = {"ansible_connection": "local",
 _NAME_KEYS = ("name", "hostname", "host", "inventory_hostname")
 _ADDRESS_KEYS = ("ansible_host", "address", "ip", "public_ip", "private_ip")
 _PATH_SUFFIXES = (".yml", ".yaml", ".ini", ".json", ".cfg", ".py", ".sh")
-_EXIT_MEANINGS = {1: "error", 2: "one or more hosts failed", 3: "one or more hosts unreachable",
-                  4: "playbook parse error", 5: "bad or incomplete options",
-                  99: "interrupted", 250: "unexpected error"}
-_EXIT_HINTS = {
-    2: "the TASK lines in the stage log show which host and task failed",
-    3: "check the inventory addresses and how Ansible connects (ansible_connection, ssh)",
-    4: "check the playbook's YAML and module names: ansible-playbook --syntax-check",
-    5: "check the stage's ansible options (limit, tags, inventory)",
-}
+# ansible-playbook's exit codes: ansible/cli/__init__.py and TaskQueueManager.RUN_*.
+_EXIT_MEANINGS = {1: "error", 2: "a host failed", 4: "a host was unreachable or a parse error",
+                  5: "bad options", 8: "a play was aborted", 99: "interrupted",
+                  250: "unexpected error"}
+_HINT_FAILED = "the TASK lines in the stage log show which host and task failed"
+_HINT_UNREACHABLE = ("check the inventory addresses and how Ansible connects "
+                     "(ansible_connection, ssh keys, become)")
+_HINT_ERROR = "run `ansible-playbook --syntax-check` on the playbook; the stage log has the error"
 
 
 class AnsibleActionError(ValueError):
@@ -68,8 +65,9 @@ def normalise_inventory(value: Any, resolve: Callable[[str], Path]) -> Path | di
     if value is None or value == "" or value == []:
         value = ["localhost"]
     if isinstance(value, str):
-        if _looks_like_path(value, resolve):
-            path = resolve(value)
+        path = resolve(value)
+        if "," not in value and (os.sep in value or value.endswith(_PATH_SUFFIXES)
+                                 or path.exists()):
             if not path.exists():
                 raise AnsibleActionError(f"inventory {value} not found (looked at {path})")
             return path
@@ -82,12 +80,6 @@ def normalise_inventory(value: Any, resolve: Callable[[str], Path]) -> Path | di
         return {str(name): _group(group, str(name)) for name, group in value.items()}
     raise AnsibleActionError(f"inventory must be a path, a list of hosts or a mapping of "
                              f"groups, not {type(value).__name__}")
-
-
-def _looks_like_path(value: str, resolve: Callable[[str], Path]) -> bool:
-    if "," in value:
-        return False
-    return os.sep in value or value.endswith(_PATH_SUFFIXES) or resolve(value).exists()
 
 
 def _group(group: Any, name: str) -> dict[str, Any]:
@@ -160,13 +152,8 @@ def extra_vars(value: dict[str, Any] | str, resolve: Callable[[str], Path]) -> d
 def playbook_options(action: AnsibleAction, *, check: bool, diff: bool,
                      extra_vars_file: Path | None, vault_password_file: Path | None) -> list[str]:
     """ansible-playbook options that RunnerConfig does not build itself."""
-    options = []
-    if check:
-        options.append("--check")
-    if diff:
-        options.append("--diff")
-    if action.become:
-        options.append("--become")
+    flags = (("--check", check), ("--diff", diff), ("--become", action.become))
+    options = [flag for flag, wanted in flags if wanted]
     if vault_password_file is not None:
         options += ["--vault-password-file", str(vault_password_file)]
     if extra_vars_file is not None:
@@ -241,72 +228,6 @@ def _scratch_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _write_private(path: Path, text: str) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    return path
-
-
-class _EventReader:
-    """The child's output lines in; log lines, progress, a PlayRecord and masked artifacts out."""
-
-    def __init__(self, ctx: StageContext, scratch: Path, artifact_dir: Path) -> None:
-        self.ctx = ctx
-        self.record = PlayRecord()
-        self.tail: deque[str] = deque(maxlen=40)
-        self._partials = scratch / "job_events"
-        self._saved = artifact_dir / "job_events"
-        self._saved.mkdir(parents=True, exist_ok=True)
-        self._stdout = (artifact_dir / "stdout").open("w", encoding="utf-8")
-        self._stream = EventStream(self._load, self._event, self._say)
-
-    def feed(self, line: str) -> None:
-        """One output line, already masked by the ProcessRunner."""
-        shown = _strip_markers(line)
-        if shown.strip() or not line.strip():
-            self._stdout.write(shown + "\n")
-        self._stream.feed(line)
-
-    def close(self) -> None:
-        """Finish the stream, then report events whose markers never reached the output."""
-        self._stream.close()
-        leftovers = [e for e in map(self._read, self._partials.glob("*-partial.json")) if e]
-        for event in sorted(leftovers, key=lambda e: str(e.get("created", ""))):
-            self._stream.emit(event)
-        self._stdout.close()
-
-    def _load(self, uuid: str) -> Event | None:
-        if not uuid.replace("-", "").isalnum():
-            return None
-        return self._read(self._partials / f"{uuid}-partial.json")
-
-    @staticmethod
-    def _read(path: Path) -> Event | None:
-        try:
-            event = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        path.unlink(missing_ok=True)
-        return event if isinstance(event, dict) else None
-
-    def _event(self, event: Event) -> None:
-        masker = self.ctx.masker
-        masked = masker.mask_value(event)
-        name = f"{event['counter']}-{str(event.get('uuid', 'x'))[:64].replace('/', '_')}.json"
-        _write_private(self._saved / name, masker.mask(json.dumps(masked, default=str)))
-        self.record.add(event)
-        for line in log_lines(event):
-            self._say(line)
-        update = progress(event)
-        if update is not None:
-            self.ctx.on_progress(masker.mask_value({"stage": self.ctx.spec.stage_id, **update}))
-
-    def _say(self, line: str) -> None:
-        self.ctx.log(line)
-        self.tail.append(self.ctx.masker.mask(line))
-
-
 @dataclass(frozen=True, slots=True)
 class _Play:
     process: ProcessResult
@@ -375,6 +296,46 @@ class AnsibleDriver:
 
 
 def _run(ctx: StageContext, *, dry_run: bool) -> _Play | StageResult:
+    inputs = _inputs(ctx)
+    if isinstance(inputs, StageResult):
+        return inputs
+    action, env, playbook, inventory, variables = inputs
+    private_data_dir = ctx.work_dir / "ansible"
+    ident = f"{ctx.spec.operation}-{ctx.spec.attempt}"
+    artifact_dir = private_data_dir / "artifacts" / ident
+    shutil.rmtree(artifact_dir, ignore_errors=True)
+    artifact_dir.mkdir(parents=True, mode=0o700)
+    with _scratch_dir() as scratch:
+        if isinstance(inventory, dict):
+            text = json.dumps(inventory, indent=2)
+            write_private(artifact_dir / "inventory.json", ctx.masker.mask(text))
+            inventory = write_private(scratch / "inventory.json", text)
+        if isinstance(variables, dict):
+            variables = write_private(scratch / "extra_vars.json",
+                                      json.dumps(variables, default=str)) if variables else None
+        vault_file = (write_private(scratch / "vault_password", action.vault_password)
+                      if action.vault_password else None)
+        check = dry_run or action.check
+        options = playbook_options(action, check=check, diff=check,
+                                   extra_vars_file=variables, vault_password_file=vault_file)
+        invocation = prepare_invocation(
+            action, playbook=playbook, inventory=inventory, private_data_dir=private_data_dir,
+            ident=ident, events_dir=scratch, options=options, env=env)
+        reader = EventReader(ctx, scratch, invocation.artifact_dir)
+        try:
+            result = ctx.process.run(
+                invocation.argv, cwd=invocation.cwd, env=invocation.env,
+                timeout=ctx.remaining_timeout(), cancel=ctx.cancel, masker=ctx.masker,
+                on_line=reader.feed)
+        finally:
+            reader.close()
+    write_private(artifact_dir / "command", ctx.masker.mask(shlex.join(result.argv)) + "\n")
+    return _Play(result, reader.record, tuple(reader.tail), artifact_dir)
+
+
+def _inputs(ctx: StageContext) -> tuple[AnsibleAction, dict[str, str], Path,
+                                         Path | dict[str, Any], dict | Path] | StageResult:
+    """The validated action and what it names, or a failed result saying what is wrong."""
     from pydantic import ValidationError
 
     try:
@@ -389,6 +350,8 @@ def _run(ctx: StageContext, *, dry_run: bool) -> _Play | StageResult:
         return StageResult.failure(
             f"{PLAYBOOK_TOOL} is not installed or not on PATH",
             hint="install ansible-core (pip install ansible-core) where iacorch runs")
+    if action.vault_password:
+        ctx.masker.add([action.vault_password])
     try:
         playbook = ctx.resolve(action.playbook)
         if not playbook.is_file():
@@ -398,39 +361,7 @@ def _run(ctx: StageContext, *, dry_run: bool) -> _Play | StageResult:
     except AnsibleActionError as exc:
         return StageResult.failure(ctx.masker.mask(str(exc)),
                                    hint="paths in an ansible stage are relative to the runbook")
-    if action.vault_password:
-        ctx.masker.add([action.vault_password])
-    check = dry_run or action.check
-    private_data_dir = ctx.work_dir / "ansible"
-    ident = f"{ctx.spec.operation}-{ctx.spec.attempt}"
-    artifact_dir = private_data_dir / "artifacts" / ident
-    shutil.rmtree(artifact_dir, ignore_errors=True)
-    artifact_dir.mkdir(parents=True, mode=0o700)
-    with _scratch_dir() as scratch:
-        if isinstance(inventory, dict):
-            text = json.dumps(inventory, indent=2)
-            _write_private(artifact_dir / "inventory.json", ctx.masker.mask(text))
-            inventory = _write_private(scratch / "inventory.json", text)
-        variables_file = variables if isinstance(variables, Path) else (
-            _write_private(scratch / "extra_vars.json", json.dumps(variables, default=str))
-            if variables else None)
-        vault_file = (_write_private(scratch / "vault_password", action.vault_password)
-                      if action.vault_password else None)
-        options = playbook_options(action, check=check, diff=check,
-                                   extra_vars_file=variables_file, vault_password_file=vault_file)
-        invocation = prepare_invocation(
-            action, playbook=playbook, inventory=inventory, private_data_dir=private_data_dir,
-            ident=ident, events_dir=scratch, options=options, env=env)
-        reader = _EventReader(ctx, scratch, invocation.artifact_dir)
-        try:
-            result = ctx.process.run(
-                invocation.argv, cwd=invocation.cwd, env=invocation.env,
-                timeout=ctx.remaining_timeout(), cancel=ctx.cancel, masker=ctx.masker,
-                on_line=reader.feed)
-        finally:
-            reader.close()
-    _write_private(artifact_dir / "command", ctx.masker.mask(shlex.join(result.argv)) + "\n")
-    return _Play(result, reader.record, tuple(reader.tail), artifact_dir)
+    return action, env, playbook, inventory, variables
 
 
 def _failed(ctx: StageContext, play: _Play) -> StageResult | None:
@@ -449,11 +380,14 @@ def _failed(ctx: StageContext, play: _Play) -> StageResult | None:
             exit_code=process.exit_code, output_tail=tail)
     elif process.exit_code != 0:
         code = process.exit_code
-        message = (play.record.failure_message() or "; ".join(play.record.errors[-3:])
+        record = play.record
+        message = (record.failure_message() or "; ".join(record.errors[-3:])
                    or f"exited with code {code} ({_EXIT_MEANINGS.get(code or 0, 'unknown')})")
+        statuses = {o.status for o in record.failures}
+        hint = (_HINT_UNREACHABLE if "unreachable" in statuses
+                else _HINT_FAILED if statuses else _HINT_ERROR)
         result = StageResult.failure(ctx.masker.mask(f"{PLAYBOOK_TOOL} failed: {message}"),
-                                     hint=_EXIT_HINTS.get(code or 0), exit_code=code,
-                                     output_tail=tail)
+                                     hint=hint, exit_code=code, output_tail=tail)
     else:
         return None
     return replace(result, artifacts=(str(play.artifact_dir),))

@@ -4,9 +4,9 @@ The callback writes each event's data to `<uuid>-partial.json` and marks where
 the event starts and ends in the child's output with base64 tokens wrapped in
 ANSI escapes. `EventStream` turns output lines back into ordered events;
 `PlayRecord` folds events into what the driver reports: log lines, progress,
-per-host stats, `set_stats` outputs, failures and would-be changes.
-
-Everything here is pure: no files, no processes, no masking (the driver masks).
+per-host stats, `set_stats` outputs, failures and would-be changes. Those are
+pure. `EventReader` is the one part with side effects: it reads and removes the
+raw event files, and writes masked copies as the stage's artifacts.
 """
 
 from __future__ import annotations
@@ -15,10 +15,16 @@ import base64
 import binascii
 import difflib
 import json
+import os
 import re
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from iacorch.drivers.base import StageContext
 
 Event = dict[str, Any]
 
@@ -295,3 +301,70 @@ def _diff_side(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, indent=2, sort_keys=True, default=str) + "\n"
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write `text` to a file only its owner can read."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
+
+
+class EventReader:
+    """The child's output lines in; log lines, progress, a PlayRecord and masked artifacts out."""
+
+    def __init__(self, ctx: StageContext, scratch: Path, artifact_dir: Path) -> None:
+        self.ctx = ctx
+        self.record = PlayRecord()
+        self.tail: deque[str] = deque(maxlen=40)
+        self._partials = scratch / "job_events"
+        self._saved = artifact_dir / "job_events"
+        self._saved.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._stdout = (artifact_dir / "stdout").open("w", encoding="utf-8")
+        self._stream = EventStream(self._load, self._event, self._say)
+
+    def feed(self, line: str) -> None:
+        """One output line, already masked by the ProcessRunner."""
+        shown = strip_markers(line)
+        if shown.strip() or not line.strip():
+            self._stdout.write(shown + "\n")
+        self._stream.feed(line)
+
+    def close(self) -> None:
+        """Finish the stream, then report events whose markers never reached the output."""
+        self._stream.close()
+        leftovers = [e for e in map(self._read, self._partials.glob("*-partial.json")) if e]
+        for event in sorted(leftovers, key=lambda e: str(e.get("created", ""))):
+            self._stream.emit(event)
+        self._stdout.close()
+
+    def _load(self, uuid: str) -> Event | None:
+        if not uuid.replace("-", "").isalnum():
+            return None
+        return self._read(self._partials / f"{uuid}-partial.json")
+
+    @staticmethod
+    def _read(path: Path) -> Event | None:
+        try:
+            event = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        path.unlink(missing_ok=True)
+        return event if isinstance(event, dict) else None
+
+    def _event(self, event: Event) -> None:
+        masker = self.ctx.masker
+        masked = masker.mask_value(event)
+        name = f"{event['counter']}-{str(event.get('uuid', 'x'))[:64].replace('/', '_')}.json"
+        write_private(self._saved / name, masker.mask(json.dumps(masked, default=str)))
+        self.record.add(event)
+        for line in log_lines(event):
+            self._say(line)
+        update = progress(event)
+        if update is not None:
+            self.ctx.on_progress(masker.mask_value({"stage": self.ctx.spec.stage_id, **update}))
+
+    def _say(self, line: str) -> None:
+        self.ctx.log(line)
+        self.tail.append(self.ctx.masker.mask(line))
