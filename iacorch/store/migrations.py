@@ -62,6 +62,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 _MAGIC = b"SQLite format 3\x00"
 _WAL_INDEX_VERSION = 3007000
+_PLAUSIBLE_VERSION = 10_000  # beyond this, user_version is damage, not a future schema
 _RESTORE_HINT = ("restore state.db from a backup, or move it aside to start afresh "
                  "(iacorch never overwrites it); `sqlite3 state.db .recover` may salvage data")
 
@@ -82,9 +83,13 @@ def check_files(path: Path) -> None:
         return
     with path.open("rb") as f:
         header = f.read(100)
-    if len(header) < 100 or not header.startswith(_MAGIC):
+    if not header.startswith(_MAGIC):
         raise StoreError(f"{path} is not an SQLite database, or its header is damaged",
                          hint=_RESTORE_HINT)
+    if len(header) < 100:
+        raise StoreError(f"{path} is truncated: only {size} bytes are left",
+                         hint=_RESTORE_HINT)
+    _check_header(path, header)
     wal = path.with_name(path.name + "-wal")
     wal_size = wal.stat().st_size if wal.exists() else 0
     if wal_size == 0:
@@ -93,14 +98,33 @@ def check_files(path: Path) -> None:
         _check_wal_not_lost(path, path.with_name(path.name + "-shm"))
 
 
+def _check_header(path: Path, header: bytes) -> None:
+    """The fields of the 100-byte header whose legal values are fixed (fileformat2.html)."""
+    page_size = _page_size(header)
+    encoding, = struct.unpack(">I", header[56:60])
+    schema_format, = struct.unpack(">I", header[44:48])
+    damaged = [name for name, ok in (
+        ("page size", page_size >= 512 and not page_size & (page_size - 1)),
+        ("file format versions", header[18] in (1, 2) and header[19] in (1, 2)),
+        ("payload fractions", tuple(header[21:24]) == (64, 32, 32)),
+        ("schema format", schema_format in (0, 1, 2, 3, 4)),
+        ("text encoding", encoding in (0, 1, 2, 3)),
+        ("reserved bytes", not any(header[72:92])),
+    ) if not ok]
+    if damaged:
+        raise StoreError(f"{path} has a damaged header ({', '.join(damaged)})",
+                         hint=_RESTORE_HINT)
+
+
+def _page_size(header: bytes) -> int:
+    size: int = struct.unpack(">H", header[16:18])[0]
+    return 65536 if size == 1 else size
+
+
 def _check_size(path: Path, header: bytes, size: int) -> None:
-    page_size = struct.unpack(">H", header[16:18])[0]
-    page_size = 65536 if page_size == 1 else page_size
+    page_size = _page_size(header)
     change_counter, pages = struct.unpack(">II", header[24:32])
     valid_for = struct.unpack(">I", header[92:96])[0]
-    if page_size < 512 or page_size & (page_size - 1):
-        raise StoreError(f"{path} has a damaged header (page size {page_size})",
-                         hint=_RESTORE_HINT)
     if size % page_size or (change_counter == valid_for and size < pages * page_size):
         raise StoreError(f"{path} is truncated: its header promises {pages} pages of "
                          f"{page_size} bytes but the file holds {size} bytes",
@@ -156,6 +180,9 @@ def _schema_state(conn: sqlite3.Connection, path: Path) -> int:
         raise StoreError(f"{path} is an SQLite database but not an iacorch state store",
                          hint="point --store (or $IACORCH_HOME) at another file; "
                               "iacorch will not modify this one")
+    if not 0 <= version <= _PLAUSIBLE_VERSION or (version == 0 and tables):
+        raise StoreError(f"{path} has a damaged header (schema version {version})",
+                         hint=_RESTORE_HINT)
     if version > SCHEMA_VERSION:
         raise StoreError(f"state.db was written by a newer iacorch (schema {version}, "
                          f"this one knows {SCHEMA_VERSION}): {path}",
