@@ -1,0 +1,585 @@
+"""YAML with a source position for every node, hardened against hostile input.
+
+Loading runs in four steps, each with one guard:
+
+1. bytes: a size cap, a strict UTF-8 decode (a BOM is allowed) and no NUL bytes;
+2. an event scan with libyaml: nesting depth, node count, exactly one document, and the
+   position of every alias. It runs before composing because libyaml's composer recurses
+   on the C stack and crashes the interpreter on input nested ~100,000 levels deep;
+3. compose the node tree with libyaml (kept, so errors are located lazily);
+4. convert nodes to plain Python ourselves: aliases are never expanded (each node is
+   converted once and shared), their expanded size and depth are computed per node and
+   capped, and only standard tags are accepted, so nothing is ever constructed.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.error import Mark
+from yaml.events import (
+    AliasEvent,
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+)
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from iacorch.errors import Location, Problem, RunbookError, UsageError
+
+try:
+    _Loader: type = yaml.CSafeLoader
+except AttributeError:  # PyYAML built without libyaml
+    _Loader = yaml.SafeLoader
+
+MAX_BYTES = 16 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_NODES = 1_000_000  # after expanding aliases, as anything walking the data would see it
+MAX_NUMBER_CHARS = 100  # `1:1:1:...` as a YAML 1.1 base-60 int costs quadratic time
+
+_TAG = "tag:yaml.org,2002:"
+_STR, _INT, _FLOAT, _BOOL, _NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
+_MAP, _SEQ, _MERGE = _TAG + "map", _TAG + "seq", _TAG + "merge"
+# Timestamps stay text: no runbook field is a date, and `until: 2025-06-30` must stay a str.
+# `merge` and `value` are what YAML 1.1 resolves a plain `<<` or `=` to outside a key.
+_TEXT_TAGS = frozenset({_STR, _TAG + "timestamp", _MERGE, _TAG + "value"})
+_SCALAR = object()  # memo entry of a scalar: cheap to convert again, so not stored
+_BUSY = object()  # memo entry of a collection still being converted: an alias to it is a cycle
+_ALIAS_NAME = re.compile(r"\*([^\s,\[\]{}]+)")
+_ANCHOR_NAME = re.compile(r"&([^\s,\[\]{}]+)")
+
+
+@dataclass(frozen=True)
+class Document:
+    """A loaded runbook file: plain data plus the node tree that says where each value is."""
+
+    path: Path
+    data: Any
+    root: Node
+    _index: dict[int, tuple[dict[str, tuple[Node, Node]], list[Node]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+
+    def locate(self, path: Sequence[str | int], *, key: bool = False) -> Location:
+        """Where the value at `path` is written (its key with `key=True`).
+
+        A path deeper than the document (a missing field) gives the deepest node that exists.
+        """
+        node, key_node, complete = self._walk(path)
+        target = key_node if key and complete and key_node is not None else node
+        return _location(str(self.path), target.start_mark)
+
+    def scalar_text(self, path: Sequence[str | int]) -> tuple[str, str] | None:
+        """(source text, resolved tag) of the plain (unquoted) scalar at `path`, else None."""
+        node, _, complete = self._walk(path)
+        if complete and isinstance(node, ScalarNode) and not node.style:
+            return node.value, node.tag
+        return None
+
+    def _walk(self, path: Sequence[str | int]) -> tuple[Node, Node | None, bool]:
+        node, key_node = self.root, None
+        for step in path:
+            if isinstance(node, MappingNode):
+                pair = self._lookup(node, str(step))
+                if pair is None:
+                    return node, key_node, False
+                key_node, node = pair
+            elif (isinstance(node, SequenceNode) and isinstance(step, int)
+                  and not isinstance(step, bool) and 0 <= step < len(node.value)):
+                key_node, node = None, node.value[step]
+            else:
+                return node, key_node, False
+        return node, key_node, True
+
+    def _lookup(self, mapping: MappingNode, name: str) -> tuple[Node, Node] | None:
+        index = self._index.get(id(mapping))
+        if index is None:
+            explicit: dict[str, tuple[Node, Node]] = {}
+            merged: list[Node] = []
+            for key_node, value_node in mapping.value:
+                if isinstance(key_node, ScalarNode):
+                    if key_node.tag == _MERGE:
+                        merged.append(value_node)
+                    else:
+                        explicit.setdefault(key_node.value, (key_node, value_node))
+            index = self._index[id(mapping)] = (explicit, merged)
+        explicit, merged = index
+        if name in explicit:
+            return explicit[name]
+        for source in merged:  # earlier merged mappings win, as in loading
+            parts = source.value if isinstance(source, SequenceNode) else [source]
+            for part in parts:
+                if isinstance(part, MappingNode) and (found := self._lookup(part, name)):
+                    return found
+        return None
+
+
+def implicit_typing_hint(doc: Document, path: Sequence[str | int]) -> str | None:
+    """Explain a YAML 1.1 implicit type (`no` -> false, `1.10` -> 1.1) at `path`, if any."""
+    found = doc.scalar_text(path)
+    if found is None:
+        return None
+    text, tag = found
+    if tag == _NULL:
+        if not text:
+            return "the value is empty, which YAML reads as null; write '' for empty text"
+        return f"YAML read `{text}` as null; write '{text}' in quotes if you meant the text"
+    if tag not in (_BOOL, _INT, _FLOAT):
+        return None
+    value = _builders()[tag](ScalarNode(tag, text))
+    kind = "the boolean" if tag == _BOOL else "the number"
+    shown = str(value).lower() if tag == _BOOL else repr(value)
+    return f"YAML read `{text}` as {kind} {shown}; write '{text}' in quotes if you meant the text"
+
+
+def load_document(path: Path | str) -> Document:
+    """Read and load a runbook file; UsageError if it cannot be read, else RunbookError."""
+    shown = Path(path)
+    try:
+        with open(shown, "rb") as stream:
+            data = stream.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise UsageError(f"runbook file {shown} does not exist",
+                         hint="check the path; it is relative to the current directory") from None
+    except IsADirectoryError:
+        raise UsageError(f"{shown} is a directory, not a runbook file",
+                         hint="pass the runbook's YAML file, e.g. plans/webapp.yaml") from None
+    except OSError as err:
+        raise UsageError(f"cannot read runbook file {shown}: {err.strerror or err}",
+                         hint="check that the file exists and is readable") from None
+    return _load(data, shown)
+
+
+def load_text(text: str | bytes, path: str = "<string>") -> Document:
+    """Load a runbook from text or bytes; `path` is only used in messages."""
+    shown = Path(path)
+    if isinstance(text, str):
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as err:  # lone surrogates from a lenient decode
+            raise _error(_offset_location(str(shown), text, err.start),
+                         "the text contains an invalid character (a lone surrogate)",
+                         "save the file as UTF-8 text") from None
+    else:
+        data = text
+    return _load(data, shown)
+
+
+def _load(data: bytes, shown: Path) -> Document:
+    file = str(shown)
+    text = _decode(data, file)
+    try:
+        with _gc_paused():
+            alias_marks = _scan(_Loader(text), file)
+            composer = _Loader(text)
+            try:
+                root = composer.get_single_node()
+            finally:
+                composer.dispose()
+            _check_root(root, file)
+            converter = _Converter(file, text, alias_marks)
+            converted = converter.convert(root)
+    except yaml.YAMLError as err:
+        raise RunbookError([_syntax_problem(err, file, text)]) from None
+    return Document(shown, converted, root)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    # Building the tree allocates hundreds of thousands of objects that all stay alive, so
+    # every cyclic collection in between is wasted work: pausing makes loading ~3x faster.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _decode(data: bytes, file: str) -> str:
+    if len(data) > MAX_BYTES:
+        head = data[:MAX_BYTES].decode("utf-8", "replace")
+        raise _error(_offset_location(file, head, len(head)),
+                     f"the runbook is larger than {MAX_BYTES // (1024 * 1024)} MiB",
+                     "split it into smaller runbooks; a file this size is not a hand-written plan")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    nul = data.find(b"\0")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if nul < 0 or err.start < nul:
+            head = data[:err.start].decode("utf-8")
+            raise _error(_offset_location(file, head, len(head)),
+                         f"the file is not valid UTF-8 text (byte 0x{data[err.start]:02x})",
+                         "save the runbook as UTF-8; binary files cannot be runbooks") from None
+        text = ""
+    if nul >= 0:
+        head = data[:nul].decode("utf-8")
+        raise _error(_offset_location(file, head, len(head)),
+                     "the file contains a NUL byte, so it is binary, not YAML text",
+                     "save the runbook as UTF-8 text")
+    return text
+
+
+def _scan(parser: Any, file: str) -> list[Mark]:
+    """Check the shape of the event stream; return the position of every alias, in order."""
+    depth = nodes = documents = 0
+    aliases: list[Mark] = []
+    next_event = parser.get_event
+    try:
+        while (event := next_event()) is not None:
+            kind = type(event)
+            if kind is ScalarEvent:
+                nodes += 1
+            elif kind is MappingStartEvent or kind is SequenceStartEvent:
+                nodes += 1
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _error(_location(file, event.start_mark),
+                                 f"the runbook nests deeper than {MAX_DEPTH} levels here",
+                                 "no runbook needs this much nesting; look for unclosed "
+                                 "brackets or generated input")
+            elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                depth -= 1
+            elif kind is AliasEvent:
+                aliases.append(event.start_mark)
+            elif kind is DocumentStartEvent:
+                documents += 1
+                if documents > 1:
+                    raise _error(_location(file, event.start_mark),
+                                 "a second YAML document starts here; a runbook is one document",
+                                 "remove the extra `---` line, or split the documents into "
+                                 "separate runbook files")
+            if nodes > MAX_NODES:
+                raise _error(_location(file, event.start_mark),
+                             f"the runbook has more than {MAX_NODES:,} values",
+                             "split it into smaller runbooks")
+    finally:
+        parser.dispose()
+    if documents == 0:
+        raise _error(Location(file, 1, 1), "the runbook is empty",
+                     "start with `version: 1`, `name:` and `stages:`")
+    return aliases
+
+
+def _check_root(root: Node, file: str) -> None:
+    if isinstance(root, MappingNode):
+        return
+    if isinstance(root, ScalarNode) and root.tag == _NULL:
+        raise _error(_location(file, root.start_mark), "the runbook is empty",
+                     "start with `version: 1`, `name:` and `stages:`")
+    what = "a list" if isinstance(root, SequenceNode) else "a single value"
+    raise _error(_location(file, root.start_mark),
+                 f"the top level of a runbook must be a mapping of keys, not {what}",
+                 "write `key: value` lines at the top level: `version: 1`, `name:`, `stages:`")
+
+
+class _Converter:
+    """Nodes to plain Python. Aliases share one object; their expanded size is capped."""
+
+    def __init__(self, file: str, text: str, alias_marks: list[Mark]) -> None:
+        self._file = file
+        self._text = text
+        self._alias_marks = alias_marks
+        self._next_alias = 0
+        self._memo: dict[int, Any] = {}
+        self._stats: dict[int, tuple[int, int]] = {}  # expanded (node count, height)
+        self._count = 0
+        self._reach = 0
+        self._problems: list[Problem] = []
+        self._builders = _builders()
+        # With no alias in the document the scan has checked everything the memo is for.
+        self._visit = self._visit_shared if alias_marks else self._visit_plain
+
+    def convert(self, root: Node) -> Any:
+        data = self._visit(root, 1)
+        if self._problems:
+            raise RunbookError(self._problems)
+        return data
+
+    def scalar(self, node: ScalarNode) -> Any:
+        """The value of a scalar whose tag is not str."""
+        tag = node.tag
+        if tag in _TEXT_TAGS:
+            return node.value
+        if tag == _NULL:
+            return None
+        build = self._builders.get(tag)
+        if build is None:
+            self._bad_tag(node)
+        if len(node.value) > MAX_NUMBER_CHARS and tag != _BOOL:
+            self._fail(node.start_mark, f"the number `{node.value[:20]}...` is longer than "
+                       f"{MAX_NUMBER_CHARS} characters", "quote it if it is meant as text")
+        try:
+            return build(node)
+        except (ValueError, KeyError, IndexError, ArithmeticError):
+            self._fail(node.start_mark, f"`{node.value}` is not a valid {_show_tag(tag)}",
+                       "fix the value, or remove the tag")
+
+    def _visit_plain(self, node: Node, depth: int) -> Any:
+        if isinstance(node, ScalarNode):
+            return node.value if node.tag == _STR else self.scalar(node)
+        if isinstance(node, MappingNode):
+            return self._mapping(node, depth)
+        return self._sequence(node, depth)  # type: ignore[arg-type]
+
+    def _visit_shared(self, node: Node, depth: int) -> Any:
+        memo, key = self._memo, id(node)
+        if key in memo:
+            return self._alias(node, depth, memo[key])
+        self._count += 1
+        if isinstance(node, ScalarNode):
+            memo[key] = _SCALAR
+            return node.value if node.tag == _STR else self.scalar(node)
+        memo[key] = _BUSY
+        start, outer_reach, self._reach = self._count - 1, self._reach, depth
+        value = self._mapping(node, depth) if isinstance(node, MappingNode) \
+            else self._sequence(node, depth)  # type: ignore[arg-type]
+        memo[key] = value
+        self._stats[key] = (self._count - start, self._reach - depth + 1)
+        self._reach = max(outer_reach, self._reach)
+        return value
+
+    def _alias(self, node: Node, depth: int, value: Any) -> Any:
+        """A second use of a node: count what expanding it would cost, share the value."""
+        mark = self._alias_marks[self._next_alias]
+        self._next_alias += 1
+        name = _ALIAS_NAME.match(self._text, mark.index)
+        shown = f"`*{name.group(1)}`" if name else "this alias"
+        if value is _BUSY:
+            self._fail(mark, f"{shown} refers to a value that contains it (a recursive alias)",
+                       "an alias can only repeat a value defined completely before it")
+        size, height = (1, 0) if value is _SCALAR else self._stats[id(node)]
+        self._count += size
+        if self._count > MAX_NODES:
+            self._fail(mark, f"{shown} expands the runbook beyond {MAX_NODES:,} values "
+                       "(an alias bomb?)", "repeat large values less, or split the runbook")
+        if depth + height - 1 > MAX_DEPTH:
+            self._fail(mark, f"{shown} nests the runbook deeper than {MAX_DEPTH} levels",
+                       "no runbook needs this much nesting; use fewer nested aliases")
+        self._reach = max(self._reach, depth + height - 1)
+        if isinstance(node, ScalarNode):
+            return node.value if node.tag == _STR else self.scalar(node)
+        return value
+
+    def _sequence(self, node: SequenceNode, depth: int) -> list[Any]:
+        if node.tag != _SEQ:
+            self._bad_tag(node)
+        visit, inner = self._visit, depth + 1
+        return [visit(item, inner) for item in node.value]
+
+    def _mapping(self, node: MappingNode, depth: int) -> dict[str, Any]:
+        if node.tag != _MAP:
+            self._bad_tag(node)
+        result: dict[str, Any] = {}
+        merges: list[tuple[Node, Any]] = []
+        visit, inner = self._visit, depth + 1
+        for key_node, value_node in node.value:
+            key = self._key(key_node, inner)
+            value = visit(value_node, inner)  # even after a bad key: aliases are counted in order
+            if key is None:
+                continue
+            if key in result or (key == "<<" and merges):
+                self._duplicate(node, key_node, key)
+            elif key_node.tag == _MERGE:
+                merges.append((value_node, value))
+            else:
+                result[key] = value
+        return self._merge(merges, result) if merges else result
+
+    def _key(self, node: Node, depth: int) -> str | None:
+        if self._visit is self._visit_shared:
+            if type(node) is ScalarNode:
+                self._count += 1
+                if id(node) in self._memo:
+                    self._next_alias += 1
+                self._memo[id(node)] = _SCALAR
+            else:
+                self._visit(node, depth)
+        if type(node) is not ScalarNode:
+            what = "a mapping" if type(node) is MappingNode else "a list"
+            self._problems.append(Problem(f"a mapping key must be text, not {what}",
+                                          _location(self._file, node.start_mark),
+                                          "write keys as plain words such as `name:`"))
+            return None
+        if node.tag not in _TEXT_TAGS and node.tag not in self._builders and node.tag != _NULL:
+            self._bad_tag(node)
+        if node.tag == _NULL and not node.value:
+            self._problems.append(Problem("a mapping key is empty",
+                                          _location(self._file, node.start_mark),
+                                          "write the key before the `:`"))
+            return None
+        # Keys keep their source text: YAML 1.1 would read `on:` (as in `notify`) as True.
+        return node.value
+
+    def _merge(self, merges: list[tuple[Node, Any]], explicit: dict[str, Any]) -> dict[str, Any]:
+        """YAML 1.1 merge keys: explicit keys win, then earlier merged mappings."""
+        merged: dict[str, Any] = {}
+        for node, value in merges:
+            sources = value if isinstance(value, list) else [value]
+            if not all(isinstance(source, dict) for source in sources):
+                self._fail(node.start_mark, "`<<` merges a mapping or a list of mappings here",
+                           "write `<<: *defaults` where `&defaults` names a mapping")
+            for source in reversed(sources):
+                merged.update(source)
+        merged.update(explicit)
+        return merged
+
+    def _duplicate(self, mapping: MappingNode, second: Node, key: str) -> None:
+        first = next(k for k, _ in mapping.value
+                     if isinstance(k, ScalarNode) and k.value == key and k is not second)
+        self._problems.append(Problem(
+            f"key `{key}` appears twice in the same mapping",
+            _location(self._file, second.start_mark),
+            "remove or rename one of them; YAML would silently keep only the last",
+            (_location(self._file, first.start_mark),)))
+
+    def _bad_tag(self, node: Node) -> NoReturn:
+        self._fail(node.start_mark, f"unsupported YAML tag `{_show_tag(node.tag)}`",
+                   "a runbook holds plain data (text, numbers, booleans, lists, mappings): "
+                   "remove the tag; iacorch never builds objects from YAML tags")
+
+    def _fail(self, mark: Mark, message: str, hint: str) -> NoReturn:
+        problem = Problem(message, _location(self._file, mark), hint)
+        raise RunbookError([*self._problems, problem])
+
+
+def _builders() -> dict[str, Callable[[ScalarNode], Any]]:
+    """YAML 1.1 scalar constructors for the typed tags, by tag."""
+    constructor = SafeConstructor()
+    return {_INT: constructor.construct_yaml_int, _FLOAT: constructor.construct_yaml_float,
+            _BOOL: constructor.construct_yaml_bool}
+
+
+def _show_tag(tag: str) -> str:
+    return "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag
+
+
+def _location(file: str, mark: Mark) -> Location:
+    return Location(file, mark.line + 1, mark.column + 1)
+
+
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+_RARE_BREAK = re.compile("[\r\x85\u2028\u2029]")
+
+
+def _offset_location(file: str, text: str, offset: int) -> Location:
+    """Location of character `offset` in `text`, counting line breaks as YAML does."""
+    head = text[:offset]
+    if _RARE_BREAK.search(head) is None:  # the usual case, at C speed even for 16 MiB
+        return Location(file, head.count("\n") + 1, offset - head.rfind("\n"))
+    line, line_start = 1, 0
+    for found in _LINE_BREAK.finditer(head):
+        line, line_start = line + 1, found.end()
+    return Location(file, line, offset - line_start + 1)
+
+
+def _error(location: Location, message: str, hint: str) -> RunbookError:
+    return RunbookError.single(message, location, hint)
+
+
+# libyaml's problem text (and the pure-Python loader's variant) -> what to tell a person.
+# `{ctx}` is the 1-based line the construct began on.
+_INDENTATION = ("this line is not indented like the mapping or list it belongs to",
+                "check the indentation: keys of one mapping, and items of one list, "
+                "start in the same column")
+_SYNTAX: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("mapping values are not allowed",),
+     "a `: ` inside a plain value would start a nested mapping, which is not allowed here",
+     "quote the value ('like: this'), or put a nested mapping on its own indented lines"),
+    (("did not find expected key", "expected <block end>",
+      "did not find expected '-' indicator"), *_INDENTATION),
+    (("',' or ']'",), "the list opened with `[` on line {ctx} is not closed, "
+     "or a comma is missing between its items", "close it with `]`; separate items with `,`"),
+    (("',' or '}'",), "the mapping opened with `{{` on line {ctx} is not closed, "
+     "or a comma is missing between its entries", "close it with `}}`; separate entries with `,`"),
+    (("unknown escape character",), "unknown escape sequence in double-quoted text",
+     "write \\\\ for a backslash, or use single quotes, in which a backslash is plain text"),
+    (("could not find expected ':'",), "the text starting on line {ctx} is missing the `:` "
+     "after its key", "write `key: value`, or quote the text if it is not a key"),
+    (("<document start>",), "there is content after the end of the document",
+     "remove the `...` line above, or the text after it"),
+    (("expected node content", "expected the node content"),
+     "a value is missing or malformed here", "look for a stray `,`, `]`, `}` or indicator"),
+    (("block sequence entries are not allowed",), "a list item `- ` is not allowed here",
+     "put the list on its own lines, indented under its key"),
+    (("alphabetic or numeric character",), "an anchor `&` or alias `*` has no name",
+     "write `&name` and `*name` with letters, digits, `-` or `_`"),
+    (("end of stream",), "the file ends in the middle of a value",
+     "close the quote, bracket or block that is still open"),
+)
+_NON_PRINTABLE = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _syntax_problem(err: yaml.YAMLError, file: str, text: str) -> Problem:
+    """Turn a libyaml (or PyYAML) error into a Problem a person can act on."""
+    if isinstance(err, yaml.reader.ReaderError):
+        bad = _NON_PRINTABLE.search(text)
+        if bad:
+            return Problem(f"the file contains the control character U+{ord(bad.group()):04X}, "
+                           "which YAML does not allow",
+                           _offset_location(file, text, bad.start()),
+                           "remove it; a runbook is plain UTF-8 text")
+    if (not isinstance(err, yaml.MarkedYAMLError)
+            or (mark := err.problem_mark or err.context_mark) is None):
+        return Problem(f"invalid YAML: {err}", Location(file, 1, 1),
+                       "check the YAML syntax of the runbook")
+    problem, context = err.problem or "", err.context or ""
+    location = _location(file, mark)
+    tab = _tab_location(file, text, mark)
+    if tab is not None:
+        return Problem("a tab character is used for indentation", tab,
+                       "indent with spaces; YAML does not allow tabs for indentation")
+    if text[mark.index:mark.index + 1] == "\t":
+        return Problem("a tab character is not allowed here", location,
+                       "use spaces; YAML allows tabs only inside values")
+    name = _ALIAS_NAME.match(text, mark.index) or _ANCHOR_NAME.match(text, mark.index)
+    if "undefined alias" in problem:
+        shown = f"`*{name.group(1)}`" if name else "this alias"
+        return Problem(f"{shown} is used before any anchor defines it", location,
+                       "define the value with `&name` above its first use as `*name`")
+    if "duplicate anchor" in context and err.context_mark:
+        shown = f"`&{name.group(1)}`" if name else "this anchor"
+        return Problem(f"anchor {shown} is defined twice", location,
+                       "give each anchor a unique name",
+                       (_location(file, err.context_mark),))
+    if "quoted scalar" in context and "end of stream" in problem and err.context_mark:
+        return Problem("this quoted text is never closed", _location(file, err.context_mark),
+                       "add the closing quote")
+    if "cannot start any token" in problem:
+        char = text[mark.index:mark.index + 1]
+        return Problem(f"`{char}` cannot start a value", location,
+                       "put the value in quotes; `@` and `` ` `` are reserved in YAML")
+    ctx = err.context_mark.line + 1 if err.context_mark else location.line
+    for fragments, message, hint in _SYNTAX:
+        if any(fragment in problem for fragment in fragments):
+            if "could not find expected ':'" in problem and err.context_mark:
+                location = _location(file, err.context_mark)
+            return Problem(message.format(ctx=ctx), location, hint.format(ctx=ctx))
+    detail = f"{problem} ({context})" if context else problem
+    return Problem(f"invalid YAML: {detail}", location, "check the YAML syntax at this position")
+
+
+def _tab_location(file: str, text: str, mark: Mark) -> Location | None:
+    """Where a tab in the indentation of the line at `mark` is, if that caused the error."""
+    lines = _LINE_BREAK.split(text, mark.line + 1)
+    if mark.line >= len(lines):
+        return None
+    line = lines[mark.line]
+    indentation = line[:len(line) - len(line.lstrip(" \t"))]
+    if "\t" in indentation and mark.column <= len(indentation):
+        return Location(file, mark.line + 1, indentation.index("\t") + 1)
+    return None
