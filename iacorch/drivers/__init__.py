@@ -11,6 +11,7 @@ from iacorch.model.status import ActionType, Operation
 
 if TYPE_CHECKING:
     from iacorch.drivers.base import Driver, StageContext
+    from iacorch.model.plan import Plan
 
 _MODULES = {
     ActionType.TERRAFORM: ("iacorch.drivers.terraform", "TerraformDriver"),
@@ -45,3 +46,18 @@ def execute(ctx: StageContext) -> StageResult:
         return StageResult.failure(
             f"internal error in the {ctx.spec.driver} driver: {ctx.masker.mask(str(exc))}",
             hint="this is a bug in iacorch; the stage log has the traceback")
+
+
+def missing_tools(plan: Plan) -> dict[str, list[str]]:
+    """Programs the plan's stages need that are not on PATH -> the stages needing them."""
+    import shutil
+
+    missing: dict[str, list[str]] = {}
+    stages = [*plan.stages.values(), *plan.finally_stages.values()]
+    for stage in stages:
+        if stage.action_type is None:
+            continue
+        for tool in load_driver(stage.action_type).required_tools(stage.action):
+            if "{{" not in tool and shutil.which(tool) is None:
+                missing.setdefault(tool, []).append(stage.id)
+    return missing

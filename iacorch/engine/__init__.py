@@ -1,0 +1,1 @@
+"""The engine: runs a compiled Plan through drivers, durably and in parallel."""

@@ -116,7 +116,8 @@ class ShellAction(Strict):
     @model_validator(mode="after")
     def _run_or_argv(self) -> ShellAction:
         if (self.run is None) == (self.argv is None):
-            raise ValueError("a shell action has exactly one of `run` (a script) or `argv` (a list)")
+            raise ValueError("a shell action has exactly one of `run` (a script) "
+                             "or `argv` (a list)")
         return self
 
 

@@ -1,0 +1,89 @@
+"""Commands that only compile: validate, graph, schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from iacorch.errors import RunbookError, UsageError
+
+if TYPE_CHECKING:
+    from iacorch.model.plan import Plan
+
+GRAPH_FORMATS = ("text", "mermaid", "dot", "json")
+
+
+def var_options(command: click.Command) -> click.Command:
+    """--var and --var-file, shared by every command that compiles a runbook."""
+    command = click.option("--var-file", "var_files", multiple=True, metavar="FILE",
+                           help="YAML file of var values (repeatable).")(command)
+    return click.option("--var", "var_flags", multiple=True, metavar="NAME=VALUE",
+                        help="Set a runbook var (repeatable).")(command)
+
+
+def compile_plan(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str, ...]) -> Plan:
+    """Compile a runbook file with the CLI's var flags."""
+    from iacorch.runbook.compiler import compile_runbook
+    from iacorch.runbook.variables import parse_var_flags
+
+    for path in (runbook, *var_files):
+        if not Path(path).is_file():
+            raise UsageError(f"{path}: no such file",
+                             hint="give the path of a runbook file, e.g. plans/quickstart.yaml")
+    return compile_runbook(runbook, cli_vars=parse_var_flags(var_flags), var_files=var_files)
+
+
+@click.command()
+@click.argument("runbooks", nargs=-1, required=True, metavar="RUNBOOK...")
+@var_options
+def validate(runbooks: tuple[str, ...], var_flags: tuple[str, ...],
+             var_files: tuple[str, ...]) -> None:
+    """Check runbooks: syntax, schema, templates and graph. Reports every problem."""
+    from iacorch.drivers import missing_tools
+
+    failed: list[RunbookError] = []
+    for runbook in runbooks:
+        try:
+            plan = compile_plan(runbook, var_flags, var_files)
+        except RunbookError as exc:
+            failed.append(exc)
+            click.echo(exc.render(), err=True)
+            continue
+        click.echo(f"ok: {runbook}: {len(plan.stages)} stages in {len(plan.layers)} layers, "
+                   f"plan {plan.plan_hash[:12]}")
+        for tool, stages in missing_tools(plan).items():
+            click.echo(f"warning: {runbook}: `{tool}` is not on PATH; stages "
+                       f"{', '.join(stages)} cannot run here", err=True)
+    if failed:
+        count = sum(len(exc.problems) for exc in failed)
+        click.echo(f"{count} problem{'s' if count > 1 else ''} in {len(failed)} of "
+                   f"{len(runbooks)} runbook{'s' if len(runbooks) > 1 else ''}", err=True)
+        raise click.exceptions.Exit(RunbookError.exit_code)
+
+
+@click.command()
+@click.argument("runbook")
+@click.option("--format", "output_format", type=click.Choice(GRAPH_FORMATS), default="text",
+              show_default=True)
+@var_options
+def graph(runbook: str, output_format: str, var_flags: tuple[str, ...],
+          var_files: tuple[str, ...]) -> None:
+    """Show the stage graph: text layers, mermaid, dot or json."""
+    from iacorch.cli.graph_render import RENDERERS
+
+    plan = compile_plan(runbook, var_flags, var_files)
+    click.echo(RENDERERS[output_format](plan))
+
+
+@click.command()
+def schema() -> None:
+    """Print the JSON Schema of the runbook format (for yaml-language-server)."""
+    from iacorch.model.runbook import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+COMMANDS = [validate, graph, schema]

@@ -1,0 +1,234 @@
+"""Commands that read or mend the store: runs, show, logs, unlock, audit, approve, reject."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from iacorch.cli.session import open_store, state_dir_for, store_option
+from iacorch.errors import ApprovalError, UsageError
+from iacorch.model.status import RunStatus
+from iacorch.store.base import RunRecord, Store, pid_alive
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def effective_status(run: RunRecord) -> RunStatus:
+    """A run recorded as running whose process is gone from this host has died."""
+    import socket
+
+    if run.status is RunStatus.RUNNING and run.host == socket.gethostname() \
+            and not pid_alive(run.pid):
+        return RunStatus.DIED
+    return run.status
+
+
+@click.command()
+@store_option
+@click.option("--limit", default=20, show_default=True)
+@click.option("--runbook", help="Only runs of this runbook name.")
+@click.option("--kind", "operation", type=click.Choice(["apply", "plan", "drift", "destroy",
+                                                        "rollback"]))
+@click.option("--waiting", is_flag=True, help="Only gates waiting for a decision.")
+@click.option("--json", "as_json", is_flag=True)
+def runs(store_url: str | None, limit: int, runbook: str | None, operation: str | None,
+         waiting: bool, as_json: bool) -> None:
+    """List runs, newest first."""
+    store = open_store(store_url)
+    status = RunStatus.WAITING_APPROVAL if waiting else None
+    records = store.list_runs(limit=limit, runbook=runbook, operation=operation, status=status)
+    rows = [{"id": r.id, "runbook": r.runbook, "workspace": r.workspace,
+             "operation": r.operation, "status": effective_status(r).value,
+             "started": r.started_at, "finished": r.finished_at, "user": r.user}
+            for r in records]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no runs yet")
+        return
+    click.echo(f"{'RUN':22} {'RUNBOOK':18} {'WORKSPACE':10} {'OP':8} {'STATUS':17} "
+               f"{'STARTED':19} FINISHED")
+    for row in rows:
+        click.echo(f"{row['id']:22} {row['runbook'][:18]:18} {row['workspace'][:10]:10} "
+                   f"{row['operation']:8} {row['status']:17} {_when(row['started']):19} "
+                   f"{_when(row['finished'])}")
+        if waiting:
+            _print_waiting_gates(store, records[rows.index(row)])
+
+
+def _print_waiting_gates(store: Store, run: RunRecord) -> None:
+    for stage_id, record in store.stage_records(run.id).items():
+        if record.status.value == "waiting_approval":
+            age = time.time() - (record.finished_at or run.started_at)
+            click.echo(f"    gate {stage_id}: waiting {age / 60:.0f} min "
+                       f"(iacorch approve {run.id} {stage_id})")
+
+
+@click.command()
+@click.argument("run_id", metavar="RUN")
+@store_option
+@click.option("--json", "as_json", is_flag=True)
+def show(run_id: str, store_url: str | None, as_json: bool) -> None:
+    """Show a run: its stages with status, timings, attempts and (masked) outputs."""
+    from iacorch.report import run_report
+
+    store = open_store(store_url)
+    run = store.get_run(run_id)
+    stages = store.stage_records(run.id)
+    report = run_report(run, stages)
+    report["run"]["status"] = effective_status(run).value
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    info = report["run"]
+    click.echo(f"run {run.id}  {info['status']}  {run.operation} {run.runbook} "
+               f"({run.workspace})  by {run.user or '?'}")
+    click.echo(f"  started {_when(run.started_at)}, finished {_when(run.finished_at)}, "
+               f"plan {run.plan_hash[:12]}")
+    if run.error:
+        click.echo(f"  error: {run.error}")
+    for stage in report["stages"]:
+        duration = f"{stage['duration']:.1f}s" if stage["duration"] is not None else ""
+        changes = stage["changes"]
+        summary = (f" +{changes['add']} ~{changes['change']} -{changes['destroy']}"
+                   if changes else "")
+        click.echo(f"  {stage['id']:24} {stage['status']:17} attempt {stage['attempt']} "
+                   f"{duration:>8}{summary}")
+        if stage["error"]:
+            click.echo(f"      {stage['error']}")
+        for name, value in stage["outputs"].items():
+            shown = value if isinstance(value, str) else json.dumps(value)
+            click.echo(f"      {name} = {shown[:100]}")
+
+
+@click.command()
+@click.argument("run_id", metavar="RUN")
+@click.argument("stage", required=False)
+@store_option
+@click.option("--follow", "-f", is_flag=True, help="Keep printing as the run writes.")
+def logs(run_id: str, stage: str | None, store_url: str | None, follow: bool) -> None:
+    """Print a run's stage logs (all stages, or one)."""
+    store = open_store(store_url)
+    run = store.get_run(run_id)
+    run_dir = state_dir_for(store_url) / "runs" / run.id
+    if stage is not None and not (run_dir / stage).is_dir():
+        known = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
+        raise UsageError(f"run {run.id} has no log for stage `{stage}`",
+                         hint=f"stages with logs: {', '.join(known) or '(none)'}")
+    positions: dict[Path, int] = {}
+    while True:
+        for log in sorted(run_dir.glob(f"{stage or '*'}/attempt-*.log")):
+            with open(log, encoding="utf-8", errors="replace") as handle:
+                handle.seek(positions.get(log, 0))
+                for line in handle:
+                    click.echo(f"{log.parent.name} #{log.stem.removeprefix('attempt-')} | "
+                               f"{line.rstrip()}" if stage is None else line.rstrip())
+                positions[log] = handle.tell()
+        if not follow or store.get_run(run.id).status is not RunStatus.RUNNING:
+            break
+        time.sleep(0.5)
+
+
+@click.command()
+@click.argument("key")
+@click.option("--reason", required=True, help="Why the lock is being broken (audited).")
+@store_option
+def unlock(key: str, reason: str, store_url: str | None) -> None:
+    """Break the lock KEY (runbook/workspace) held by a run that is gone."""
+    from iacorch.engine.runtime import current_identity
+
+    store = open_store(store_url)
+    holder = store.force_unlock(key, actor=current_identity(), reason=reason)
+    if holder is None:
+        known = ", ".join(lock.key for lock in store.list_locks()) or "(none)"
+        raise UsageError(f"no lock named {key}", hint=f"held locks: {known}")
+    click.echo(f"unlocked {key} (was held by run {holder.run_id}, pid {holder.pid} on "
+               f"{holder.host}); recorded in the audit log")
+
+
+@click.group()
+def audit() -> None:
+    """The hash-chained audit log."""
+
+
+@audit.command("verify")
+@store_option
+def audit_verify(store_url: str | None) -> None:
+    """Check that no audit row was edited, deleted, swapped or duplicated."""
+    result = open_store(store_url).verify_audit()
+    if result.ok:
+        click.echo(f"audit log intact: {result.checked} entries, head {result.head_hash}")
+        return
+    click.echo(f"audit log BROKEN at entry {result.first_bad_seq}: {result.reason} "
+               f"({result.checked} entries checked)", err=True)
+    raise click.exceptions.Exit(1)
+
+
+def _decide(decision: str, run_id: str, gate: str, comment: str | None,
+            inputs: tuple[str, ...], store_url: str | None) -> Store:
+    from iacorch.engine.approvals import check_decider, check_inputs
+    from iacorch.engine.runtime import current_identity
+    from iacorch.runbook.compiler import compile_runbook
+    from iacorch.runbook.variables import parse_var_flags
+    from iacorch.store.base import ApprovalRecord
+
+    store = open_store(store_url)
+    run = store.get_run(run_id)
+    record = store.stage_records(run.id).get(gate)
+    if record is None or record.status.value != "waiting_approval":
+        raise ApprovalError(f"run {run.id} is not waiting at a gate named `{gate}`",
+                            hint="see `iacorch runs --waiting`")
+    plan = compile_runbook(run.runbook_path)
+    stage = plan.stages.get(gate)
+    if stage is None or stage.approval is None:
+        raise ApprovalError(f"`{gate}` is not an approval gate of {run.runbook_path}")
+    identity = current_identity()
+    existing = store.approvals(run.id, gate)
+    check_decider(stage.approval, identity, run.user, existing, run.plan_hash)
+    values = check_inputs(stage.approval, parse_var_flags(inputs)) if decision == "approve" \
+        else {}
+    with store.transaction():
+        store.record_approval(ApprovalRecord(run.id, gate, identity, decision, run.plan_hash,
+                                             time.time(), comment, values))
+        store.append_audit(f"approval_{decision}", run_id=run.id, stage_id=gate, actor=identity,
+                           data={"plan_hash": run.plan_hash, "comment": comment or ""})
+    click.echo(f"{identity} {decision}d {gate} of run {run.id}")
+    return store
+
+
+def _decision_command(decision: str) -> click.Command:
+    @click.command(decision)
+    @click.argument("run_id", metavar="RUN")
+    @click.argument("gate")
+    @click.option("--comment", help="Recorded with the decision.")
+    @click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE",
+                  help="An answer the gate asks for (approve only).")
+    @click.option("--resume", "then_resume", is_flag=True, help="Resume the run right after.")
+    @store_option
+    @click.pass_context
+    def command(ctx: click.Context, run_id: str, gate: str, comment: str | None,
+                inputs: tuple[str, ...], then_resume: bool, store_url: str | None) -> None:
+        _decide(decision, run_id, gate, comment, inputs, store_url)
+        if then_resume:
+            from iacorch.cli.run_commands import resume
+
+            ctx.invoke(resume, run_id=run_id, store_url=store_url, rerun_interrupted=False,
+                       concurrency=None, lock_timeout=0.0, json_events=False, quiet=False,
+                       reports=(), summary=None)
+
+    command.help = ("Approve a gate a run is waiting at (identity: $IACORCH_USER or login)."
+                    if decision == "approve" else "Reject a gate: the run fails at it.")
+    return command
+
+
+COMMANDS = [runs, show, logs, unlock, audit, _decision_command("approve"),
+            _decision_command("reject")]

@@ -1,0 +1,173 @@
+"""Commands that run things: apply, plan, destroy, resume, approve, reject."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from iacorch.cli.compile_commands import compile_plan, var_options
+from iacorch.cli.session import (
+    build_runtime,
+    close_sinks,
+    exit_code_for,
+    forward_interrupts,
+    open_store,
+    print_summary,
+    store_option,
+)
+from iacorch.errors import ToolMissingError, UsageError
+from iacorch.model.runbook import parse_duration
+from iacorch.model.status import Operation, StageKind
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float:
+    if value is None:
+        return 0.0
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def run_options(command: click.Command) -> click.Command:
+    options = [
+        click.option("--only", multiple=True, type=click.Choice([k.value for k in StageKind]),
+                     help="Run only stages of this kind (repeatable)."),
+        click.option("--target", "targets", multiple=True, metavar="STAGE",
+                     help="Run this stage and what it needs (repeatable)."),
+        click.option("--concurrency", type=click.IntRange(1, 1024),
+                     help="Stages running at once (overrides the runbook)."),
+        click.option("--lock-timeout", callback=_duration, metavar="DURATION",
+                     help="Wait this long for another run of the same runbook to finish."),
+        click.option("--json", "json_events", is_flag=True,
+                     help="Stream one JSON event per line instead of the console view."),
+        click.option("--quiet", "-q", is_flag=True, help="Do not print tool output."),
+        click.option("--report", "reports", multiple=True, metavar="FILE",
+                     help="Write a report: *.xml is JUnit, *.json the JSON run report."),
+        click.option("--summary", metavar="FILE",
+                     help="Write a Markdown summary ($GITHUB_STEP_SUMMARY when set)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return var_options(store_option(command))
+
+
+def _check_tools(plan: object) -> None:
+    from iacorch.drivers import missing_tools
+
+    missing = missing_tools(plan)  # type: ignore[arg-type]
+    if missing:
+        tool, stages = next(iter(missing.items()))
+        raise ToolMissingError(
+            f"`{tool}` is not on PATH, and stages {', '.join(stages)} need it; nothing was run",
+            hint={"pulumi": "install the pulumi CLI from https://www.pulumi.com/docs/install/",
+                  "terraform": "install Terraform from "
+                               "https://developer.hashicorp.com/terraform/install"}.get(
+                tool, f"install {tool}, or run only other stages with --target/--only"))
+
+
+def _execute(operation: Operation, runbook: str, var_flags: tuple[str, ...],
+             var_files: tuple[str, ...], store_url: str | None, only: tuple[str, ...],
+             targets: tuple[str, ...], concurrency: int | None, lock_timeout: float,
+             json_events: bool, quiet: bool, reports: tuple[str, ...],
+             summary: str | None) -> None:
+    from iacorch.engine.runner import RunOptions
+    from iacorch.engine.runs import new_run_id, start_run
+
+    plan = compile_plan(runbook, var_flags, var_files)
+    for target in targets:
+        if target not in plan.stages and target not in plan.expansions:
+            raise UsageError(f"--target {target}: no such stage in {runbook}",
+                             hint=f"stages: {', '.join(plan.expansions)}")
+    _check_tools(plan)
+    runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
+    run_id = new_run_id(runtime.clock())
+    if not json_events:
+        click.echo(f"run {run_id}: {operation.value} {runbook} "
+                   f"(workspace {plan.workspace}, plan {plan.plan_hash[:12]})", err=True)
+    options = RunOptions(operation=operation, only=only, targets=targets,
+                         concurrency=concurrency)
+    try:
+        with forward_interrupts(runtime):
+            outcome = start_run(plan, runtime, options, lock_timeout=lock_timeout,
+                                run_id=run_id)
+    finally:
+        close_sinks(runtime)
+    _finish(runtime, outcome, reports, summary)
+
+
+def _finish(runtime: object, outcome: object, reports: tuple[str, ...],
+            summary: str | None) -> None:
+    from iacorch.report import write_reports
+
+    write_reports(runtime.store, outcome.run_id, reports, summary)  # type: ignore[attr-defined]
+    print_summary(outcome, runtime)  # type: ignore[arg-type]
+    raise click.exceptions.Exit(exit_code_for(outcome.status,  # type: ignore[attr-defined]
+                                              runtime.interrupt_signal))  # type: ignore[attr-defined]
+
+
+@click.command()
+@click.argument("runbook")
+@run_options
+def apply(**kwargs: object) -> None:
+    """Run the runbook: every stage in dependency order, in parallel where possible."""
+    _execute(Operation.APPLY, **kwargs)  # type: ignore[arg-type]
+
+
+@click.command()
+@click.argument("run_id", metavar="RUN")
+@store_option
+@click.option("--rerun-interrupted", is_flag=True,
+              help="Run again stages that stopped mid-way even if not idempotent.")
+@click.option("--concurrency", type=click.IntRange(1, 1024))
+@click.option("--lock-timeout", callback=_duration, metavar="DURATION")
+@click.option("--json", "json_events", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True)
+@click.option("--report", "reports", multiple=True, metavar="FILE")
+@click.option("--summary", metavar="FILE")
+def resume(run_id: str, store_url: str | None, rerun_interrupted: bool,
+           concurrency: int | None, lock_timeout: float, json_events: bool, quiet: bool,
+           reports: tuple[str, ...], summary: str | None) -> None:
+    """Continue a failed, interrupted, suspended or killed run where it stopped."""
+    from iacorch.engine.runs import resume_run
+    from iacorch.runbook.compiler import compile_runbook
+
+    store = open_store(store_url)
+    run = store.get_run(run_id)
+    if not Path(run.runbook_path).is_file():
+        raise UsageError(f"run {run.id} used {run.runbook_path}, which no longer exists")
+    plan = compile_runbook(run.runbook_path, cli_vars=None, var_files=())
+    plan = _with_vars(plan, run)
+    if plan.plan_hash != run.plan_hash:
+        raise UsageError(
+            f"{run.runbook_path} changed since run {run.id} started (plan "
+            f"{run.plan_hash[:12]} -> {plan.plan_hash[:12]})",
+            hint="resuming would run a different plan than the one started; start a new run "
+                 "with `iacorch apply`")
+    _check_tools(plan)
+    runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
+    click.echo(f"run {run.id}: resuming {run.runbook_path}", err=True)
+    try:
+        with forward_interrupts(runtime):
+            outcome = resume_run(plan, run, runtime, rerun_interrupted=rerun_interrupted,
+                                 lock_timeout=lock_timeout, concurrency=concurrency)
+    finally:
+        close_sinks(runtime)
+    _finish(runtime, outcome, reports, summary)
+
+
+def _with_vars(plan: object, run: object) -> object:
+    """Recompile with the run's own vars so that resume runs exactly what was started."""
+    from iacorch.runbook.compiler import compile_runbook
+
+    values = {k: v for k, v in run.vars.items()}  # type: ignore[attr-defined]
+    declared = plan.runbook.vars  # type: ignore[attr-defined]
+    import json
+
+    cli_vars = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in values.items()
+                if k in declared and v is not None}
+    return compile_runbook(run.runbook_path, cli_vars=cli_vars)  # type: ignore[attr-defined]
+
+
+COMMANDS = [apply, resume]

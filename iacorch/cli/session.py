@@ -1,0 +1,154 @@
+"""Building a Runtime for a command, and turning run outcomes into exit codes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from iacorch.model.status import RunStatus
+
+if TYPE_CHECKING:
+    from iacorch.engine.runner import RunOutcome
+    from iacorch.engine.runtime import Runtime
+    from iacorch.model.plan import Plan
+    from iacorch.store.base import Store
+
+# The one table of run outcomes -> exit codes (DESIGN.md §4).
+RUN_EXIT_CODES: dict[RunStatus, int] = {
+    RunStatus.SUCCEEDED: 0,
+    RunStatus.FAILED: 1,
+    RunStatus.ROLLED_BACK: 1,
+    RunStatus.WAITING_APPROVAL: 3,
+    RunStatus.ROLLBACK_FAILED: 4,
+    RunStatus.ROLLING_BACK: 4,
+    RunStatus.INTERRUPTED: 130,
+    RunStatus.DIED: 1,
+}
+_KILL_WINDOW = 3.0
+
+
+def exit_code_for(status: RunStatus, interrupt_signal: int | None) -> int:
+    if status is RunStatus.INTERRUPTED and interrupt_signal == signal.SIGTERM:
+        return 143
+    return RUN_EXIT_CODES[status]
+
+
+def store_option(command: click.Command) -> click.Command:
+    return click.option("--store", "store_url", metavar="URL", envvar="IACORCH_STORE",
+                        help="State store: a path to state.db, sqlite:///path or memory://. "
+                             "Default: .iacorch/state.db (or $IACORCH_HOME).")(command)
+
+
+def open_store(store_url: str | None) -> Store:
+    from iacorch.store import open_store as open_any
+
+    return open_any(store_url)
+
+
+def state_dir_for(store_url: str | None) -> Path:
+    from iacorch.store import default_state_dir
+
+    if store_url and not store_url.startswith("memory:"):
+        path = Path(store_url.removeprefix("sqlite://"))
+        return path.resolve().parent
+    return default_state_dir().resolve()
+
+
+def build_runtime(store_url: str | None, *, json_events: bool, plan: Plan | None,
+                  quiet: bool = False) -> Runtime:
+    """The Runtime for a run command: store, console sinks, TTY detection."""
+    from iacorch.console import JsonConsole, LiveConsole, PlainConsole
+    from iacorch.engine.runtime import Runtime
+
+    state_dir = state_dir_for(store_url)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    runtime = Runtime(store=open_store(store_url), state_dir=state_dir)
+    runtime.interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if json_events:
+        runtime.sinks.append(JsonConsole())
+    elif runtime.interactive and plan is not None and os.environ.get("TERM") != "dumb":
+        runtime.sinks.append(LiveConsole([*plan.stages, *plan.finally_stages]))
+    else:
+        runtime.sinks.append(PlainConsole(show_logs=not quiet))
+    return runtime
+
+
+def close_sinks(runtime: Runtime) -> None:
+    for sink in runtime.sinks:
+        close = getattr(sink, "close", None)
+        if close is not None:
+            close()
+
+
+@contextmanager
+def forward_interrupts(runtime: Runtime) -> Iterator[None]:
+    """First SIGINT/SIGTERM: stop starting stages and pass one SIGINT to each child.
+
+    A second Ctrl-C is not forwarded (it would make Terraform abandon its state);
+    a third within a few seconds kills the children, with possible data loss.
+    """
+    presses: list[float] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        now = time.monotonic()
+        if runtime.interrupt_signal is None:
+            runtime.interrupt_signal = signum
+            runtime.cancel.interrupt()
+            click.echo("\ninterrupt: stopping; running stages received one SIGINT and may "
+                       "take a moment to clean up (Ctrl-C twice more to kill them)", err=True)
+            presses.append(now)
+            return
+        presses.append(now)
+        recent = [t for t in presses if now - t <= _KILL_WINDOW]
+        if len(recent) >= 3:
+            runtime.cancel.kill()
+            click.echo("killing running stages now: their tools may leave state behind "
+                       "(check Terraform locks with `terraform force-unlock`)", err=True)
+        else:
+            click.echo("still stopping; press Ctrl-C again to kill (possible data loss)",
+                       err=True)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def print_summary(outcome: RunOutcome, runtime: Runtime) -> None:
+    """The closing lines of a run: what happened and what to do next."""
+    counts: dict[str, int] = {}
+    for status in outcome.statuses.values():
+        counts[status.value] = counts.get(status.value, 0) + 1
+    shown = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    deadline = ""
+    if outcome.deadline:
+        verdict = "within" if outcome.elapsed <= outcome.deadline else "OVER"
+        deadline = f" ({verdict} the deadline of {outcome.deadline:.0f}s)"
+    click.echo(f"run {outcome.run_id} {outcome.status.value} in {outcome.elapsed:.1f}s"
+               f"{deadline}: {shown or 'nothing to do'}", err=True)
+    for stage_id, error in outcome.errors.items():
+        if outcome.statuses.get(stage_id) is not None and \
+                outcome.statuses[stage_id].value in ("failed", "interrupted"):
+            click.echo(f"  {stage_id}: {error}", err=True)
+            click.echo(f"    log: iacorch logs {outcome.run_id} {stage_id}", err=True)
+    if outcome.status is RunStatus.WAITING_APPROVAL:
+        for gate in outcome.waiting_gates:
+            click.echo(f"  waiting for approval at `{gate}`:\n"
+                       f"    iacorch approve {outcome.run_id} {gate} --resume\n"
+                       f"    iacorch reject {outcome.run_id} {gate}", err=True)
+    elif outcome.status in (RunStatus.FAILED, RunStatus.INTERRUPTED):
+        click.echo(f"  resume with: iacorch resume {outcome.run_id}", err=True)
+    entries = runtime.store.audit_entries(run_id=outcome.run_id)
+    if entries:
+        click.echo(f"  audit chain head: {entries[-1].hash[:16]} (seq {entries[-1].seq})",
+                   err=True)

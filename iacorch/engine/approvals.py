@@ -1,0 +1,96 @@
+"""Approval gates: who may decide, how many must agree, and what a decision binds to."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from iacorch.errors import ApprovalError
+from iacorch.model.plan import ApprovalGate
+from iacorch.store.base import ApprovalRecord
+
+
+class GateDecision(StrEnum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    PENDING = "pending"
+
+
+@dataclass(frozen=True, slots=True)
+class GateState:
+    decision: GateDecision
+    approved_by: tuple[str, ...] = ()
+    rejected_by: str | None = None
+    missing: int = 0
+    inputs: dict[str, Any] | None = None
+
+
+def evaluate_gate(gate: ApprovalGate, records: Sequence[ApprovalRecord],
+                  plan_hash: str) -> GateState:
+    """Decide a gate from the recorded decisions that are bound to this plan hash."""
+    current = [r for r in records if r.plan_hash == plan_hash]
+    for record in current:
+        if record.decision == "reject":
+            return GateState(GateDecision.REJECTED, rejected_by=record.identity)
+    approvers: list[str] = []
+    inputs: dict[str, Any] = {}
+    for record in current:
+        if record.decision == "approve" and record.identity not in approvers:
+            approvers.append(record.identity)
+            inputs.update(record.inputs)
+    missing = max(0, gate.require - len(approvers))
+    if missing:
+        return GateState(GateDecision.PENDING, tuple(approvers), missing=missing)
+    return GateState(GateDecision.APPROVED, tuple(approvers), inputs=inputs)
+
+
+def check_decider(gate: ApprovalGate, identity: str, started_by: str,
+                  records: Sequence[ApprovalRecord], plan_hash: str) -> None:
+    """Raise ApprovalError unless `identity` may decide this gate now."""
+    if gate.approvers and identity not in gate.approvers:
+        raise ApprovalError(f"{identity} is not an approver of this gate",
+                            hint=f"allowed: {', '.join(gate.approvers)} (identity comes from "
+                                 "$IACORCH_USER, else the login name)")
+    if identity == started_by and not gate.allow_self_approval:
+        raise ApprovalError(f"{identity} started this run and cannot approve it",
+                            hint="ask another approver; the gate does not allow self-approval")
+    if any(r.identity == identity and r.plan_hash == plan_hash for r in records):
+        raise ApprovalError(f"{identity} has already decided this gate",
+                            hint=f"the gate needs {gate.require} distinct approvers")
+
+
+def check_inputs(gate: ApprovalGate, given: dict[str, str]) -> dict[str, Any]:
+    """Validate approver inputs against the gate's small schema; fill defaults."""
+    values: dict[str, Any] = {}
+    for name, spec in gate.inputs.items():
+        raw = given.get(name, spec.get("default"))
+        if raw is None:
+            raise ApprovalError(f"input `{name}` is required",
+                                hint=f"pass --input {name}=VALUE")
+        kind = spec.get("type", "string")
+        try:
+            value: Any = {"int": int, "bool": _to_bool}.get(kind, str)(raw)
+        except ValueError:
+            raise ApprovalError(f"input `{name}` must be {kind}, got {raw!r}") from None
+        choices = spec.get("choices")
+        if choices and value not in choices:
+            raise ApprovalError(f"input `{name}` must be one of {choices}, got {value!r}")
+        values[name] = value
+    unknown = set(given) - set(gate.inputs)
+    if unknown:
+        raise ApprovalError(f"unknown input `{sorted(unknown)[0]}`",
+                            hint=f"this gate takes: {', '.join(gate.inputs) or 'no inputs'}")
+    return values
+
+
+def _to_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("true", "yes", "y", "1"):
+        return True
+    if text in ("false", "no", "n", "0"):
+        return False
+    raise ValueError(raw)

@@ -1,0 +1,77 @@
+"""From a planned stage and what is known so far to a rendered, runnable StageSpec."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from iacorch.model.plan import Plan, PlannedStage
+from iacorch.model.results import StageSpec
+from iacorch.model.status import ActionType, Operation, StageStatus
+from iacorch.runbook.templating import Templates, shell_raw, to_text
+
+from .secrets import secret_env_name
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    id: str
+    status: str
+    state_dir: str
+    previous: Mapping[str, Any] | None = None
+
+
+def template_context(plan: Plan, run: RunInfo, outputs: Mapping[str, Mapping[str, Any]],
+                     statuses: Mapping[str, StageStatus], secrets: Mapping[str, str],
+                     stage: PlannedStage | None = None) -> dict[str, Any]:
+    """The names a template sees: vars, secrets, stages, run, item, env, runbook."""
+    stages: dict[str, Any] = {}
+    for base_id, expanded in plan.expansions.items():
+        if expanded == (base_id,):
+            stages[base_id] = {"outputs": dict(outputs.get(base_id, {})),
+                               "status": str(statuses.get(base_id, StageStatus.PENDING))}
+        else:
+            keys = {e: e[len(base_id) + 1:-1] for e in expanded}
+            stages[base_id] = {
+                "outputs": {keys[e]: dict(outputs.get(e, {})) for e in expanded},
+                "status": {keys[e]: str(statuses.get(e, StageStatus.PENDING)) for e in expanded}}
+    return {
+        "vars": dict(plan.vars), "secrets": dict(secrets), "stages": stages,
+        "run": {"id": run.id, "status": run.status, "previous": run.previous or {}},
+        "item": stage.item if stage is not None else None,
+        "env": dict(os.environ),
+        "runbook": {"name": plan.name, "dir": str(plan.root), "workspace": plan.workspace,
+                    "state_dir": run.state_dir},
+    }
+
+
+def render_action(templates: Templates, action_type: ActionType, action: Mapping[str, Any],
+                  context: Mapping[str, Any], secrets: Mapping[str, str]) -> dict[str, Any]:
+    """Render an action; in `shell.run`, values are quoted and secrets become env references."""
+    if action_type is not ActionType.SHELL:
+        return templates.render(dict(action), context)
+    if "run" not in action:
+        rendered = templates.render(dict(action), context)
+        rendered["argv"] = [to_text(item) for item in rendered.get("argv") or []]
+        return rendered
+    rendered = templates.render({k: v for k, v in action.items() if k != "run"}, context)
+    shell_context = dict(context)
+    shell_context["secrets"] = {name: shell_raw(f'"${{{secret_env_name(name)}}}"')
+                                for name in secrets}
+    rendered["run"] = templates.render(action["run"], shell_context, shell=True)
+    return rendered
+
+
+def build_spec(plan: Plan, stage: PlannedStage, action_type: ActionType,
+               rendered: Mapping[str, Any], *, run_id: str, operation: Operation,
+               attempt: int, work_dir: str, state_dir: str, secrets: Mapping[str, str],
+               saved_plan: str | None = None) -> StageSpec:
+    """The serialisable description of one stage attempt."""
+    return StageSpec(
+        run_id=run_id, stage_id=stage.id, driver=action_type, operation=operation,
+        action=rendered, root_dir=str(plan.root), work_dir=work_dir, state_dir=state_dir,
+        attempt=attempt, timeout=stage.timeout, saved_plan=saved_plan,
+        secret_values=tuple(secrets.values()),
+        secret_env={secret_env_name(name): value for name, value in secrets.items()})

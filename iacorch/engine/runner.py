@@ -1,0 +1,329 @@
+"""The run loop: compute what is ready, submit it, wait for the first to finish, record, repeat."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from iacorch.model.events import Event, EventKind
+from iacorch.model.masking import Masker
+from iacorch.model.plan import Plan, PlannedStage
+from iacorch.model.results import StageResult
+from iacorch.model.status import FailurePolicy, Operation, RunStatus, StageStatus
+from iacorch.runbook.templating import TemplateProblem, Templates
+
+from . import policies, scheduler
+from .approvals import GateDecision, evaluate_gate
+from .executor import LocalExecutor
+from .journal import Journal
+from .rendering import RunInfo, build_spec, render_action, template_context
+from .runtime import Runtime
+from .stage_exec import run_stage_attempt
+
+_POLL = 0.25
+
+
+@dataclass
+class RunOptions:
+    operation: Operation = Operation.APPLY
+    only: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    concurrency: int | None = None
+
+
+@dataclass
+class RunState:
+    """What the loop knows about each stage; seeded from the store on resume."""
+
+    statuses: dict[str, StageStatus] = field(default_factory=dict)
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: str
+    status: RunStatus
+    statuses: Mapping[str, StageStatus]
+    errors: Mapping[str, str]
+    elapsed: float
+    deadline: float | None
+    waiting_gates: tuple[str, ...] = ()
+
+
+class Runner:
+    """Runs one plan to an outcome; all side effects come from the Runtime."""
+
+    def __init__(self, plan: Plan, runtime: Runtime, run_id: str, *, secrets: Mapping[str, str],
+                 masker: Masker, journal: Journal, state: RunState | None = None,
+                 options: RunOptions | None = None, started_by: str = "",
+                 previous: Mapping[str, Any] | None = None) -> None:
+        self.plan, self.rt, self.run_id = plan, runtime, run_id
+        self.secrets, self.masker, self.journal = secrets, masker, journal
+        self.state = state or RunState()
+        self.options = options or RunOptions()
+        self.started_by = started_by or runtime.identity
+        self.previous = previous
+        self.templates = Templates()
+        self.selected = scheduler.select_stages(plan, only=self.options.only,
+                                                targets=self.options.targets)
+        self.retry_at: dict[str, float] = {}
+        self.stopping = False
+        self.breached = False
+        self.t0 = time.monotonic()
+
+    # -- the loop ------------------------------------------------------------
+    def run(self) -> RunOutcome:
+        workers = self.options.concurrency or self.plan.concurrency
+        executor = LocalExecutor(workers)
+        running: dict[Future[StageResult], str] = {}
+        try:
+            while True:
+                with self.rt.store.transaction():
+                    self._start_ready(executor, running, workers)
+                if not running and not self._retries_pending():
+                    break
+                done, _ = wait(running, timeout=self._wait_timeout(),
+                               return_when=FIRST_COMPLETED)
+                with self.rt.store.transaction():
+                    for future in done:
+                        self._finish(running.pop(future), future.result())
+                self._check_deadline()
+            self._run_finally(executor)
+        finally:
+            executor.shutdown()
+        return self._outcome()
+
+    def _start_ready(self, executor: LocalExecutor, running: dict[Future[StageResult], str],
+                     workers: int) -> None:
+        if self.rt.cancel.interrupted:
+            self.stopping = True
+        if self.stopping:
+            return
+        statuses = self.state.statuses
+        if self._continue_on_failure():
+            for stage_id, culprit in scheduler.blocked_stages(
+                    self.plan, statuses, self.selected).items():
+                self._settle(stage_id, StageStatus.SKIPPED, f"upstream {culprit} failed")
+        now = time.monotonic()
+        for stage_id in scheduler.ready_stages(self.plan, statuses, self.selected):
+            if len(running) >= workers or self.stopping:
+                break
+            if self.retry_at.get(stage_id, 0.0) > now:
+                continue
+            self.retry_at.pop(stage_id, None)
+            future = self._start(executor, self.plan.stages[stage_id])
+            if future is not None:
+                running[future] = stage_id
+
+    def _start(self, executor: LocalExecutor, stage: PlannedStage) -> Future[StageResult] | None:
+        context = self._context(stage)
+        try:
+            if stage.when is not None and not self._truthy(stage.when, context):
+                self._settle(stage.id, StageStatus.SKIPPED, "`when` is false")
+                return None
+            if stage.approval is not None:
+                self._open_gate(stage)
+                return None
+        except TemplateProblem as exc:
+            self._fail_final(stage, None, f"template error in {stage.location}: {exc.message}")
+            return None
+        return self._submit(executor, stage, context, self.options.operation)
+
+    def _submit(self, executor: LocalExecutor, stage: PlannedStage, context: Mapping[str, Any],
+                operation: Operation) -> Future[StageResult] | None:
+        """Render the action, journal the start, and hand the attempt to the executor."""
+        assert stage.action_type is not None
+        try:
+            rendered = render_action(self.templates, stage.action_type, stage.action, context,
+                                     self.secrets)
+        except TemplateProblem as exc:
+            self._fail_final(stage, None, f"template error in {stage.location}: {exc.message}")
+            return None
+        attempt = self.state.attempts.get(stage.id, 0) + 1
+        self.state.attempts[stage.id] = attempt
+        spec = build_spec(self.plan, stage, stage.action_type, rendered, run_id=self.run_id,
+                          operation=operation, attempt=attempt,
+                          work_dir=str(self.rt.stage_dir(self.run_id, stage.id)),
+                          state_dir=str(self.rt.state_dir), secrets=self.secrets)
+        self.state.statuses[stage.id] = StageStatus.RUNNING
+        self.state.started[stage.id] = self.rt.clock()
+        self.journal.stage_started(stage.id, attempt, self.state.started[stage.id])
+        self.rt.emit(Event(EventKind.STAGE_STARTED, self.run_id, stage.id,
+                           {"attempt": attempt, "action": str(stage.action_type),
+                            "operation": "finally" if stage.is_finally else str(operation)}))
+        return executor.submit(run_stage_attempt, spec, self.rt.process, self.masker,
+                               self.rt.cancel, self.rt.emit)
+
+    def _finish(self, stage_id: str, result: StageResult) -> None:
+        stage = self.plan.stages.get(stage_id) or self.plan.finally_stages[stage_id]
+        attempt = self.state.attempts[stage_id]
+        if result.sensitive_outputs:
+            self.masker.add(_flatten_values(result.outputs[k] for k in result.sensitive_outputs
+                                            if k in result.outputs))
+        if result.ok:
+            self.state.outputs[stage_id] = dict(result.outputs)
+            self._settle(stage_id, StageStatus.SUCCEEDED, None, result)
+            return
+        if result.interrupted or self.rt.cancel.interrupted:
+            self._settle(stage_id, StageStatus.INTERRUPTED, result.error or "interrupted", result)
+            return
+        decision = policies.after_attempt(stage, attempt, result)
+        if decision.retry and not self.stopping:
+            self.journal.stage_finished(stage_id, attempt, StageStatus.FAILED,
+                                        started_at=self.state.started.get(stage_id),
+                                        finished_at=self.rt.clock(), result=result)
+            self.state.statuses[stage_id] = StageStatus.PENDING
+            self.retry_at[stage_id] = time.monotonic() + decision.delay
+            self.rt.emit(Event(EventKind.STAGE_RETRY, self.run_id, stage_id,
+                               {"attempt": attempt, "delay": decision.delay,
+                                "error": self.masker.mask(result.error or "")}))
+            return
+        self._fail_final(stage, result, result.error or "failed")
+
+    def _fail_final(self, stage: PlannedStage, result: StageResult | None, error: str) -> None:
+        self._settle(stage.id, StageStatus.FAILED, error, result)
+        if not stage.is_finally and policies.failure_policy(
+                self.plan, stage) is not FailurePolicy.CONTINUE:
+            self.stopping = True
+
+    def _settle(self, stage_id: str, status: StageStatus, reason: str | None,
+                result: StageResult | None = None) -> None:
+        """Record a stage's final state for this run and tell the sinks."""
+        self.state.statuses[stage_id] = status
+        if reason and status is not StageStatus.SUCCEEDED:
+            self.state.errors[stage_id] = self.masker.mask(reason)
+        started = self.state.started.get(stage_id)
+        now = self.rt.clock()
+        self.journal.stage_finished(stage_id, self.state.attempts.get(stage_id, 0), status,
+                                    started_at=started, finished_at=now, result=result,
+                                    reason=reason)
+        data: dict[str, Any] = {"status": status.value,
+                                "elapsed": round(now - started, 3) if started else 0.0}
+        if reason:
+            data["reason"] = self.masker.mask(reason)
+        if result is not None:
+            if result.changes is not None:
+                data["changes"] = str(result.changes)
+            if result.hint:
+                data["hint"] = self.masker.mask(result.hint)
+            if result.output_tail and status is StageStatus.FAILED:
+                data["tail"] = [self.masker.mask(line) for line in result.output_tail[-10:]]
+        self.rt.emit(Event(EventKind.STAGE_FINISHED, self.run_id, stage_id, data))
+
+    # -- approval gates ----------------------------------------------------
+    def _open_gate(self, stage: PlannedStage) -> None:
+        gate = stage.approval
+        assert gate is not None
+        records = self.rt.store.approvals(self.run_id, stage.id)
+        state = evaluate_gate(gate, records, self.plan.plan_hash)
+        if state.decision is GateDecision.APPROVED:
+            self.state.outputs[stage.id] = dict(state.inputs or {})
+            self._settle(stage.id, StageStatus.SUCCEEDED,
+                         f"approved by {', '.join(state.approved_by)}",
+                         StageResult(StageStatus.SUCCEEDED, outputs=state.inputs or {}))
+        elif state.decision is GateDecision.REJECTED:
+            self._fail_final(stage, None, f"rejected by {state.rejected_by}")
+        else:
+            self.state.statuses[stage.id] = StageStatus.WAITING_APPROVAL
+            self.journal.stage_finished(stage.id, 0, StageStatus.WAITING_APPROVAL,
+                                        started_at=None, finished_at=self.rt.clock())
+            message = None
+            if gate.message:
+                try:
+                    message = self.templates.render(gate.message, self._context(stage))
+                except TemplateProblem as exc:
+                    message = f"(message could not render: {exc.message})"
+            self.rt.emit(Event(EventKind.APPROVAL_REQUESTED, self.run_id, stage.id, {
+                "message": self.masker.mask(str(message or "")), "missing": state.missing,
+                "approvers": list(gate.approvers), "require": gate.require}))
+
+    # -- helpers -------------------------------------------------------------
+    def _context(self, stage: PlannedStage | None, status: str = "running") -> dict[str, Any]:
+        run = RunInfo(self.run_id, status, str(self.rt.state_dir), self.previous)
+        return template_context(self.plan, run, self.state.outputs, self.state.statuses,
+                                self.secrets, stage)
+
+    def _truthy(self, when: str | bool, context: Mapping[str, Any]) -> bool:
+        value = self.templates.render(when, context)
+        if isinstance(value, str):
+            return value.strip().lower() not in ("", "false", "no", "0", "none")
+        return bool(value)
+
+    def _continue_on_failure(self) -> bool:
+        return any(status is StageStatus.FAILED and policies.failure_policy(
+            self.plan, self.plan.stages[sid]) is FailurePolicy.CONTINUE
+            for sid, status in self.state.statuses.items() if sid in self.plan.stages)
+
+    def _retries_pending(self) -> bool:
+        return bool(self.retry_at) and not self.stopping
+
+    def _wait_timeout(self) -> float:
+        if not self.retry_at:
+            return _POLL
+        return max(0.0, min(_POLL, min(self.retry_at.values()) - time.monotonic()))
+
+    def _check_deadline(self) -> None:
+        deadline = self.plan.deadline
+        if deadline is None or self.breached or time.monotonic() - self.t0 <= deadline:
+            return
+        self.breached = True
+        self.rt.emit(Event(EventKind.DEADLINE_BREACHED, self.run_id, None,
+                           {"deadline": deadline, "elapsed": time.monotonic() - self.t0}))
+        self.rt.store.append_audit("deadline_breached", run_id=self.run_id,
+                                   data={"deadline": deadline})
+
+    def _run_finally(self, executor: LocalExecutor) -> None:
+        status = self._provisional_status()
+        if status in (RunStatus.INTERRUPTED, RunStatus.WAITING_APPROVAL):
+            return
+        running: dict[Future[StageResult], str] = {}
+        for stage in self.plan.finally_stages.values():
+            if self.state.statuses.get(stage.id, StageStatus.PENDING).is_done:
+                continue
+            future = self._submit(executor, stage, self._context(stage, status.value),
+                                  Operation.APPLY)
+            if future is not None:
+                running[future] = stage.id
+        for future, stage_id in running.items():
+            result = future.result()
+            if result.ok:
+                self.state.outputs[stage_id] = dict(result.outputs)
+                self._settle(stage_id, StageStatus.SUCCEEDED, None, result)
+            else:
+                self._settle(stage_id, StageStatus.FAILED, result.error, result)
+
+    def _provisional_status(self) -> RunStatus:
+        statuses = {sid: s for sid, s in self.state.statuses.items() if sid in self.plan.stages}
+        if self.rt.cancel.interrupted or StageStatus.INTERRUPTED in statuses.values():
+            return RunStatus.INTERRUPTED
+        if StageStatus.FAILED in statuses.values():
+            return RunStatus.FAILED
+        if StageStatus.WAITING_APPROVAL in statuses.values():
+            return RunStatus.WAITING_APPROVAL
+        return RunStatus.SUCCEEDED
+
+    def _outcome(self) -> RunOutcome:
+        waiting = tuple(sid for sid, s in self.state.statuses.items()
+                        if s is StageStatus.WAITING_APPROVAL)
+        return RunOutcome(self.run_id, self._provisional_status(), dict(self.state.statuses),
+                          dict(self.state.errors), time.monotonic() - self.t0,
+                          self.plan.deadline, waiting)
+
+
+def _flatten_values(values: Any) -> list[str]:
+    import json
+
+    found: list[str] = []
+    for value in values:
+        found.append(value if isinstance(value, str) else json.dumps(value))
+        if isinstance(value, dict):
+            found += _flatten_values(value.values())
+        elif isinstance(value, list):
+            found += _flatten_values(value)
+    return found

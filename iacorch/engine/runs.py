@@ -1,0 +1,143 @@
+"""Starting and resuming runs: the lock, the run record, secrets, and the loop."""
+
+from __future__ import annotations
+
+import os
+import secrets as random_tokens
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from iacorch.errors import UsageError
+from iacorch.model.masking import Masker
+from iacorch.model.plan import Plan
+from iacorch.model.status import Operation, RunStatus, StageStatus
+from iacorch.store.base import RunRecord, pid_alive
+
+from .journal import Journal
+from .locks import RunLock, lock_key
+from .runner import Runner, RunOptions, RunOutcome, RunState
+from .runtime import Runtime
+from .secrets import resolve_secrets
+
+
+def new_run_id(now: float) -> str:
+    """Sortable and short enough to type: 20261127-093012-a3f9."""
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + "-" + random_tokens.token_hex(2)
+
+
+@dataclass(frozen=True)
+class ResumeChoice:
+    rerun_interrupted: bool = False
+
+
+def start_run(plan: Plan, runtime: Runtime, options: RunOptions, *,
+              lock_timeout: float = 0.0, run_id: str | None = None) -> RunOutcome:
+    """Create a run for `plan` and drive it to an outcome under the runbook's lock."""
+    secrets = resolve_secrets(plan.runbook.secrets, plan.root)
+    masker = Masker(secrets.values())
+    run_id = run_id or new_run_id(runtime.clock())
+    lock = RunLock(runtime.store, lock_key(plan.name, plan.workspace), run_id,
+                   host=runtime.host, pid=runtime.pid)
+    lock.acquire(wait=lock_timeout)
+    try:
+        journal = Journal(runtime.store, run_id, masker, runtime.identity)
+        journal.start_run(RunRecord(
+            id=run_id, runbook=plan.name, runbook_path=str(plan.path.resolve()),
+            workspace=plan.workspace, plan_hash=plan.plan_hash,
+            vars=masker.mask_value(dict(plan.vars)),  # type: ignore[arg-type]
+            status=RunStatus.RUNNING, operation=options.operation.value,
+            started_at=runtime.clock(), user=runtime.identity, host=runtime.host,
+            pid=runtime.pid, details=_details(plan, options)))
+        previous = _previous_run(runtime, plan)
+        runner = Runner(plan, runtime, run_id, secrets=secrets, masker=masker, journal=journal,
+                        options=options, previous=previous)
+        return _finish(runner, journal, runtime)
+    finally:
+        lock.release()
+
+
+def resume_run(plan: Plan, run: RunRecord, runtime: Runtime, *, rerun_interrupted: bool = False,
+               lock_timeout: float = 0.0, concurrency: int | None = None) -> RunOutcome:
+    """Continue a run: finished stages keep their outputs, the rest run (again)."""
+    if run.status is RunStatus.RUNNING and run.host == runtime.host and pid_alive(run.pid) \
+            and run.pid != runtime.pid:
+        raise UsageError(f"run {run.id} is still running (pid {run.pid})",
+                         hint=f"follow it with `iacorch logs {run.id} --follow`")
+    if run.status is RunStatus.SUCCEEDED:
+        raise UsageError(f"run {run.id} already succeeded; there is nothing to resume")
+    secrets = resolve_secrets(plan.runbook.secrets, plan.root)
+    masker = Masker(secrets.values())
+    lock = RunLock(runtime.store, lock_key(plan.name, plan.workspace), run.id,
+                   host=runtime.host, pid=runtime.pid)
+    lock.acquire(wait=lock_timeout)
+    try:
+        state = _state_from_store(plan, runtime, run.id, rerun_interrupted)
+        journal = Journal(runtime.store, run.id, masker, runtime.identity)
+        journal.run_status(RunStatus.RUNNING)
+        runtime.store.append_audit("run_resumed", run_id=run.id, actor=runtime.identity,
+                                   data={"pid": runtime.pid, "host": runtime.host})
+        selection = run.details.get("selection", {})
+        options = RunOptions(operation=Operation(run.operation),
+                             only=tuple(selection.get("only", ())),
+                             targets=tuple(selection.get("targets", ())),
+                             concurrency=concurrency)
+        runner = Runner(plan, runtime, run.id, secrets=secrets, masker=masker, journal=journal,
+                        state=state, options=options, started_by=run.user,
+                        previous=_previous_run(runtime, plan))
+        return _finish(runner, journal, runtime)
+    finally:
+        lock.release()
+
+
+def _finish(runner: Runner, journal: Journal, runtime: Runtime) -> RunOutcome:
+    outcome = runner.run()
+    status = outcome.status
+    if runtime.interrupt_signal is not None and status is not RunStatus.SUCCEEDED:
+        status = RunStatus.INTERRUPTED
+    error = "; ".join(f"{sid}: {err}" for sid, err in outcome.errors.items()
+                      if outcome.statuses.get(sid) is StageStatus.FAILED) or None
+    final = status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
+    journal.run_status(status, finished_at=runtime.clock() if final else None, error=error,
+                       details={"elapsed": round(outcome.elapsed, 3),
+                                "deadline_breached": runner.breached})
+    return RunOutcome(outcome.run_id, status, outcome.statuses, outcome.errors, outcome.elapsed,
+                      outcome.deadline, outcome.waiting_gates)
+
+
+def _state_from_store(plan: Plan, runtime: Runtime, run_id: str,
+                      rerun_interrupted: bool) -> RunState:
+    state = RunState()
+    unsure: list[str] = []
+    for stage_id, record in runtime.store.stage_records(run_id).items():
+        if stage_id not in plan.stages and stage_id not in plan.finally_stages:
+            continue
+        state.attempts[stage_id] = record.attempt
+        stage = plan.stages.get(stage_id) or plan.finally_stages[stage_id]
+        if record.status.is_done and not stage.is_finally:
+            state.statuses[stage_id] = record.status
+            state.outputs[stage_id] = dict(record.outputs)
+        elif record.status in (StageStatus.RUNNING, StageStatus.INTERRUPTED) \
+                and not stage.idempotent and not rerun_interrupted:
+            unsure.append(stage_id)
+    if unsure:
+        raise UsageError(
+            f"stage{'s' if len(unsure) > 1 else ''} {', '.join(unsure)} stopped mid-way and "
+            "may not be safe to run twice (`idempotent: false`)",
+            hint="check what it did, then resume with --rerun-interrupted, or record it done "
+                 "with `iacorch mark-done`")
+    return state
+
+
+def _previous_run(runtime: Runtime, plan: Plan) -> dict[str, Any] | None:
+    last = runtime.store.last_successful_run(plan.name, plan.workspace)
+    if last is None:
+        return None
+    outputs = {sid: dict(rec.outputs) for sid, rec in runtime.store.stage_records(last.id).items()}
+    return {"id": last.id, "vars": dict(last.vars), "outputs": outputs}
+
+
+def _details(plan: Plan, options: RunOptions) -> Mapping[str, Any]:
+    return {"deadline": plan.deadline, "pid": os.getpid(),
+            "selection": {"only": list(options.only), "targets": list(options.targets)}}

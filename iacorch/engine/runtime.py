@@ -1,0 +1,60 @@
+"""The Runtime: the one bundle of side effects the engine uses, built by the CLI."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from iacorch.model.events import Event
+from iacorch.process import CancelToken, ProcessRunner
+
+if TYPE_CHECKING:
+    from iacorch.store.base import Store
+
+
+class EventSink(Protocol):
+    """Console views, JSON streams and report collectors all receive every event."""
+
+    def handle(self, event: Event) -> None: ...
+
+
+def current_identity() -> str:
+    """Who is acting: $IACORCH_USER, else the login name."""
+    explicit = os.environ.get("IACORCH_USER")
+    if explicit:
+        return explicit
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid{os.getuid()}"
+
+
+@dataclass
+class Runtime:
+    store: Store
+    state_dir: Path
+    process: ProcessRunner = field(default_factory=ProcessRunner)
+    sinks: list[EventSink] = field(default_factory=list)
+    cancel: CancelToken = field(default_factory=CancelToken)
+    clock: Callable[[], float] = time.time
+    identity: str = field(default_factory=current_identity)
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    interactive: bool = False
+    interrupt_signal: int | None = None  # set by the CLI's signal handler
+
+    def emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            sink.handle(event)
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.state_dir / "runs" / run_id
+
+    def stage_dir(self, run_id: str, stage_id: str) -> Path:
+        return self.run_dir(run_id) / stage_id

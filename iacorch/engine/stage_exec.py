@@ -1,0 +1,39 @@
+"""The worker side of one stage attempt: its log file, its context, its driver call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from iacorch.drivers import execute
+from iacorch.drivers.base import StageContext
+from iacorch.model.events import Event, EventKind
+from iacorch.model.masking import Masker
+from iacorch.model.results import StageResult, StageSpec
+from iacorch.process import CancelToken, ProcessRunner
+
+
+def run_stage_attempt(spec: StageSpec, process: ProcessRunner, masker: Masker,
+                      cancel: CancelToken, emit: Callable[[Event], None]) -> StageResult:
+    """Run one attempt with its log at <work_dir>/attempt-N.log; every line is masked."""
+    work_dir = Path(spec.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log_path = work_dir / f"attempt-{spec.attempt}.log"
+    with open(log_path, "a", encoding="utf-8", buffering=1) as log:
+
+        def on_line(line: str) -> None:
+            log.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+            emit(Event(EventKind.STAGE_LOG, spec.run_id, spec.stage_id, {"line": line}))
+
+        def on_progress(progress: Any) -> None:
+            emit(Event(EventKind.STAGE_PROGRESS, spec.run_id, spec.stage_id,
+                       {"progress": masker.mask_value(dict(progress))}))
+
+        ctx = StageContext(spec=spec, process=process, masker=masker, cancel=cancel,
+                           on_line=on_line, on_progress=on_progress)
+        result = execute(ctx)
+        if result.error:
+            log.write(f"{time.strftime('%H:%M:%S')} error: {masker.mask(result.error)}\n")
+    return result

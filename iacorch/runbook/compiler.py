@@ -1,0 +1,397 @@
+"""The compiler: a runbook document and its vars become a checked `Plan`.
+
+Every problem is collected with its source location, so `validate` reports
+all of them at once; the graph is built only once the stages make sense.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from iacorch.errors import Problem, RunbookError
+from iacorch.model.plan import ApprovalGate, Plan, PlannedStage, RetryPolicy
+from iacorch.model.runbook import STAGE_ID, Runbook, Stage
+from iacorch.model.status import ActionType, StageKind
+from iacorch.runbook.checks import check_env, check_paths, project_root
+from iacorch.runbook.source import Document, load_document
+from iacorch.runbook.templating import TemplateProblem, Templates, is_template
+from iacorch.runbook.variables import load_var_file, resolve_vars
+
+_APPROVAL_FIELDS = ("approvers", "require", "allow_self_approval", "message", "inputs",
+                    "on_timeout")
+
+
+def compile_runbook(path: str | Path, *, cli_vars: Mapping[str, str] | None = None,
+                    var_files: Sequence[str] = (), templates: Templates | None = None) -> Plan:
+    """Load, validate and compile a runbook file; raises RunbookError with every problem."""
+    document = load_document(path)
+    file_vars: dict[str, Any] = {}
+    for var_file in var_files:
+        file_vars.update(load_var_file(var_file)[0])
+    return compile_document(document, cli_vars=cli_vars, file_vars=file_vars,
+                            templates=templates)
+
+
+def validate_model(document: Document) -> Runbook:
+    """The document against the schema; every schema problem at once."""
+    from pydantic import ValidationError
+
+    from iacorch.runbook.schema_errors import schema_problems
+
+    if not isinstance(document.data, dict):
+        raise RunbookError.single("a runbook is a mapping of keys such as `version` and `stages`",
+                                  document.locate(()))
+    try:
+        return Runbook.model_validate(document.data)
+    except ValidationError as exc:
+        raise RunbookError(schema_problems(document, exc, Runbook)) from None
+
+
+def compile_document(document: Document, *, cli_vars: Mapping[str, str] | None = None,
+                     file_vars: Mapping[str, Any] | None = None,
+                     templates: Templates | None = None) -> Plan:
+    """Compile an already loaded document (see `compile_runbook`)."""
+    runbook = validate_model(document)
+    values = resolve_vars(runbook.vars, cli_vars=cli_vars, file_vars=file_vars)
+    return _Compiler(document, runbook, values, templates or Templates()).compile()
+
+
+class _Compiler:
+    def __init__(self, document: Document, runbook: Runbook, values: dict[str, Any],
+                 templates: Templates) -> None:
+        self.document = document
+        self.runbook = runbook
+        self.vars = values
+        self.templates = templates
+        self.problems: list[Problem] = []
+        self.root = Path(document.path).resolve().parent
+        self.project = project_root(self.root)
+
+    def problem(self, message: str, path: Sequence[Any], hint: str | None = None, *,
+                key: bool = False) -> None:
+        self.problems.append(Problem(message, self.document.locate(path, key=key), hint))
+
+    def compile(self) -> Plan:
+        sections = {"stages": self.runbook.stages, "finally": self.runbook.finally_}
+        for section, stages in sections.items():
+            for stage_id, stage in stages.items():
+                self._check_stage(section, stage_id, stage)
+        for stage_id in self.runbook.finally_:
+            if stage_id in self.runbook.stages:
+                self.problem(f"stage id `{stage_id}` is used in both `stages` and `finally`",
+                             ("finally", stage_id), "give one of them another name", key=True)
+        expansions = {sid: self._expand(sid, st) for sid, st in self.runbook.stages.items()}
+        forward = self._plan_stages("stages", self.runbook.stages, expansions)
+        finals = self._plan_stages("finally", self.runbook.finally_, expansions)
+        if self.problems:
+            raise RunbookError(self.problems)
+        order, layers = self._order(forward)
+        stages = {sid: forward[sid] for sid in order}
+        workspace = self._workspace()
+        if self.problems:
+            raise RunbookError(self.problems)
+        return Plan(
+            name=self.runbook.name, path=Path(self.document.path), root=self.root,
+            vars=self.vars, secret_names=frozenset(self.runbook.secrets), stages=stages,
+            finally_stages=finals, layers=layers,
+            expansions={sid: tuple(k for k, _ in items) for sid, items in expansions.items()},
+            plan_hash=_plan_hash(self.runbook, self.vars, stages, finals),
+            concurrency=self.runbook.concurrency, on_failure=self.runbook.on_failure,
+            deadline=self.runbook.deadline, workspace=workspace, runbook=self.runbook)
+
+    # -- per-stage shape -------------------------------------------------
+    def _check_stage(self, section: str, stage_id: str, stage: Stage) -> None:
+        where = (section, stage_id)
+        if not STAGE_ID.match(stage_id):
+            self.problem(f"stage id {stage_id!r} may only hold letters, digits, `_` and `-`",
+                         where, "rename the stage, e.g. `web-tier`", key=True)
+        if section == "stages" and stage.kind is None:
+            self.problem(f"stage `{stage_id}` has no `kind`", where,
+                         "add `kind:` provision, configure, deploy, verify or approval", key=True)
+        actions = stage.action_types
+        if stage.is_approval:
+            if actions:
+                self.problem(f"approval gate `{stage_id}` cannot also run `{actions[0]}`",
+                             (*where, actions[0].value),
+                             "move the action into its own stage that `needs` the gate", key=True)
+            return
+        if not actions:
+            self.problem(f"stage `{stage_id}` has no action", where,
+                         "add exactly one of terraform, pulumi, ansible, shell, http", key=True)
+        elif len(actions) > 1:
+            names = " and ".join(f"`{a.value}`" for a in actions)
+            self.problem(f"stage `{stage_id}` has two actions, {names}",
+                         (*where, actions[1].value), "split it into two stages", key=True)
+        for name in _APPROVAL_FIELDS:
+            if getattr(stage, name) is not None:
+                self.problem(f"`{name}` belongs to approval gates, but `{stage_id}` is "
+                             f"`kind: {stage.kind}`", (*where, name),
+                             "set `kind: approval` or remove the key", key=True)
+        raw = self.document.data[section][stage_id]
+        action = stage.action_type
+        if action is not None:
+            action_path = (*where, action.value)
+            for message, path, hint in [
+                    *check_env(action_path, raw[action.value].get("env"), self.runbook.allow_env),
+                    *check_paths(action_path, action, raw[action.value], self.root,
+                                 self.project)]:
+                self.problem(message, path, hint)
+
+    # -- for_each ---------------------------------------------------------
+    def _expand(self, stage_id: str, stage: Stage) -> list[tuple[str, Any]]:
+        """[(expanded id, item)]; a stage without for_each is [(id, None)]."""
+        if stage.for_each is None:
+            return [(stage_id, None)]
+        where = ("stages", stage_id, "for_each")
+        items: Any = stage.for_each
+        if is_template(items):
+            refs = self._references(items, where)
+            if refs is None:
+                return [(stage_id, None)]
+            if any(r.root not in ("vars",) for r in refs.items):
+                self.problem("`for_each` is expanded when the runbook compiles, so it can only "
+                             "use `vars`", where, "compute the list in a var, or use --var")
+                return [(stage_id, None)]
+            try:
+                items = self.templates.render(items, {"vars": self.vars})
+            except TemplateProblem as exc:
+                self.problem(exc.message, where)
+                return [(stage_id, None)]
+        if isinstance(items, dict):
+            pairs = [(str(k), {"key": k, "value": v}) for k, v in items.items()]
+        elif isinstance(items, list):
+            pairs = [(_item_key(item, index), item) for index, item in enumerate(items)]
+        else:
+            self.problem(f"`for_each` must give a list or a mapping, got {type(items).__name__}",
+                         where, "for example for_each: \"{{ vars.regions }}\" with a list var")
+            return [(stage_id, None)]
+        expanded: list[tuple[str, Any]] = []
+        for key, item in pairs:
+            if not STAGE_ID.match(key):
+                self.problem(f"for_each item {key!r} cannot name a stage", where,
+                             "items must be short names: letters, digits, `_`, `-`")
+            expanded.append((f"{stage_id}[{key}]", item))
+        if len({k for k, _ in expanded}) != len(expanded):
+            self.problem("`for_each` gives the same item twice", where)
+        return expanded
+
+    # -- references and dependencies -------------------------------------
+    def _references(self, source: str, path: Sequence[Any]) -> Any:
+        try:
+            return self.templates.references(source)
+        except TemplateProblem as exc:
+            self.problem(exc.message, path, "check the {{ }} and {% %} pairs")
+            return None
+
+    def _plan_stages(self, section: str, stages: Mapping[str, Stage],
+                     expansions: Mapping[str, list[tuple[str, Any]]]) -> dict[str, PlannedStage]:
+        planned: dict[str, PlannedStage] = {}
+        for stage_id, stage in stages.items():
+            raw = self.document.data[section][stage_id]
+            deps = self._dependencies(section, stage_id, stage, raw, expansions)
+            for expanded_id, item in expansions.get(stage_id, [(stage_id, None)]):
+                planned[expanded_id] = self._planned(section, stage_id, expanded_id, item,
+                                                     stage, raw, deps)
+        return planned
+
+    def _dependencies(self, section: str, stage_id: str, stage: Stage, raw: Mapping[str, Any],
+                      expansions: Mapping[str, list[tuple[str, Any]]]) -> tuple[str, ...]:
+        needs: list[str] = []
+        for index, need in enumerate(stage.needs):
+            if need not in self.runbook.stages:
+                close = difflib.get_close_matches(need, list(self.runbook.stages), n=1)
+                self.problem(f"stage `{stage_id}` needs `{need}`, which is not a stage",
+                             (section, stage_id, "needs", index),
+                             f"did you mean `{close[0]}`?" if close else None)
+            elif need == stage_id:
+                self.problem(f"stage `{stage_id}` needs itself",
+                             (section, stage_id, "needs", index))
+            else:
+                needs.append(need)
+        for path, source in _template_strings(raw, (section, stage_id)):
+            refs = self._references(source, path)
+            if refs is None:
+                continue
+            in_rollback = len(path) > 2 and path[2] == "rollback"
+            for ref in refs.items:
+                target = self._check_reference(section, stage_id, stage, ref, path)
+                if target and section == "stages" and not in_rollback:
+                    needs.append(target)
+            if refs.unsafe_attributes:
+                self.problem(f"template uses the private attribute `{refs.unsafe_attributes[0]}`",
+                             path, "the template sandbox refuses names starting with `_`")
+        ordered = dict.fromkeys(needs)
+        return tuple(e for need in ordered for e, _ in expansions.get(need, [(need, None)]))
+
+    def _check_reference(self, section: str, stage_id: str, stage: Stage, ref: Any,
+                         path: Sequence[Any]) -> str | None:
+        name = ref.path[0] if ref.path else None
+        if ref.root in ("vars", "secrets") and name is not None:
+            known = self.runbook.vars if ref.root == "vars" else self.runbook.secrets
+            if name not in known:
+                close = difflib.get_close_matches(name, list(known), n=1)
+                self.problem(f"`{ref.root}.{name}` is not declared", path,
+                             f"did you mean `{ref.root}.{close[0]}`?" if close else
+                             f"declare it under `{ref.root}:` at the top of the runbook")
+        elif ref.root == "item" and stage.for_each is None and path[2:3] != ("rollback",):
+            self.problem("`item` is only defined in stages with `for_each`", path)
+        elif ref.root == "stages" and name is not None:
+            if name not in self.runbook.stages:
+                close = difflib.get_close_matches(name, list(self.runbook.stages), n=1)
+                self.problem(f"template refers to stage `{name}`, which does not exist", path,
+                             f"did you mean `stages.{close[0]}`?" if close else
+                             "stage ids with `-` are written stages['my-stage']")
+                return None
+            if name == stage_id and section == "stages":
+                self.problem(f"stage `{stage_id}` refers to its own outputs", path)
+                return None
+            self._check_output_name(name, ref.path[1:], path)
+            return name
+        return None
+
+    def _check_output_name(self, target: str, rest: tuple[str, ...], path: Sequence[Any]) -> None:
+        stage = self.runbook.stages[target]
+        if not rest or rest[0] not in ("outputs", "status"):
+            if rest:
+                self.problem(f"`stages.{target}.{rest[0]}` does not exist", path,
+                             "a stage has `outputs` and `status`")
+            return
+        if rest[0] != "outputs" or len(rest) < 2:
+            return
+        known = (list(stage.inputs or {}) if stage.is_approval else stage.outputs)
+        if stage.for_each is not None or known is None or rest[1] in known:
+            return
+        self.problem(f"stage `{target}` has no output `{rest[1]}`", path,
+                     f"its outputs are: {', '.join(known) or '(none)'}")
+
+    def _planned(self, section: str, base_id: str, stage_id: str, item: Any, stage: Stage,
+                 raw: Mapping[str, Any], deps: tuple[str, ...]) -> PlannedStage:
+        action_type = stage.action_type
+        defaults = self.runbook.defaults
+        retries = stage.retries or defaults.retries
+        approval = None
+        if stage.is_approval:
+            approval = ApprovalGate(
+                approvers=tuple(stage.approvers or ()), require=stage.require or 1,
+                allow_self_approval=(stage.allow_self_approval if stage.allow_self_approval
+                                     is not None else not stage.approvers),
+                message=stage.message,
+                inputs={k: v.model_dump() for k, v in (stage.inputs or {}).items()},
+                timeout=stage.timeout, on_timeout=stage.on_timeout or "reject")
+        rollback: Any = stage.rollback if isinstance(stage.rollback, str) else dict(
+            raw["rollback"])
+        return PlannedStage(
+            id=stage_id, base_id=base_id,
+            kind=StageKind.FINALLY if section == "finally" else StageKind(
+                stage.kind or StageKind.DEPLOY),  # a missing kind is already a problem
+            action_type=action_type,
+            action=raw[action_type.value] if action_type else {},
+            needs=deps, location=self.document.locate((section, base_id), key=True),
+            item=item, item_key=stage_id[len(base_id) + 1:-1] if item is not None else None,
+            when=stage.when, timeout=stage.timeout if stage.timeout is not None
+            else defaults.timeout,
+            retry=RetryPolicy(retries.attempts, retries.backoff),
+            on_failure=stage.on_failure, rollback=rollback,
+            idempotent=_idempotent(stage, action_type), approval=approval,
+            is_finally=section == "finally",
+            declared_outputs=tuple(stage.outputs) if stage.outputs is not None else None,
+            mock_outputs=stage.mock_outputs)
+
+    # -- graph --------------------------------------------------------------
+    def _order(self, stages: Mapping[str, PlannedStage]
+               ) -> tuple[list[str], tuple[tuple[str, ...], ...]]:
+        import networkx as nx
+
+        graph = nx.DiGraph()
+        graph.add_nodes_from(stages)
+        graph.add_edges_from((need, sid) for sid, st in stages.items() for need in st.needs)
+        try:
+            layers = tuple(tuple(layer) for layer in nx.topological_generations(graph))
+        except nx.NetworkXUnfeasible:
+            cycle = [edge[0] for edge in nx.find_cycle(graph)]
+            shown = " -> ".join([*cycle, cycle[0]])
+            first = stages[cycle[0]]
+            self.problems.append(Problem(f"the stages form a cycle: {shown}", first.location,
+                                         "remove one of these `needs` or stage references"))
+            return list(stages), ()
+        return [sid for layer in layers for sid in layer], layers
+
+    def _workspace(self) -> str:
+        source = self.runbook.workspace
+        if source is None:
+            env = self.vars.get("env")
+            return str(env) if isinstance(env, str | int) and env != "" else "default"
+        try:
+            return str(self.templates.render(source, {"vars": self.vars}))
+        except TemplateProblem as exc:
+            self.problem(f"`workspace` {exc.message}", ("workspace",),
+                         "the workspace can only use vars")
+            return "default"
+
+
+def _template_strings(value: Any, path: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:
+    stack: list[tuple[tuple[Any, ...], Any]] = [(path, value)]
+    while stack:
+        where, current = stack.pop()
+        if isinstance(current, str):
+            if is_template(current):
+                yield where, current
+        elif isinstance(current, dict):
+            stack.extend(((*where, k), v) for k, v in current.items()
+                         if not (len(where) == 2 and k in ("for_each", "mock_outputs")))
+        elif isinstance(current, list):
+            stack.extend(((*where, i), v) for i, v in enumerate(current))
+
+
+def _item_key(item: Any, index: int) -> str:
+    if isinstance(item, str | int) and not isinstance(item, bool):
+        return str(item)
+    if isinstance(item, dict):
+        for key in ("name", "id", "key"):
+            if isinstance(item.get(key), str | int):
+                return str(item[key])
+    return str(index)
+
+
+def _idempotent(stage: Stage, action_type: ActionType | None) -> bool:
+    if stage.idempotent is not None:
+        return stage.idempotent
+    if action_type in (ActionType.TERRAFORM, ActionType.PULUMI, ActionType.ANSIBLE):
+        return True
+    if action_type is ActionType.HTTP:
+        return stage.http is not None and stage.http.method in ("GET", "HEAD", "OPTIONS")
+    return action_type is None
+
+
+def _plan_hash(runbook: Runbook, values: Mapping[str, Any], stages: Mapping[str, PlannedStage],
+               finals: Mapping[str, PlannedStage]) -> str:
+    """Same runbook content + vars -> same hash; comments and key order do not count."""
+
+    def describe(stage: PlannedStage) -> dict[str, Any]:
+        return {"id": stage.id, "kind": stage.kind, "action_type": stage.action_type,
+                "action": stage.action, "needs": stage.needs, "when": stage.when,
+                "item": stage.item, "timeout": stage.timeout, "retry": stage.retry,
+                "rollback": stage.rollback, "on_failure": stage.on_failure,
+                "idempotent": stage.idempotent, "approval": stage.approval}
+
+    payload = {
+        "name": runbook.name, "vars": values, "on_failure": runbook.on_failure,
+        "secrets": {k: v.model_dump() for k, v in runbook.secrets.items()},
+        "stages": [describe(s) for s in stages.values()],
+        "finally": [describe(s) for s in finals.values()],
+    }
+    text = json.dumps(payload, sort_keys=True, default=_jsonable, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: getattr(value, k) for k in value.__dataclass_fields__}
+    if isinstance(value, tuple | set | frozenset):
+        return list(value)
+    return str(value)

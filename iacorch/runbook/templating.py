@@ -1,0 +1,211 @@
+"""Templates: Jinja2 in a sandbox, native types for whole expressions, reference discovery.
+
+A value that is one whole expression (`"{{ vars.replicas }}"`) keeps its type;
+anything else renders to text. In `shell.run`, every interpolated value is
+shell-quoted unless it goes through the `raw` filter.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+_WHOLE_PATH = re.compile(r"^\{\{\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*\}\}$")
+_WHOLE_EXPRESSION = re.compile(r"^\{\{(?P<expr>.*)\}\}$", re.DOTALL)
+ROOTS = frozenset({"vars", "secrets", "stages", "run", "item", "env", "runbook"})
+
+
+def is_template(value: object) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """One use of a context root: `stages.net.outputs.subnet` -> ("stages", ("net", ...))."""
+
+    root: str
+    path: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class References:
+    items: frozenset[Reference] = frozenset()
+    unsafe_attributes: tuple[str, ...] = field(default=())
+
+    def under(self, root: str) -> Iterator[tuple[str, ...]]:
+        return (ref.path for ref in self.items if ref.root == root)
+
+    @property
+    def stage_ids(self) -> set[str]:
+        return {path[0] for path in self.under("stages") if path}
+
+
+class TemplateProblem(Exception):
+    """A template that does not parse, is unsafe, or fails to render; the caller adds where."""
+
+    def __init__(self, message: str, line_offset: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line_offset = line_offset
+
+
+class _ShellRaw(str):
+    """Text the runbook author marked with `| raw`: inserted into a script unquoted."""
+
+
+def shell_raw(text: str) -> str:
+    """Mark text to be inserted into a shell script as is, without quoting."""
+    return _ShellRaw(text)
+
+
+def to_text(value: Any) -> str:
+    """How a rendered value reads as text: JSON for structures, true/false for booleans."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def _shell_finalize(value: Any) -> str:
+    if isinstance(value, _ShellRaw):
+        return str(value)
+    return shlex.quote(to_text(value))
+
+
+def _new_environment(**options: Any) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
+                                        keep_trailing_newline=True, **options)
+    env.filters["tojson"] = lambda v: json.dumps(v, sort_keys=True, default=str)
+    env.filters["raw"] = lambda v: _ShellRaw(to_text(v))
+    return env
+
+
+class Templates:
+    """Parses, checks and renders runbook templates; caches by source text."""
+
+    def __init__(self) -> None:
+        self._env = _new_environment(finalize=to_text)
+        self._shell_env = _new_environment(finalize=_shell_finalize)
+        self._references: dict[str, References] = {}
+        self._compiled: dict[tuple[str, bool], Any] = {}
+
+    # -- static analysis -------------------------------------------------
+    def references(self, source: str) -> References:
+        """Every use of vars/secrets/stages/run/item/env in a template; raises TemplateProblem."""
+        cached = self._references.get(source)
+        if cached is not None:
+            return cached
+        fast = _WHOLE_PATH.match(source)
+        if fast:
+            root, *path = fast.group(1).split(".")
+            found = References(frozenset({Reference(root, tuple(path))}),
+                               tuple(p for p in path if p.startswith("_")))
+        else:
+            found = _walk_references(self._parse(source))
+        self._references[source] = found
+        return found
+
+    def _parse(self, source: str) -> nodes.Template:
+        try:
+            return self._env.parse(source)
+        except TemplateError as exc:
+            raise TemplateProblem(f"template syntax error: {exc.message}",
+                                  max(0, (getattr(exc, "lineno", 1) or 1) - 1)) from None
+
+    # -- rendering -------------------------------------------------------
+    def render(self, value: Any, context: Mapping[str, Any], *, shell: bool = False) -> Any:
+        """Render the templates inside `value` (str, dict, list); whole expressions keep types."""
+        if isinstance(value, str):
+            return self._render_text(value, context, shell) if is_template(value) else value
+        if isinstance(value, dict):
+            return {k: self.render(v, context, shell=shell) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.render(v, context, shell=shell) for v in value]
+        return value
+
+    def _render_text(self, source: str, context: Mapping[str, Any], shell: bool) -> Any:
+        try:
+            return self._compile(source, shell)(context)
+        except SecurityError as exc:
+            raise TemplateProblem(f"refused by the template sandbox: {exc}") from None
+        except TemplateError as exc:
+            raise TemplateProblem(exc.message or type(exc).__name__) from None
+        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+            raise TemplateProblem(f"{type(exc).__name__}: {exc}") from None
+
+    def _compile(self, source: str, shell: bool) -> Any:
+        key = (source, shell)
+        render = self._compiled.get(key)
+        if render is not None:
+            return render
+        whole = None if shell else _WHOLE_EXPRESSION.match(source)
+        if whole and "}}" not in whole.group("expr") and "{{" not in whole.group("expr"):
+            expression = self._env.compile_expression(whole.group("expr").strip(),
+                                                      undefined_to_none=False)
+
+            def render(ctx: Mapping[str, Any]) -> Any:
+                value = expression(**ctx)
+                if isinstance(value, StrictUndefined):
+                    str(value)  # raises UndefinedError with Jinja's own message
+                return value
+        else:
+            template = (self._shell_env if shell else self._env).from_string(source)
+
+            def render(ctx: Mapping[str, Any]) -> Any:
+                return template.render(**ctx)
+        self._compiled[key] = render
+        return render
+
+
+def _walk_references(tree: nodes.Node) -> References:
+    found: set[Reference] = set()
+    unsafe: list[str] = []
+    stack: list[nodes.Node] = [tree]
+    while stack:
+        node = stack.pop()
+        chain = _attribute_chain(node)
+        if chain is not None:
+            root, path, rest = chain
+            found.add(Reference(root, path))
+            unsafe.extend(p for p in path if p.startswith("_"))
+            stack.extend(rest)
+            continue
+        if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
+            unsafe.append(node.attr)
+        if isinstance(node, nodes.Name) and node.ctx == "load" and node.name in ROOTS:
+            found.add(Reference(node.name))
+        stack.extend(node.iter_child_nodes())
+    return References(frozenset(found), tuple(unsafe))
+
+
+def _attribute_chain(node: nodes.Node) -> tuple[str, tuple[str, ...], list[nodes.Node]] | None:
+    """`stages.a['b'].c` -> ("stages", ("a", "b", "c"), [nodes to keep walking])."""
+    if not isinstance(node, nodes.Getattr | nodes.Getitem):
+        return None
+    path: list[str] = []
+    rest: list[nodes.Node] = []
+    current: nodes.Node = node
+    while isinstance(current, nodes.Getattr | nodes.Getitem):
+        if isinstance(current, nodes.Getattr):
+            path.append(current.attr)
+        elif isinstance(current.arg, nodes.Const) and isinstance(current.arg.value, str | int):
+            path.append(str(current.arg.value))
+        else:
+            path.clear()  # a computed key: only the part before it is known statically
+            rest.append(current.arg)
+        current = current.node
+    if not (isinstance(current, nodes.Name) and current.name in ROOTS):
+        return None
+    return current.name, tuple(reversed(path)), rest

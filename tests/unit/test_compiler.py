@@ -1,0 +1,235 @@
+"""The compiler: implicit dependencies, for_each, cycles, hashes, and located errors."""
+
+import textwrap
+
+import pytest
+
+from iacorch.errors import RunbookError, UsageError
+from iacorch.runbook.compiler import compile_runbook
+
+
+def write(tmp_path, text, name="plan.yaml"):
+    (tmp_path / ".git").mkdir(exist_ok=True)
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def compile_text(tmp_path, text, **kwargs):
+    return compile_runbook(write(tmp_path, text), **kwargs)
+
+
+def problems(tmp_path, text, **kwargs):
+    with pytest.raises(RunbookError) as caught:
+        compile_text(tmp_path, text, **kwargs)
+    return caught.value.problems
+
+
+BASE = """
+version: 1
+name: demo
+vars:
+  env: {default: dev}
+  regions: {default: [eu, us], type: list}
+  replicas: {default: 2, type: int}
+stages:
+  net:
+    kind: provision
+    shell: {run: "echo net"}
+  hosts:
+    kind: provision
+    shell: {run: "echo {{ stages.net.outputs.subnet }} {{ vars.replicas }}"}
+  web:
+    kind: deploy
+    for_each: "{{ vars.regions }}"
+    shell: {run: "echo {{ item }} {{ stages.hosts.outputs.ip }}"}
+  check:
+    kind: verify
+    needs: [web]
+    http: {url: "http://127.0.0.1/{{ stages.web.outputs.eu.path }}"}
+"""
+
+
+def test_implicit_and_explicit_dependencies(tmp_path):
+    plan = compile_text(tmp_path, BASE)
+    assert plan.stages["hosts"].needs == ("net",)
+    assert plan.stages["web[eu]"].needs == ("hosts",)
+    assert set(plan.stages["check"].needs) == {"web[eu]", "web[us]"}
+    assert plan.layers == (("net",), ("hosts",), ("web[eu]", "web[us]"), ("check",))
+
+
+def test_for_each_expansion_carries_item(tmp_path):
+    plan = compile_text(tmp_path, BASE)
+    assert plan.expansions["web"] == ("web[eu]", "web[us]")
+    assert plan.stages["web[us]"].item == "us"
+    assert plan.stages["web[us]"].item_key == "us"
+
+
+def test_for_each_uses_overridden_vars(tmp_path):
+    plan = compile_text(tmp_path, BASE, cli_vars={"regions": "[ap, sa, eu]"})
+    assert plan.expansions["web"] == ("web[ap]", "web[sa]", "web[eu]")
+
+
+def test_plan_hash_is_stable_and_sensitive(tmp_path):
+    first = compile_text(tmp_path, BASE).plan_hash
+    assert compile_text(tmp_path, BASE).plan_hash == first
+    reformatted = BASE.replace("kind: provision\n    shell:", "kind: provision  # note\n    shell:")
+    assert compile_text(tmp_path, reformatted).plan_hash == first
+    assert compile_text(tmp_path, BASE, cli_vars={"env": "prod"}).plan_hash != first
+    assert compile_text(tmp_path, BASE.replace("echo net", "echo net2")).plan_hash != first
+
+
+def test_cycle_is_printed_as_a_path(tmp_path):
+    found = problems(tmp_path, """
+        version: 1
+        name: demo
+        stages:
+          a: {kind: provision, needs: [c], shell: {run: "true"}}
+          b: {kind: provision, needs: [a], shell: {run: "true"}}
+          c: {kind: provision, shell: {run: "echo {{ stages.b.outputs.x }}"}}
+        """)
+    assert len(found) == 1
+    message = found[0].message
+    assert "cycle" in message
+    cycle = message.split(": ", 1)[1].split(" -> ")
+    assert cycle[0] == cycle[-1] and set(cycle) == {"a", "b", "c"}
+
+
+def test_unknown_stage_var_and_secret_are_located(tmp_path):
+    found = problems(tmp_path, """
+        version: 1
+        name: demo
+        vars: {env: {default: dev}}
+        secrets: {token: {env: TOKEN}}
+        stages:
+          a:
+            kind: provision
+            needs: [bb]
+            shell: {run: "echo {{ vars.evn }} {{ secrets.tokn }} {{ stages.zz.outputs.x }}"}
+          b: {kind: verify, shell: {run: "true"}}
+        """)
+    messages = [p.message for p in found]
+    assert any("needs `bb`" in m for m in messages)
+    assert any("`vars.evn` is not declared" in m for m in messages)
+    assert any("`secrets.tokn` is not declared" in m for m in messages)
+    assert any("stage `zz`" in m for m in messages)
+    hints = [p.hint or "" for p in found]
+    assert any("vars.env" in h for h in hints) and any("secrets.token" in h for h in hints)
+    needs = next(p for p in found if "needs `bb`" in p.message)
+    assert (needs.location.line, needs.location.column) == (8, 13)
+    assert "did you mean `b`" in needs.hint
+
+
+def test_shape_errors_all_reported(tmp_path):
+    found = problems(tmp_path, """
+        version: 1
+        name: demo
+        stages:
+          none: {kind: provision}
+          two: {kind: provision, shell: {run: "true"}, http: {url: "http://x"}}
+          gate: {kind: approval, shell: {run: "true"}}
+          odd: {kind: deploy, approvers: [alice], shell: {run: "true"}}
+          nokind: {shell: {run: "true"}}
+        """)
+    text = "\n".join(p.message for p in found)
+    assert "`none` has no action" in text
+    assert "two actions" in text
+    assert "approval gate `gate` cannot also run" in text
+    assert "`approvers` belongs to approval gates" in text
+    assert "`nokind` has no `kind`" in text
+
+
+def test_unknown_key_gets_did_you_mean(tmp_path):
+    found = problems(tmp_path, """
+        version: 1
+        name: demo
+        stages:
+          a:
+            kind: provision
+            shell: {run: "true"}
+            retires: {attempts: 2}
+        """)
+    assert found[0].message == "unknown key `retires` in stage `a`"
+    assert found[0].hint == "did you mean `retries`?"
+    assert (found[0].location.line, found[0].location.column) == (7, 5)
+
+
+def test_yaml11_boolean_gets_a_quote_hint(tmp_path):
+    found = problems(tmp_path, """
+        version: 1
+        name: demo
+        stages:
+          gate: {kind: approval, on_timeout: no}
+        """)
+    assert "on_timeout" in found[0].message
+    assert "quote" in (found[0].hint or "").lower()
+
+
+def test_for_each_over_a_scalar_is_an_error(tmp_path):
+    found = problems(tmp_path, """
+        version: 1
+        name: demo
+        vars: {n: {default: 3, type: int}}
+        stages:
+          a: {kind: provision, for_each: "{{ vars.n }}", shell: {run: "true"}}
+        """)
+    assert "must give a list or a mapping" in found[0].message
+    assert found[0].location.line == 5
+
+
+def test_dangerous_env_refused_unless_allowed(tmp_path):
+    text = """
+        version: 1
+        name: demo
+        {allow}
+        stages:
+          a: {{kind: provision, shell: {{run: "true", env: {{LD_PRELOAD: /tmp/x.so}}}}}}
+        """
+    found = problems(tmp_path, text.format(allow=""))
+    assert "LD_PRELOAD" in found[0].message and "allow_env" in found[0].hint
+    compile_text(tmp_path, text.format(allow="allow_env: [LD_PRELOAD]"))
+
+
+def test_paths_must_exist_and_stay_inside_the_project(tmp_path):
+    (tmp_path / "stacks").mkdir()
+    found = problems(tmp_path, """
+        version: 1
+        name: demo
+        stages:
+          a: {kind: provision, terraform: {dir: stacks/missing}}
+          b: {kind: provision, terraform: {dir: ../../etc}}
+        """)
+    assert "does not exist" in found[0].message and str(tmp_path / "stacks") in found[0].message
+    assert "outside the project" in found[1].message
+
+
+def test_template_syntax_error_is_located(tmp_path):
+    found = problems(tmp_path, """
+        version: 1
+        name: demo
+        stages:
+          a:
+            kind: provision
+            shell: {run: "echo {{ vars.x "}
+        """)
+    assert "template syntax error" in found[0].message
+    assert found[0].location.line == 6
+
+
+def test_var_types_checked(tmp_path):
+    with pytest.raises(UsageError, match="must be an integer"):
+        compile_text(tmp_path, BASE, cli_vars={"replicas": "many"})
+    with pytest.raises(UsageError, match="unknown var `replica`"):
+        compile_text(tmp_path, BASE, cli_vars={"replica": "3"})
+    assert compile_text(tmp_path, BASE, cli_vars={"replicas": "5"}).vars["replicas"] == 5
+
+
+def test_approval_outputs_are_its_inputs(tmp_path):
+    found = problems(tmp_path, """
+        version: 1
+        name: demo
+        stages:
+          gate: {kind: approval, inputs: {region: {type: choice, choices: [eu, us]}}}
+          go: {kind: deploy, shell: {run: "echo {{ stages.gate.outputs.regoin }}"}}
+        """)
+    assert "no output `regoin`" in found[0].message
