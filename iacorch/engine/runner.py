@@ -75,6 +75,7 @@ class Runner:
         self.retry_at: dict[str, float] = {}
         self.stopping = False
         self.breached = False
+        self._settled_count = 0
         self.t0 = time.monotonic()
 
     # -- the loop ------------------------------------------------------------
@@ -85,7 +86,9 @@ class Runner:
         try:
             while True:
                 with self.rt.store.transaction():
-                    self._start_ready(executor, running, workers)
+                    settled = self._start_ready(executor, running, workers)
+                if settled:
+                    continue  # skipped stages and decided gates may make others ready
                 if not running and not self._retries_pending():
                     break
                 done, _ = wait(running, timeout=self._wait_timeout(),
@@ -100,12 +103,14 @@ class Runner:
         return self._outcome()
 
     def _start_ready(self, executor: LocalExecutor, running: dict[Future[StageResult], str],
-                     workers: int) -> None:
+                     workers: int) -> bool:
+        """Start what is ready; True when some stage was settled without running."""
         if self.rt.cancel.interrupted:
             self.stopping = True
         if self.stopping:
-            return
+            return False
         statuses = self.state.statuses
+        settled_before = self._settled_count
         if self._continue_on_failure():
             for stage_id, culprit in scheduler.blocked_stages(
                     self.plan, statuses, self.selected).items():
@@ -120,6 +125,7 @@ class Runner:
             future = self._start(executor, self.plan.stages[stage_id])
             if future is not None:
                 running[future] = stage_id
+        return self._settled_count != settled_before
 
     def _start(self, executor: LocalExecutor, stage: PlannedStage) -> Future[StageResult] | None:
         context = self._context(stage)
@@ -196,6 +202,7 @@ class Runner:
                 result: StageResult | None = None) -> None:
         """Record a stage's final state for this run and tell the sinks."""
         self.state.statuses[stage_id] = status
+        self._settled_count += 1
         if reason and status is not StageStatus.SUCCEEDED:
             self.state.errors[stage_id] = self.masker.mask(reason)
         started = self.state.started.get(stage_id)
