@@ -274,7 +274,8 @@ def test_stragglers_of_a_stopped_group_do_not_run_on(runner, tmp_path):
         cancel.interrupt()
 
     result = runner.run(["bash", "-c", script], cancel=cancel, on_line=on_line)
-    assert result.interrupted and result.exit_code == 130
+    # 130 normally; 143 when the SIGINT lands while bash forks `sleep` (a bash race)
+    assert result.interrupted and result.exit_code in (130, 143)
     deadline = time.monotonic() + 1.0
     while not gone(pids[0]) and time.monotonic() < deadline:
         time.sleep(0.02)
