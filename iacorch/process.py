@@ -127,11 +127,10 @@ class ProcessRunner:
             return ProcessResult(shown, None, 0.0, timed_out=True)
         started = time.monotonic()
         child_env = None if env is None else {**os.environ, **{k: str(v) for k, v in env.items()}}
-        try:
-            proc = self._spawn([str(a) for a in argv], cwd, child_env, stdin)
-        except _StartError as exc:
+        proc = self._spawn([str(a) for a in argv], cwd, child_env, stdin)
+        if isinstance(proc, str):
             return ProcessResult(shown, None, time.monotonic() - started,
-                                 start_error=masker.mask(str(exc)))
+                                 start_error=masker.mask(proc))
         watch = _Watch(proc, self, masker, on_line, stdin, cancel, timeout, started)
         try:
             watch.follow()
@@ -140,33 +139,29 @@ class ProcessRunner:
             raise
         return watch.result(shown, time.monotonic() - started)
 
-    def _spawn(self, argv: list[str], cwd: Path | str | None,
-               env: dict[str, str] | None, stdin: bytes | None) -> subprocess.Popen[bytes]:
+    def _spawn(self, argv: list[str], cwd: Path | str | None, env: dict[str, str] | None,
+               stdin: bytes | None) -> subprocess.Popen[bytes] | str:
+        """The started child, or a sentence saying why it could not start."""
         if not argv:
-            raise _StartError("cannot start an empty command")
+            return "cannot start an empty command"
         if cwd is not None and not Path(cwd).is_dir():
-            raise _StartError(f"{argv[0]}: working directory {cwd} does not exist")
+            return f"{argv[0]}: working directory {cwd} does not exist"
         try:
             proc = subprocess.Popen(
                 argv, cwd=cwd, env=env, start_new_session=True, bufsize=0,
                 stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except FileNotFoundError:
-            where = "no such file" if os.sep in argv[0] else "not found on PATH"
-            raise _StartError(f"{argv[0]}: {where}") from None
+            return f"{argv[0]}: {'no such file' if os.sep in argv[0] else 'not found on PATH'}"
         except PermissionError:
-            raise _StartError(f"{argv[0]}: cannot execute: permission denied") from None
+            return f"{argv[0]}: cannot execute: permission denied"
         except OSError as exc:
-            raise _StartError(f"{argv[0]}: cannot execute: {exc.strerror or exc}") from None
+            return f"{argv[0]}: cannot execute: {exc.strerror or exc}"
         except ValueError as exc:       # e.g. a NUL byte in an argument
-            raise _StartError(f"{argv[0]}: cannot start: {exc}") from None
+            return f"{argv[0]}: cannot start: {exc}"
         if self._guard is not None:
             self._guard.register(proc.pid)
         return proc
-
-
-class _StartError(Exception):
-    """A child that could not start; becomes ProcessResult.start_error."""
 
 
 class _Watch:
