@@ -447,4 +447,4 @@ class _OrphanGuard:
         return subprocess.Popen(
             [sys.executable, "-I", "-S", "-c", _GUARD_SCRIPT, *map(str, self._graces)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, bufsize=0)
+            cwd="/", start_new_session=True, bufsize=0)
