@@ -24,7 +24,8 @@ EXIT_SIGTERM = 143
 # so `iacorch --version` does not pay for pydantic, jinja2 or sqlite.
 _COMMANDS = {
     "validate": "compile_commands", "graph": "compile_commands", "schema": "compile_commands",
-    "apply": "run_commands", "resume": "run_commands",
+    "apply": "run_commands", "resume": "run_commands", "destroy": "run_commands",
+    "rollback": "run_commands",
     "runs": "inspect_commands", "show": "inspect_commands", "logs": "inspect_commands",
     "unlock": "inspect_commands", "audit": "inspect_commands", "approve": "inspect_commands",
     "reject": "inspect_commands",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,6 +21,10 @@ from iacorch.cli.session import (
 from iacorch.errors import ToolMissingError, UsageError
 from iacorch.model.runbook import parse_duration
 from iacorch.model.status import Operation, StageKind
+
+if TYPE_CHECKING:
+    from iacorch.model.plan import Plan
+    from iacorch.store.base import RunRecord
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float:
@@ -131,20 +137,10 @@ def resume(run_id: str, store_url: str | None, rerun_interrupted: bool,
            reports: tuple[str, ...], summary: str | None) -> None:
     """Continue a failed, interrupted, suspended or killed run where it stopped."""
     from iacorch.engine.runs import resume_run
-    from iacorch.runbook.compiler import compile_runbook
 
     store = open_store(store_url)
     run = store.get_run(run_id)
-    if not Path(run.runbook_path).is_file():
-        raise UsageError(f"run {run.id} used {run.runbook_path}, which no longer exists")
-    plan = compile_runbook(run.runbook_path, cli_vars=None, var_files=())
-    plan = _with_vars(plan, run)
-    if plan.plan_hash != run.plan_hash:
-        raise UsageError(
-            f"{run.runbook_path} changed since run {run.id} started (plan "
-            f"{run.plan_hash[:12]} -> {plan.plan_hash[:12]})",
-            hint="resuming would run a different plan than the one started; start a new run "
-                 "with `iacorch apply`")
+    plan = _plan_of(run)
     _check_tools(plan)
     runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
     click.echo(f"run {run.id}: resuming {run.runbook_path}", err=True)
@@ -157,17 +153,80 @@ def resume(run_id: str, store_url: str | None, rerun_interrupted: bool,
     _finish(runtime, outcome, reports, summary)
 
 
-def _with_vars(plan: object, run: object) -> object:
-    """Recompile with the run's own vars so that resume runs exactly what was started."""
+def _plan_of(run: RunRecord) -> Plan:
+    """The plan a run was started with: its runbook compiled with the run's own vars.
+
+    A runbook edited since then compiles to another plan hash and is refused, so
+    that resume and rollback never run something other than what was started.
+    """
     from iacorch.runbook.compiler import compile_runbook
 
-    values = {k: v for k, v in run.vars.items()}  # type: ignore[attr-defined]
-    declared = plan.runbook.vars  # type: ignore[attr-defined]
-    import json
-
-    cli_vars = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in values.items()
+    if not Path(run.runbook_path).is_file():
+        raise UsageError(f"run {run.id} used {run.runbook_path}, which no longer exists")
+    declared = compile_runbook(run.runbook_path).runbook.vars
+    cli_vars = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in run.vars.items()
                 if k in declared and v is not None}
-    return compile_runbook(run.runbook_path, cli_vars=cli_vars)  # type: ignore[attr-defined]
+    plan = compile_runbook(run.runbook_path, cli_vars=cli_vars)
+    if plan.plan_hash != run.plan_hash:
+        raise UsageError(
+            f"{run.runbook_path} changed since run {run.id} started (plan "
+            f"{run.plan_hash[:12]} -> {plan.plan_hash[:12]})",
+            hint="resuming would run a different plan than the one started; start a new run "
+                 "with `iacorch apply`")
+    return plan
 
 
-COMMANDS = [apply, resume]
+@click.command()
+@click.argument("runbook")
+@var_options
+@store_option
+@click.option("--concurrency", type=click.IntRange(1, 1024))
+@click.option("--lock-timeout", callback=_duration, metavar="DURATION")
+@click.option("--json", "json_events", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True)
+def destroy(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str, ...],
+            store_url: str | None, concurrency: int | None, lock_timeout: float,
+            json_events: bool, quiet: bool) -> None:
+    """Take down what the runbook made: stacks destroyed, `rollback:` actions run."""
+    from iacorch.engine import runs
+
+    plan = compile_plan(runbook, var_flags, var_files)
+    _check_tools(plan)
+    runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
+    run_id = runs.new_run_id(runtime.clock())
+    click.echo(f"run {run_id}: destroy {runbook} (workspace {plan.workspace})", err=True)
+    try:
+        with forward_interrupts(runtime):
+            outcome = runs.destroy(plan, runtime, run_id=run_id, lock_timeout=lock_timeout,
+                                   concurrency=concurrency)
+    finally:
+        close_sinks(runtime)
+    _finish(runtime, outcome, (), None)
+
+
+@click.command()
+@click.argument("run_id", metavar="RUN")
+@store_option
+@click.option("--concurrency", type=click.IntRange(1, 1024))
+@click.option("--json", "json_events", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True)
+def rollback(run_id: str, store_url: str | None, concurrency: int | None, json_events: bool,
+             quiet: bool) -> None:
+    """Roll back a failed or finished run; run it again to continue a failed rollback."""
+    from iacorch.engine import runs
+
+    store = open_store(store_url)
+    run = store.get_run(run_id)
+    plan = _plan_of(run)
+    _check_tools(plan)
+    runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
+    click.echo(f"run {run.id}: rolling back {run.runbook_path}", err=True)
+    try:
+        with forward_interrupts(runtime):
+            outcome = runs.rollback_run(plan, run, runtime, concurrency=concurrency)
+    finally:
+        close_sinks(runtime)
+    _finish(runtime, outcome, (), None)
+
+
+COMMANDS = [apply, resume, destroy, rollback]

@@ -141,12 +141,23 @@ def print_summary(outcome: RunOutcome, runtime: Runtime) -> None:
                 outcome.statuses[stage_id].value in ("failed", "interrupted"):
             click.echo(f"  {stage_id}: {error}", err=True)
             click.echo(f"    log: iacorch logs {outcome.run_id} {stage_id}", err=True)
+    if outcome.undo is not None:
+        undo = outcome.undo
+        if undo.undone:
+            click.echo(f"  undone: {', '.join(undo.undone)}", err=True)
+        for stage_id, error in undo.failed.items():
+            click.echo(f"  undo FAILED: {stage_id}: {error}", err=True)
+        for stage_id, why in undo.not_undone.items():
+            click.echo(f"  not undone: {stage_id} ({why})", err=True)
+        if undo.failed:
+            click.echo(f"  fix the cause, then continue with: iacorch rollback {outcome.run_id}",
+                       err=True)
     if outcome.status is RunStatus.WAITING_APPROVAL:
         for gate in outcome.waiting_gates:
             click.echo(f"  waiting for approval at `{gate}`:\n"
                        f"    iacorch approve {outcome.run_id} {gate} --resume\n"
                        f"    iacorch reject {outcome.run_id} {gate}", err=True)
-    elif outcome.status in (RunStatus.FAILED, RunStatus.INTERRUPTED):
+    elif outcome.status in (RunStatus.FAILED, RunStatus.INTERRUPTED) and outcome.undo is None:
         click.echo(f"  resume with: iacorch resume {outcome.run_id}", err=True)
     entries = runtime.store.audit_entries(run_id=outcome.run_id)
     if entries:

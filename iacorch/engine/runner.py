@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iacorch.model.events import Event, EventKind
 from iacorch.model.masking import Masker
@@ -22,6 +22,9 @@ from .journal import Journal
 from .rendering import RunInfo, build_spec, render_action, template_context
 from .runtime import Runtime
 from .stage_exec import run_stage_attempt
+
+if TYPE_CHECKING:
+    from .undo_runner import UndoOutcome
 
 _POLL = 0.25
 
@@ -54,6 +57,7 @@ class RunOutcome:
     elapsed: float
     deadline: float | None
     waiting_gates: tuple[str, ...] = ()
+    undo: UndoOutcome | None = None
 
 
 class Runner:
@@ -74,6 +78,7 @@ class Runner:
                                                 targets=self.options.targets)
         self.retry_at: dict[str, float] = {}
         self.stopping = False
+        self.rollback_requested = False
         self.breached = False
         self._settled_count = 0
         self.t0 = time.monotonic()
@@ -194,9 +199,13 @@ class Runner:
 
     def _fail_final(self, stage: PlannedStage, result: StageResult | None, error: str) -> None:
         self._settle(stage.id, StageStatus.FAILED, error, result)
-        if not stage.is_finally and policies.failure_policy(
-                self.plan, stage) is not FailurePolicy.CONTINUE:
+        if stage.is_finally:
+            return
+        policy = policies.failure_policy(self.plan, stage)
+        if policy is not FailurePolicy.CONTINUE:
             self.stopping = True
+        if policy is FailurePolicy.ROLLBACK:
+            self.rollback_requested = True
 
     def _settle(self, stage_id: str, status: StageStatus, reason: str | None,
                 result: StageResult | None = None) -> None:

@@ -20,6 +20,7 @@ from .locks import RunLock, lock_key
 from .runner import Runner, RunOptions, RunOutcome, RunState
 from .runtime import Runtime
 from .secrets import resolve_secrets
+from .undo_runs import previous_run, run_destroy, run_rollback
 
 
 def new_run_id(now: float) -> str:
@@ -43,14 +44,8 @@ def start_run(plan: Plan, runtime: Runtime, options: RunOptions, *,
     lock.acquire(wait=lock_timeout)
     try:
         journal = Journal(runtime.store, run_id, masker, runtime.identity)
-        journal.start_run(RunRecord(
-            id=run_id, runbook=plan.name, runbook_path=str(plan.path.resolve()),
-            workspace=plan.workspace, plan_hash=plan.plan_hash,
-            vars=masker.mask_value(dict(plan.vars)),  # type: ignore[arg-type]
-            status=RunStatus.RUNNING, operation=options.operation.value,
-            started_at=runtime.clock(), user=runtime.identity, host=runtime.host,
-            pid=runtime.pid, details=_details(plan, options)))
-        previous = _previous_run(runtime, plan)
+        journal.start_run(_record(plan, runtime, run_id, options.operation, masker, options))
+        previous = previous_run(runtime, plan)
         runner = Runner(plan, runtime, run_id, secrets=secrets, masker=masker, journal=journal,
                         options=options, previous=previous)
         return _finish(runner, journal, runtime)
@@ -61,10 +56,10 @@ def start_run(plan: Plan, runtime: Runtime, options: RunOptions, *,
 def resume_run(plan: Plan, run: RunRecord, runtime: Runtime, *, rerun_interrupted: bool = False,
                lock_timeout: float = 0.0, concurrency: int | None = None) -> RunOutcome:
     """Continue a run: finished stages keep their outputs, the rest run (again)."""
-    if run.status is RunStatus.RUNNING and run.host == runtime.host and pid_alive(run.pid) \
-            and run.pid != runtime.pid:
-        raise UsageError(f"run {run.id} is still running (pid {run.pid})",
-                         hint=f"follow it with `iacorch logs {run.id} --follow`")
+    _refuse_if_alive(run, runtime)
+    if run.details.get("phase") == "rollback" or run.status in (RunStatus.ROLLING_BACK,
+                                                                 RunStatus.ROLLBACK_FAILED):
+        return rollback_run(plan, run, runtime, concurrency=concurrency)
     if run.status is RunStatus.SUCCEEDED:
         raise UsageError(f"run {run.id} already succeeded; there is nothing to resume")
     secrets = resolve_secrets(plan.runbook.secrets, plan.root)
@@ -85,7 +80,7 @@ def resume_run(plan: Plan, run: RunRecord, runtime: Runtime, *, rerun_interrupte
                              concurrency=concurrency)
         runner = Runner(plan, runtime, run.id, secrets=secrets, masker=masker, journal=journal,
                         state=state, options=options, started_by=run.user,
-                        previous=_previous_run(runtime, plan))
+                        previous=previous_run(runtime, plan))
         return _finish(runner, journal, runtime)
     finally:
         lock.release()
@@ -102,8 +97,78 @@ def _finish(runner: Runner, journal: Journal, runtime: Runtime) -> RunOutcome:
     journal.run_status(status, finished_at=runtime.clock() if final else None, error=error,
                        details={"elapsed": round(outcome.elapsed, 3),
                                 "deadline_breached": runner.breached})
-    return RunOutcome(outcome.run_id, status, outcome.statuses, outcome.errors, outcome.elapsed,
-                      outcome.deadline, outcome.waiting_gates)
+    undo = None
+    if status is RunStatus.FAILED and runner.rollback_requested:
+        journal.run_status(RunStatus.ROLLING_BACK, details={"phase": "rollback"})
+        status, undo = run_rollback(runner.plan, runtime, runner.run_id, secrets=runner.secrets,
+                                    masker=runner.masker, outputs=runner.state.outputs,
+                                    concurrency=runner.options.concurrency)
+    return RunOutcome(outcome.run_id, status, outcome.statuses, outcome.errors,
+                      time.monotonic() - runner.t0, outcome.deadline, outcome.waiting_gates,
+                      undo)
+
+
+def rollback_run(plan: Plan, run: RunRecord, runtime: Runtime, *,
+                 concurrency: int | None = None) -> RunOutcome:
+    """`iacorch rollback RUN` (and resume of a run whose rollback stopped)."""
+    _refuse_if_alive(run, runtime)
+    secrets = resolve_secrets(plan.runbook.secrets, plan.root)
+    masker = Masker(secrets.values())
+    lock = RunLock(runtime.store, lock_key(plan.name, plan.workspace), run.id,
+                   host=runtime.host, pid=runtime.pid)
+    lock.acquire()
+    started = time.monotonic()
+    try:
+        runtime.store.update_run(run.id, status=run.status, details={"phase": "rollback"})
+        runtime.store.append_audit("rollback_requested", run_id=run.id, actor=runtime.identity)
+        status, undo = run_rollback(plan, runtime, run.id, secrets=secrets, masker=masker,
+                                    concurrency=concurrency)
+    finally:
+        lock.release()
+    statuses = {sid: rec.status for sid, rec in runtime.store.stage_records(run.id).items()}
+    return RunOutcome(run.id, status, statuses, {}, time.monotonic() - started, None, (), undo)
+
+
+def destroy(plan: Plan, runtime: Runtime, *, run_id: str, lock_timeout: float = 0.0,
+            concurrency: int | None = None) -> RunOutcome:
+    """A destroy run: every stage's way down, in reverse dependency order."""
+    secrets = resolve_secrets(plan.runbook.secrets, plan.root)
+    masker = Masker(secrets.values())
+    lock = RunLock(runtime.store, lock_key(plan.name, plan.workspace), run_id,
+                   host=runtime.host, pid=runtime.pid)
+    lock.acquire(wait=lock_timeout)
+    started = time.monotonic()
+    try:
+        journal = Journal(runtime.store, run_id, masker, runtime.identity)
+        journal.start_run(_record(plan, runtime, run_id, Operation.DESTROY, masker,
+                                  RunOptions(operation=Operation.DESTROY)))
+        status, undo = run_destroy(plan, runtime, run_id, secrets=secrets, masker=masker,
+                                   journal=journal, concurrency=concurrency)
+        journal.run_status(status, finished_at=runtime.clock(),
+                           error="; ".join(f"{k}: {v}" for k, v in undo.failed.items()) or None)
+    finally:
+        lock.release()
+    statuses = {sid: rec.status for sid, rec in runtime.store.stage_records(run_id).items()}
+    return RunOutcome(run_id, status, statuses, dict(undo.failed), time.monotonic() - started,
+                      None, (), undo)
+
+
+def _refuse_if_alive(run: RunRecord, runtime: Runtime) -> None:
+    if run.status is RunStatus.RUNNING and run.host == runtime.host and pid_alive(run.pid) \
+            and run.pid != runtime.pid:
+        raise UsageError(f"run {run.id} is still running (pid {run.pid})",
+                         hint=f"follow it with `iacorch logs {run.id} --follow`")
+
+
+def _record(plan: Plan, runtime: Runtime, run_id: str, operation: Operation, masker: Masker,
+            options: RunOptions) -> RunRecord:
+    return RunRecord(
+        id=run_id, runbook=plan.name, runbook_path=str(plan.path.resolve()),
+        workspace=plan.workspace, plan_hash=plan.plan_hash,
+        vars=masker.mask_value(dict(plan.vars)),  # type: ignore[arg-type]
+        status=RunStatus.RUNNING, operation=operation.value, started_at=runtime.clock(),
+        user=runtime.identity, host=runtime.host, pid=runtime.pid,
+        details=_details(plan, options))
 
 
 def _state_from_store(plan: Plan, runtime: Runtime, run_id: str,
@@ -128,14 +193,6 @@ def _state_from_store(plan: Plan, runtime: Runtime, run_id: str,
             hint="check what it did, then resume with --rerun-interrupted, or record it done "
                  "with `iacorch mark-done`")
     return state
-
-
-def _previous_run(runtime: Runtime, plan: Plan) -> dict[str, Any] | None:
-    last = runtime.store.last_successful_run(plan.name, plan.workspace)
-    if last is None:
-        return None
-    outputs = {sid: dict(rec.outputs) for sid, rec in runtime.store.stage_records(last.id).items()}
-    return {"id": last.id, "vars": dict(last.vars), "outputs": outputs}
 
 
 def _details(plan: Plan, options: RunOptions) -> Mapping[str, Any]:

@@ -254,6 +254,7 @@ def _scan(parser: Any, file: str) -> list[Mark]:
             elif kind is MappingEndEvent or kind is SequenceEndEvent:
                 depth -= 1
             elif kind is AliasEvent:
+                nodes += 1  # at least: a cheap bound that stops floods of aliases early
                 aliases.append(event.start_mark)
             elif kind is DocumentStartEvent:
                 documents += 1
@@ -384,20 +385,27 @@ class _Converter:
         if node.tag != _MAP:
             self._bad_tag(node)
         result: dict[str, Any] = {}
-        merges: list[tuple[Node, Any]] = []
+        merges: list[tuple[Mark, Any]] = []
         visit, inner = self._visit, depth + 1
         for key_node, value_node in node.value:
             key = self._key(key_node, inner)
-            value = visit(value_node, inner)  # even after a bad key: aliases are counted in order
-            if key is None:
-                continue
-            if key in result or (key == "<<" and merges):
+            if key is not None and (key in result or (key == "<<" and merges)):
                 self._duplicate(node, key_node, key)
-            elif key_node.tag == _MERGE:
-                merges.append((value_node, value))
-            else:
+                key = None
+            if key_node.tag == _MERGE and key is not None:
+                mark = self._value_mark(value_node)
+                merges.append((mark, visit(value_node, inner)))
+                continue
+            value = visit(value_node, inner)  # even after a bad key: aliases are counted in order
+            if key is not None:
                 result[key] = value
         return self._merge(merges, result) if merges else result
+
+    def _value_mark(self, node: Node) -> Mark:
+        """Where `node` is written here: at the alias if it is one, else where it is defined."""
+        if id(node) in self._memo and self._next_alias < len(self._alias_marks):
+            return self._alias_marks[self._next_alias]
+        return node.start_mark
 
     def _key(self, node: Node, depth: int) -> str | None:
         if self._visit is self._visit_shared:
@@ -424,13 +432,13 @@ class _Converter:
         # Keys keep their source text: YAML 1.1 would read `on:` (as in `notify`) as True.
         return node.value
 
-    def _merge(self, merges: list[tuple[Node, Any]], explicit: dict[str, Any]) -> dict[str, Any]:
+    def _merge(self, merges: list[tuple[Mark, Any]], explicit: dict[str, Any]) -> dict[str, Any]:
         """YAML 1.1 merge keys: explicit keys win, then earlier merged mappings."""
         merged: dict[str, Any] = {}
-        for node, value in merges:
+        for mark, value in merges:
             sources = value if isinstance(value, list) else [value]
             if not all(isinstance(source, dict) for source in sources):
-                self._fail(node.start_mark, "`<<` merges a mapping or a list of mappings here",
+                self._fail(mark, "`<<` merges a mapping or a list of mappings here",
                            "write `<<: *defaults` where `&defaults` names a mapping")
             for source in reversed(sources):
                 merged.update(source)

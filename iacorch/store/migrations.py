@@ -154,12 +154,12 @@ def _check_wal_not_lost(path: Path, shm: Path) -> None:
 
 def upgrade(conn: sqlite3.Connection, path: Path) -> None:
     """Bring the open database to SCHEMA_VERSION, or refuse it (StoreError)."""
-    version = _schema_state(conn, path)
+    version = schema_version(conn, path)
     if version == SCHEMA_VERSION:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        version = _schema_state(conn, path)  # another process may have migrated meanwhile
+        version = schema_version(conn, path)  # another process may have migrated meanwhile
         for statements in MIGRATIONS[version:]:
             for statement in statements:
                 conn.execute(statement)
@@ -172,7 +172,8 @@ def upgrade(conn: sqlite3.Connection, path: Path) -> None:
         raise
 
 
-def _schema_state(conn: sqlite3.Connection, path: Path) -> int:
+def schema_version(conn: sqlite3.Connection, path: Path) -> int:
+    """The file's schema version; StoreError if it is not ours, damaged or too new."""
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]

@@ -35,7 +35,7 @@ from iacorch.store.base import (
     RunRecord,
     StageRecord,
 )
-from iacorch.store.migrations import check_files, upgrade
+from iacorch.store.migrations import check_files, schema_version, upgrade
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _PRAGMA_NAME = re.compile(r"^[a-z_]+$")
@@ -103,15 +103,16 @@ class SqliteStore:
                                timeout=self.busy_timeout, isolation_level=None,
                                check_same_thread=False)
         try:
+            conn.execute("PRAGMA cell_size_check = ON")  # catch damaged pages as they are read
+            schema_version(conn, self.path)  # refuse a foreign file before changing anything
+            if 0 < size <= quick_check_max_bytes:
+                _quick_check(conn, self.path)
             journal = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if journal != "wal":
                 raise StoreError(f"cannot use write-ahead logging for {self.path} "
                                  f"(journal mode stays {journal!r})",
                                  hint="keep state.db on a local file system, not NFS/SMB")
             conn.execute(f"PRAGMA synchronous = {synchronous}")
-            conn.execute("PRAGMA cell_size_check = ON")  # catch damaged pages as they are read
-            if 0 < size <= quick_check_max_bytes:
-                _quick_check(conn, self.path)
             upgrade(conn, self.path)
             for name, value in pragmas.items():
                 if not _PRAGMA_NAME.match(name) or not re.match(r"^\w+$", str(value)):

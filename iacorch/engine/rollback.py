@@ -1,0 +1,94 @@
+"""Pure rollback rules: what undoes each stage, and in which order.
+
+A stage rolls back only after every stage that depended on it has rolled back,
+so the reversed graph gives the order and the parallelism.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from iacorch.model.plan import Plan, PlannedStage
+from iacorch.model.status import ActionType, Operation, StageStatus
+
+_STACK_TOOLS = (ActionType.TERRAFORM, ActionType.PULUMI)
+
+
+class UndoKind(StrEnum):
+    ACTION = "action"          # the stage's own `rollback:` action
+    DESTROY = "destroy"        # a stack this run created: destroy it
+    REAPPLY = "reapply"        # a stack that existed: apply the last good inputs again
+    NOTHING = "nothing"        # no automatic undo; said so in the summary
+
+
+@dataclass(frozen=True, slots=True)
+class UndoStep:
+    stage_id: str
+    kind: UndoKind
+    action_type: ActionType | None = None
+    action: Mapping[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def operation(self) -> Operation:
+        return Operation.DESTROY if self.kind is UndoKind.DESTROY else Operation.APPLY
+
+
+def undo_step(stage: PlannedStage, *, stack_existed: bool | None, has_previous: bool,
+              destroy: bool = False) -> UndoStep:
+    """How to undo one stage (`destroy=True`: take it down for good, as `iacorch destroy`)."""
+    if stage.approval is not None:
+        return UndoStep(stage.id, UndoKind.NOTHING, note="approval gate")
+    if stage.rollback == "none":
+        return UndoStep(stage.id, UndoKind.NOTHING, note="`rollback: none`")
+    if isinstance(stage.rollback, Mapping):
+        (action_type, action), = stage.rollback.items()
+        return UndoStep(stage.id, UndoKind.ACTION, ActionType(action_type), action,
+                        note="its `rollback:` action")
+    if stage.action_type in _STACK_TOOLS:
+        if destroy or not stack_existed:
+            return UndoStep(stage.id, UndoKind.DESTROY, stage.action_type, stage.action,
+                            note="destroy" if destroy else "created by this run: destroy")
+        if has_previous:
+            return UndoStep(stage.id, UndoKind.REAPPLY, stage.action_type, stage.action,
+                            note="existed before: re-apply the last successful inputs")
+        return UndoStep(stage.id, UndoKind.NOTHING,
+                        note="existed before, and no successful run holds its earlier inputs")
+    return UndoStep(stage.id, UndoKind.NOTHING,
+                    note=f"{stage.action_type} stages have no automatic rollback; "
+                         "give the stage a `rollback:` action")
+
+
+def stages_to_undo(plan: Plan, statuses: Mapping[str, StageStatus]) -> list[str]:
+    """Stages this run completed, and failed ones, which may have applied part of their work."""
+    touched = (StageStatus.SUCCEEDED, StageStatus.FAILED, StageStatus.INTERRUPTED)
+    return [sid for sid in plan.stages if statuses.get(sid) in touched]
+
+
+def ready_to_undo(plan: Plan, pending: Iterable[str], done: set[str]) -> list[str]:
+    """Pending stages none of whose pending dependents remain: safe to undo now."""
+    pending_set = set(pending)
+    waiting_on: dict[str, int] = {sid: 0 for sid in pending_set}
+    for sid in pending_set:
+        for need in plan.stages[sid].needs:
+            if need in waiting_on and sid not in done:
+                waiting_on[need] += 1
+    return [sid for sid in plan.stages if sid in pending_set and sid not in done
+            and waiting_on[sid] == 0]
+
+
+def rollback_order(plan: Plan, stage_ids: Iterable[str]) -> list[list[str]]:
+    """Layers of stages that may be undone in parallel, dependents first."""
+    pending = [sid for sid in stage_ids if sid in plan.stages]
+    done: set[str] = set()
+    layers: list[list[str]] = []
+    while len(done) < len(pending):
+        layer = ready_to_undo(plan, [s for s in pending if s not in done], done)
+        if not layer:
+            raise ValueError("rollback order: the plan's graph has a cycle")
+        layers.append(layer)
+        done.update(layer)
+    return layers
