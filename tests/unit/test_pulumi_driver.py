@@ -590,3 +590,37 @@ def test_the_fake_keeps_the_real_signatures() -> None:
             assert name in real_params, f"{ours.__qualname__}({name}=) is not in the real API"
             assert param.kind == real_params[name].kind, f"{ours.__qualname__}({name})"
     assert not hasattr(FakeLegacyStack, "preview_refresh")
+
+
+# --- the example stack -----------------------------------------------------------------------
+
+def test_the_example_stacks_files_read_back_as_drift(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """stacks/pulumi-site runs under Pulumi's mocks, and its provider reports what refresh sees."""
+    import runpy
+
+    import pulumi
+
+    class Mocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: Any) -> tuple[str, dict[str, Any]]:
+            return f"{args.name}_id", dict(args.inputs)
+
+        def call(self, args: Any) -> dict[str, Any]:
+            return {}
+
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps({
+        "pulumi-site:site_dir": str(tmp_path / "site"), "pulumi-site:admin_token": TOKEN}))
+    monkeypatch.setenv("PULUMI_CONFIG_SECRET_KEYS", '["pulumi-site:admin_token"]')
+    pulumi.runtime.set_mocks(Mocks(), project="pulumi-site", stack="dev", preview=False)
+    program = Path(__file__).parents[2] / "stacks" / "pulumi-site" / "__main__.py"
+    provider = runpy.run_path(str(program), run_name="__main__")["LocalFileProvider"]()
+
+    path = str(tmp_path / "site" / "index.html")
+    created = provider.create({"path": path, "content": "<h1>hi</h1>", "sha256": None})
+    assert created.id == path and Path(path).read_text() == "<h1>hi</h1>"
+    assert provider.read(path, created.outs).outs == created.outs          # in sync
+    Path(path).write_text("edited")
+    assert provider.read(path, created.outs).outs["content"] == "edited"   # drift: update
+    assert provider.diff(path, created.outs, {**created.outs, "content": "x"}).changes
+    provider.delete(path, created.outs)
+    assert provider.read(path, created.outs).id == ""                       # drift: gone
