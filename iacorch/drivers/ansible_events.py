@@ -36,9 +36,7 @@ RESULT_EVENTS = {
     "runner_on_failed": "failed",
     "runner_on_skipped": "skipped",
     "runner_on_unreachable": "unreachable",
-    "runner_on_async_ok": "ok",
-    "runner_on_async_failed": "failed",
-}
+}  # runner_on_async_ok/failed are left out: the task's runner_on_ok/failed follows them
 # Events that only carry text Ansible printed (warnings, errors, -v output).
 DISPLAY_EVENTS = frozenset({"verbose", "warning", "error", "deprecated", "debug",
                             "system_warning"})

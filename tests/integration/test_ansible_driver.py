@@ -190,8 +190,10 @@ def sleepers() -> list[int]:
     return found
 
 
-def test_interrupt_stops_a_long_task_promptly(make: Callable[..., Stage]) -> None:
-    stage = make(playbook="long.yml")
+def test_interrupt_stops_a_long_task_promptly_with_one_sigint(
+        make: Callable[..., Stage], tmp_path: Path) -> None:
+    count = tmp_path / "sigints"
+    stage = make(playbook="long.yml", extra_vars={"count_file": str(count)})
     timer = threading.Timer(2.0, stage.ctx.cancel.interrupt)
     timer.start()
     started = time.monotonic()
@@ -203,13 +205,17 @@ def test_interrupt_stops_a_long_task_promptly(make: Callable[..., Stage]) -> Non
     assert result.status is StageStatus.INTERRUPTED and result.interrupted
     assert elapsed < 6.0, f"took {elapsed:.1f}s to stop"
     assert result.exit_code == 99, "ansible-playbook handled the SIGINT itself"
+    assert count.read_text() == "INT\n", "the task's shell got exactly one SIGINT"
     assert sleepers() == [], "the task's child process did not outlive the play"
 
 
-def test_timeout_stops_the_play(make: Callable[..., Stage]) -> None:
+def test_timeout_sends_sigint_first_and_stops_the_play(make: Callable[..., Stage],
+                                                      tmp_path: Path) -> None:
     started = time.monotonic()
-    result = make(playbook="long.yml", timeout=2.5).run()
+    count = tmp_path / "sigints"
+    result = make(playbook="long.yml", timeout=2.5, extra_vars={"count_file": str(count)}).run()
     assert result.status is StageStatus.FAILED
     assert result.error is not None and "timed out after 2.5s" in result.error
     assert time.monotonic() - started < 7.0
+    assert count.read_text() == "INT\n"
     assert sleepers() == []
