@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from iacorch.drivers.ansible_events import EventReader, PlayRecord, write_private
 from iacorch.drivers.base import StageContext
@@ -248,29 +248,20 @@ class AnsibleDriver:
     def plan(self, ctx: StageContext) -> StageResult:
         """A dry run: check mode with diff; details list what would change."""
         play = _run(ctx, dry_run=True)
-        if isinstance(play, StageResult):
-            return play
-        return _failed(ctx, play) or _summary_result(ctx, play)
+        return play if isinstance(play, StageResult) else _summary_result(ctx, play)
 
     def apply(self, ctx: StageContext) -> StageResult:
         """Run the playbook; `set_stats` data and per-host stats become the outputs."""
         play = _run(ctx, dry_run=False)
         if isinstance(play, StageResult):
             return play
-        failed = _failed(ctx, play)
-        if failed is not None:
-            return failed
         outputs = play.record.set_stats()
         if "hosts" in outputs:
             ctx.log("warning: set_stats key 'hosts' is replaced by the per-host stats output")
         outputs["hosts"] = play.record.host_stats()
         sensitive = frozenset(k for k, v in outputs.items()
                               if _contains_secret(ctx, json.dumps(v, default=str)))
-        summary = _summary_result(ctx, play)
-        return StageResult(status=StageStatus.SUCCEEDED, outputs=outputs,
-                           sensitive_outputs=sensitive, changes=summary.changes,
-                           artifacts=summary.artifacts, exit_code=0,
-                           details=summary.details)
+        return replace(_summary_result(ctx, play), outputs=outputs, sensitive_outputs=sensitive)
 
     def destroy(self, ctx: StageContext) -> StageResult:
         """Nothing to undo automatically: an ansible stage needs an explicit rollback."""
@@ -283,19 +274,14 @@ class AnsibleDriver:
         play = _run(ctx, dry_run=True)
         if isinstance(play, StageResult):
             return play
-        failed = _failed(ctx, play)
-        if failed is not None:
-            return failed
-        summary = _summary_result(ctx, play)
-        drifted = bool(play.record.changes)
-        ctx.log(f"drift: {len(play.record.changes)} task result(s) would change"
-                if drifted else "drift: none, every task is in sync")
-        return StageResult(status=StageStatus.SUCCEEDED, drifted=drifted,
-                           changes=summary.changes, details=summary.details,
-                           artifacts=summary.artifacts, exit_code=0)
+        changed = len(play.record.changes)
+        ctx.log(f"drift: {changed} task result(s) would change" if changed
+                else "drift: none, every task is in sync")
+        return replace(_summary_result(ctx, play), drifted=bool(changed))
 
 
 def _run(ctx: StageContext, *, dry_run: bool) -> _Play | StageResult:
+    """Run the playbook once; a failed result when it could not run or did not succeed."""
     inputs = _inputs(ctx)
     if isinstance(inputs, StageResult):
         return inputs
@@ -310,14 +296,14 @@ def _run(ctx: StageContext, *, dry_run: bool) -> _Play | StageResult:
             text = json.dumps(inventory, indent=2)
             write_private(artifact_dir / "inventory.json", ctx.masker.mask(text))
             inventory = write_private(scratch / "inventory.json", text)
-        if isinstance(variables, dict):
-            variables = write_private(scratch / "extra_vars.json",
-                                      json.dumps(variables, default=str)) if variables else None
+        variables_file = variables if isinstance(variables, Path) else (
+            write_private(scratch / "extra_vars.json", json.dumps(variables, default=str))
+            if variables else None)
         vault_file = (write_private(scratch / "vault_password", action.vault_password)
                       if action.vault_password else None)
         check = dry_run or action.check
         options = playbook_options(action, check=check, diff=check,
-                                   extra_vars_file=variables, vault_password_file=vault_file)
+                                   extra_vars_file=variables_file, vault_password_file=vault_file)
         invocation = prepare_invocation(
             action, playbook=playbook, inventory=inventory, private_data_dir=private_data_dir,
             ident=ident, events_dir=scratch, options=options, env=env)
@@ -330,7 +316,8 @@ def _run(ctx: StageContext, *, dry_run: bool) -> _Play | StageResult:
         finally:
             reader.close()
     write_private(artifact_dir / "command", ctx.masker.mask(shlex.join(result.argv)) + "\n")
-    return _Play(result, reader.record, tuple(reader.tail), artifact_dir)
+    play = _Play(result, reader.record, tuple(reader.tail), artifact_dir)
+    return _failed(ctx, play) or play
 
 
 def _inputs(ctx: StageContext) -> tuple[AnsibleAction, dict[str, str], Path,
@@ -403,7 +390,7 @@ def _summary_result(ctx: StageContext, play: _Play) -> StageResult:
                            for o in changes[:100]],
                "hosts": record.host_stats()}
     return StageResult(status=StageStatus.SUCCEEDED, changes=summary, exit_code=0,
-                       details=ctx.masker.mask_value(details),
+                       details=cast(dict[str, Any], ctx.masker.mask_value(details)),
                        artifacts=(str(play.artifact_dir),))
 
 

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from iacorch.drivers.base import StageContext
@@ -361,7 +361,8 @@ class EventReader:
             self._say(line)
         update = progress(event)
         if update is not None:
-            self.ctx.on_progress(masker.mask_value({"stage": self.ctx.spec.stage_id, **update}))
+            masked_update = masker.mask_value({"stage": self.ctx.spec.stage_id, **update})
+            self.ctx.on_progress(cast(dict[str, Any], masked_update))
 
     def _say(self, line: str) -> None:
         self.ctx.log(line)
