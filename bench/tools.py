@@ -200,7 +200,7 @@ def no_init_lock() -> Iterator[None]:
         terraform_driver._exclusive = original  # type: ignore[assignment]
 
 
-def measure(sides: dict[str, Callable[[Path], None]], count: int, pairs: int,
+def measure(sides: dict[str, Callable[[Path], object]], count: int, pairs: int,
             workdir: Path) -> dict[str, Any]:
     """Median seconds of each side over `pairs` rounds, the order rotating every round."""
     times: dict[str, list[float]] = {name: [] for name in sides}

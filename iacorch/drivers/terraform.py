@@ -211,8 +211,14 @@ class _StageRun:
             self.log(line)
 
         with _exclusive(self.paths.init_lock, self.ctx) as acquired:
-            if not acquired:
+            if not acquired and self.ctx.cancel.interrupted:
                 return self.interrupted("init")
+            if not acquired:
+                return StageResult.failure(
+                    f"stage {self.stage}: timed out waiting for another stage's terraform init",
+                    hint=f"inits share a host-wide lock ({self.paths.init_lock}) because the "
+                         "plugin cache is not concurrency safe; raise the stage's `timeout:`",
+                    output_tail=tuple(self.tail))
             result = self.run(self.command.init(), on_line)
         if not result.ok:
             return self.failure("init", result, text_diagnostics(lines))
@@ -362,7 +368,7 @@ def _drift(run: _StageRun) -> StageResult:
 
 @contextmanager
 def _exclusive(lock_path: Path, ctx: StageContext) -> Iterator[bool]:
-    """Hold a host-wide file lock, polling so an interrupt is not stuck behind it."""
+    """Hold a host-wide file lock; False when interrupted or out of time while waiting."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as handle:
         while True:
@@ -370,7 +376,7 @@ def _exclusive(lock_path: Path, ctx: StageContext) -> Iterator[bool]:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if ctx.cancel.wait(_LOCK_POLL_SECONDS):
+                if ctx.cancel.wait(_LOCK_POLL_SECONDS) or ctx.remaining_timeout() == 0.0:
                     yield False
                     return
         try:

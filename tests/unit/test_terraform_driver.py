@@ -6,6 +6,7 @@ integration fixture stack (see data/terraform/record.sh).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -544,3 +545,15 @@ def test_json_document_survives_a_long_line_cut_into_pieces() -> None:
     line = (DATA / "show_create.json").read_text().strip()
     pieces = [line[i:i + 700] for i in range(0, len(line), 700)]
     assert extract_json_document(["Warning: noise", *pieces]) == json.loads(line)
+
+
+def test_init_waits_for_the_host_wide_init_lock_but_not_past_a_cancel(
+        make: Callable[..., Harness]) -> None:
+    h = make()
+    lock = Path(h.ctx.spec.state_dir) / "terraform" / "init.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        h.ctx.cancel.interrupt()
+        result = TerraformDriver().apply(h.ctx)
+    assert result.status is StageStatus.INTERRUPTED and h.runner.calls == []
