@@ -131,6 +131,12 @@ class InterruptibleCommand:
             raise create_command_error(result)
         return result
 
+    @property
+    def running(self) -> bool:
+        """True while a CLI process started by this command has not been reaped."""
+        with self._lock:
+            return any(proc.returncode is None for proc in self._running)
+
     def interrupt(self) -> None:
         """One SIGINT to the CLI itself; it tells its plugins to stop."""
         self._stopping = True
@@ -255,6 +261,8 @@ class _Watcher:
         self._command.interrupt()
         give_up = time.monotonic() + self._grace
         while not self._done.wait(_POLL_SECONDS):
+            if not self._command.running:
+                continue      # stopped; the Automation API may still be collecting events
             if self._ctx.cancel.killed or time.monotonic() >= give_up:
                 self._ctx.log("pulumi: the CLI did not stop; killing it")
                 self.killed = True
@@ -533,7 +541,8 @@ class PulumiDriver:
         events = EngineEventLog(stage.ctx, total=len(changes.resources))
         result = stage.stack.up(**stage.streams(events, refresh=stage.action.refresh))
         outputs, sensitive = stage.outputs(result.outputs)
-        applied = {_op(k): v for k, v in (result.summary.resource_changes or {}).items()}
+        counts = events.summary or result.summary.resource_changes or {}
+        applied = {_op(k): v for k, v in counts.items()}
         return StageResult(StageStatus.SUCCEEDED, outputs=outputs, sensitive_outputs=sensitive,
                            changes=changes, details=stage.details(applied=applied))
 
@@ -544,7 +553,7 @@ class PulumiDriver:
                                details=stage.details(stack_missing=True))
         events = EngineEventLog(stage.ctx)
         result = stage.stack.destroy(**stage.streams(events))
-        counts = result.summary.resource_changes or events.summary
+        counts = events.summary or result.summary.resource_changes   # this run's own events
         return StageResult(StageStatus.SUCCEEDED, changes=change_summary(counts, events.changes()),
                            details=stage.details())
 

@@ -93,6 +93,7 @@ class FakeCli:
     def __init__(self) -> None:
         self.version = VersionInfo(3, 190, 0)
         self.signals: list[str] = []
+        self.running = False                      # a (hanging) CLI process is alive
         self._signals: queue.Queue[str] = queue.Queue()
 
     def run(self, args: list[str], cwd: str, additional_env: Mapping[str, str],
@@ -286,12 +287,16 @@ class FakeLegacyStack:
         return stdout, counts
 
     def _until_signal(self, script: Script, stdout: str) -> None:
-        while True:
-            received = self._cli.wait_signal()
-            if received == "SIGKILL":
-                raise self._fake.error("", stdout=stdout, code=-9)
-            if not script.ignores_sigint:
-                raise self._fake.error("error: update cancelled", stdout=stdout)
+        self._cli.running = True
+        try:
+            while True:
+                received = self._cli.wait_signal()
+                if received == "SIGKILL":
+                    raise self._fake.error("", stdout=stdout, code=-9)
+                if not script.ignores_sigint:
+                    raise self._fake.error("error: update cancelled", stdout=stdout)
+        finally:
+            self._cli.running = False
 
 
 class FakeStack(FakeLegacyStack):
