@@ -57,8 +57,7 @@ def run_rollback(plan: Plan, runtime: Runtime, run_id: str, *, secrets: Mapping[
         outputs = {sid: dict(rec.outputs) for sid, rec in forward.items() if rec.status.is_done}
     steps = rollback_steps(plan, runtime, run_id, previous)
     earlier = runtime.store.stage_records(run_id, phase="rollback")
-    done = {sid for sid, rec in earlier.items()
-            if rec.status in (StageStatus.ROLLED_BACK, StageStatus.SKIPPED)}
+    done = {sid for sid, rec in earlier.items() if rec.status is StageStatus.ROLLED_BACK}
     runner = UndoRunner(
         plan, runtime, run_id, steps=steps, secrets=secrets, masker=masker, journal=journal,
         inputs=UndoInputs(vars=plan.vars, outputs=outputs,

@@ -1,0 +1,86 @@
+"""Shared test helpers: the real CLI in a subprocess, and tools that CI must have."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+def require_tool(name: str) -> str:
+    """The tool's path; skip when missing locally, fail in CI (IACORCH_REQUIRE_TOOLS=1)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    if os.environ.get("IACORCH_REQUIRE_TOOLS") == "1":
+        pytest.fail(f"{name} is not on PATH, and IACORCH_REQUIRE_TOOLS=1 (CI) requires it")
+    pytest.skip(f"{name} is not on PATH")
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+class Project:
+    """A throwaway project directory with its own state, driven through the real CLI."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / ".git").mkdir(exist_ok=True)  # marks the project root for path checks
+        self.env = {**os.environ, "IACORCH_HOME": str(root / ".iacorch"),
+                    "IACORCH_USER": "tester", "PYTHONUNBUFFERED": "1"}
+        self.env.pop("GITHUB_ACTIONS", None)
+        self.env.pop("GITHUB_STEP_SUMMARY", None)
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+        return path
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "iacorch", *args]
+
+    def run(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None,
+            input: str | None = None) -> CliResult:
+        done = subprocess.run(self.argv(*args), cwd=self.root, env={**self.env, **(env or {})},
+                              capture_output=True, text=True, timeout=timeout, input=input)
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """Start the CLI in its own process group, as a terminal job would be."""
+        return subprocess.Popen(self.argv(*args), cwd=self.root,
+                                env={**self.env, **(env or {})}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def runs(self) -> list[dict]:
+        import json
+
+        result = self.run("runs", "--json")
+        assert result.code == 0, result.text
+        return json.loads(result.out)
+
+    def show(self, run_id: str) -> dict:
+        import json
+
+        result = self.run("show", run_id, "--json")
+        assert result.code == 0, result.text
+        return json.loads(result.out)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project(tmp_path)
