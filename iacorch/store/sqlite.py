@@ -9,7 +9,6 @@ to do; a failed transaction is rolled back whole.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import threading
@@ -35,13 +34,18 @@ from iacorch.store.base import (
     RunRecord,
     StageRecord,
 )
-from iacorch.store.migrations import check_files, schema_version, upgrade
+from iacorch.store.migrations import (
+    RESTORE_HINT,
+    check_files,
+    create_file,
+    quick_check,
+    schema_version,
+    translate,
+    upgrade,
+)
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _PRAGMA_NAME = re.compile(r"^[a-z_]+$")
-_RESTORE_HINT = ("restore state.db from a backup, or move it aside to start afresh "
-                 "(iacorch never overwrites it); `sqlite3 state.db .recover` may salvage data")
-
 
 def _cols(names: tuple[str, ...]) -> str:
     return ", ".join(f'"{n}"' for n in names)
@@ -98,6 +102,8 @@ class SqliteStore:
         except OSError as exc:
             raise StoreError(f"cannot create the state directory {self.path.parent}: "
                              f"{exc.strerror}", hint="create it, or use --store") from exc
+        if not self.path.exists():
+            create_file(self.path)
         mode = "rw" if self.path.exists() else "rwc"  # never create what vanished meanwhile
         conn = sqlite3.connect(f"file:{quote(str(self.path))}?mode={mode}", uri=True,
                                timeout=self.busy_timeout, isolation_level=None,
@@ -106,7 +112,7 @@ class SqliteStore:
             conn.execute("PRAGMA cell_size_check = ON")  # catch damaged pages as they are read
             schema_version(conn, self.path)  # refuse a foreign file before changing anything
             if 0 < size <= quick_check_max_bytes:
-                _quick_check(conn, self.path)
+                quick_check(conn, self.path)
             journal = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if journal != "wal":
                 raise StoreError(f"cannot use write-ahead logging for {self.path} "
@@ -156,7 +162,7 @@ class SqliteStore:
             return decode(raw)
         except (ValueError, TypeError) as exc:  # JSON or enum text that no longer parses
             raise StoreError(f"{self.path} holds a damaged record: {exc}",
-                             hint=_RESTORE_HINT) from exc
+                             hint=RESTORE_HINT) from exc
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -389,77 +395,3 @@ def _audit_or_damaged(row: tuple[Any, ...]) -> AuditEntry:
         return AuditEntry(seq=row[0], time=0.0, kind="", run_id=None, stage_id=None,
                           actor=None, data={"unreadable": str(row[6])}, prev_hash=str(row[7]),
                           hash="")
-
-
-def _quick_check(conn: sqlite3.Connection, path: Path) -> None:
-    problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)").fetchall()]
-    if problems != ["ok"]:
-        raise StoreError(f"{path} is damaged: " + "; ".join(problems), hint=_RESTORE_HINT)
-
-
-def translate(exc: sqlite3.Error, path: Path, busy_timeout: float) -> StoreError:
-    """The StoreError a user should see for an SQLite failure on `path`."""
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-        holders = lock_holders(path)
-        who = f" ({', '.join(holders)})" if holders else ""
-        return StoreError(f"{path} is locked by another process{who} and stayed locked for "
-                          f"more than {busy_timeout:g} s",
-                          hint="wait for that iacorch command to finish, or stop it; "
-                               "`iacorch runs` shows what is running")
-    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
-        return StoreError(f"{path} is damaged: {exc}", hint=_RESTORE_HINT)
-    if name.startswith("SQLITE_FULL"):
-        return StoreError(f"no space left to write {path}; the change was rolled back, "
-                          "nothing was half-written",
-                          hint="free some disk space and run the command again; an "
-                               "interrupted run continues with `iacorch resume RUN`")
-    if name.startswith(("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")):
-        if name == "SQLITE_READONLY_DIRECTORY":
-            return StoreError(f"the directory of {path} is read-only: SQLite cannot create "
-                              "state.db-wal and state.db-shm there",
-                              hint=f"make {path.parent} writable, or use --store")
-        return StoreError(f"{path} is read-only ({exc})",
-                          hint="make the file and its directory writable: SQLite also writes "
-                               "state.db-wal and state.db-shm beside it; or use --store")
-    if name.startswith("SQLITE_CANTOPEN"):
-        return StoreError(f"cannot open {path} ({exc})",
-                          hint="check that its directory exists and is writable: SQLite "
-                               "creates state.db-wal and state.db-shm beside the file")
-    if name.startswith("SQLITE_IOERR"):
-        return StoreError(f"I/O error on {path} ({name}: {exc})",
-                          hint="check the disk and the file's permissions (dmesg may say "
-                               "more), then run the command again")
-    return StoreError(f"state store error on {path}: {exc}",
-                      hint="if this persists, report it with the output of "
-                           "`sqlite3 state.db 'PRAGMA integrity_check'`")
-
-
-def lock_holders(path: Path) -> list[str]:
-    """Other processes holding POSIX locks on state.db or its -shm, as 'pid N: command'.
-
-    Linux only (/proc/locks); best effort, for the error message.
-    """
-    try:
-        ids = set()
-        for file in (path, path.with_name(path.name + "-shm")):
-            st = file.stat()
-            ids.add(f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}")
-        pids: list[int] = []
-        for line in Path("/proc/locks").read_text().splitlines():
-            fields = line.split()
-            pid = int(fields[4]) if len(fields) > 5 and fields[4].isdigit() else -1
-            if fields[5:6] and fields[5] in ids and pid not in (-1, os.getpid(), *pids):
-                pids.append(pid)
-        return [f"pid {p}: {_command(p)}" for p in pids]
-    except (OSError, ValueError, IndexError):
-        return []
-
-
-def _command(pid: int) -> str:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return "?"
-    text = raw.replace(b"\0", b" ").decode(errors="replace").strip()
-    return text if len(text) <= 80 else text[:77] + "..."
