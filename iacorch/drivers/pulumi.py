@@ -34,6 +34,7 @@ MISSING_CLI = ("the pulumi CLI is not on PATH; "
 _NO_CHANGES_EXPECTED = "no changes were expected"
 _QUIET_OPS = frozenset({"same", "read", "refresh"})
 _REPLACE_STEPS = {"create-replacement": "replace", "delete-replaced": "replace"}
+_PROGRESS_STATUS = {"started": "started", "done": "complete", "failed": "errored"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _POLL_SECONDS = 0.05
 _TAIL_LINES = 40
@@ -202,8 +203,10 @@ class EngineEventLog:
             self.completed += 1
         name = self._ctx.masker.mask(meta.urn.rsplit("::", 1)[-1])
         self._ctx.log(f"{meta.type} {name}: {op}" + ("..." if state == "started" else f" {state}"))
-        self._ctx.on_progress({"resource": self._ctx.masker.mask(meta.urn), "type": meta.type,
-                               "name": name, "op": op, "state": state,
+        # The shape the Terraform driver's resource events have, plus Pulumi's type and name.
+        self._ctx.on_progress({"kind": "resource", "address": self._ctx.masker.mask(meta.urn),
+                               "status": _PROGRESS_STATUS[state], "action": op,
+                               "type": meta.type, "name": name,
                                "completed": self.completed, "total": self._total})
 
     def changes(self) -> tuple[ResourceChange, ...]:

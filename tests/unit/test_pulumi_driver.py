@@ -11,22 +11,12 @@ import io
 import json
 import os
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_pulumi import (
-    FakeAutomation,
-    FakeLegacyStack,
-    FakeStack,
-    Script,
-    diagnostic,
-    state,
-    step,
-    summary,
-    urn,
-)
 from pulumi import automation as auto
 from semver import VersionInfo
 
@@ -42,6 +32,20 @@ from iacorch.model.masking import Masker
 from iacorch.model.results import StageResult, StageSpec
 from iacorch.model.status import ActionType, Operation, StageStatus
 from iacorch.process import CancelToken, ProcessRunner
+
+if str(Path(__file__).parent) not in sys.path:    # pytest's importlib mode does not add it
+    sys.path.insert(0, str(Path(__file__).parent))
+from fake_pulumi import (  # noqa: E402
+    FakeAutomation,
+    FakeLegacyStack,
+    FakeStack,
+    Script,
+    diagnostic,
+    state,
+    step,
+    summary,
+    urn,
+)
 
 TOKEN = "s3cr3t-t0ken-value"
 
@@ -161,10 +165,10 @@ def test_engine_events_become_one_log_line_each_and_progress(tmp_path: Path) -> 
     resource_lines = [ln for ln in h.lines if ln.startswith("pulumi-python:dynamic:Resource")]
     assert resource_lines == ["pulumi-python:dynamic:Resource index: update...",
                               "pulumi-python:dynamic:Resource index: update done"] * 2
-    done = [p for p in h.progress if p["state"] == "done"]
-    assert done[-1] == {"resource": urn("index"), "type": "pulumi-python:dynamic:Resource",
-                        "name": "index", "op": "update", "state": "done",
-                        "completed": 1, "total": 1}
+    done = [p for p in h.progress if p["status"] == "complete"]
+    assert done[-1] == {"kind": "resource", "address": urn("index"), "status": "complete",
+                        "action": "update", "type": "pulumi-python:dynamic:Resource",
+                        "name": "index", "completed": 1, "total": 1}
 
 
 def test_a_replacement_adds_and_destroys_once(tmp_path: Path) -> None:
@@ -386,6 +390,17 @@ def test_a_command_error_is_a_masked_failed_result(tmp_path: Path) -> None:
     assert result.error == "pulumi up failed: write failed: token *** refused"
     assert result.output_tail == ("Updating (dev)", "error: token *** refused")
     assert TOKEN not in h.log and TOKEN not in (result.hint or "")
+
+
+def test_a_failed_resource_is_logged_and_reported_as_errored(tmp_path: Path) -> None:
+    h = harness(tmp_path, stacks=("dev",))
+    h.fake.script("up", Script(events=[*step("create", "index", failed=True),
+                                       diagnostic("creating index: permission denied")],
+                               fails=True, stderr="error: update failed"))
+    result = h.run("apply")
+    assert result.error == "pulumi up failed: creating index: permission denied"
+    assert "pulumi-python:dynamic:Resource index: create failed" in h.lines
+    assert h.progress[-1]["status"] == "errored"
 
 
 def test_a_passphrase_error_explains_where_the_passphrase_comes_from(tmp_path: Path) -> None:
