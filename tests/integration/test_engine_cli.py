@@ -91,7 +91,10 @@ def test_invalid_json_output_fails_naming_the_line(project):
         stages:
           out:
             kind: provision
-            shell: {run: "echo '{\\"ok\\": 1}' >> $IACORCH_OUTPUT; echo 'not json' >> $IACORCH_OUTPUT"}
+            shell:
+              run: |
+                echo '{"ok": 1}' >> $IACORCH_OUTPUT
+                echo 'not json' >> $IACORCH_OUTPUT
         """)
     result = project.run("apply", "badout.yaml")
     assert result.code == 1
