@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from iacorch.model.status import RunStatus, StageStatus
 from iacorch.store.base import RunRecord, StageRecord
@@ -89,7 +90,7 @@ def main() -> None:
     parser.add_argument("--open-runs", default="100,1000", help="state.db sizes, in runs")
     args = parser.parse_args()
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="iacorch-bench-") as tmp:
         for synchronous in ("NORMAL", "FULL"):
             for batch in (1, args.batch):

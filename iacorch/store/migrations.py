@@ -68,7 +68,7 @@ _MAGIC = b"SQLite format 3\x00"
 _WAL_INDEX_VERSION = 3007000
 _PLAUSIBLE_VERSION = 10_000  # beyond this, user_version is damage, not a future schema
 RESTORE_HINT = ("restore state.db from a backup, or move it aside to start afresh "
-                 "(iacorch never overwrites it); `sqlite3 state.db .recover` may salvage data")
+                "(iacorch never overwrites it); `sqlite3 state.db .recover` may salvage data")
 
 
 def create_file(path: Path) -> None:
@@ -90,8 +90,8 @@ def create_file(path: Path) -> None:
         os.link(tmp, path)
     except FileExistsError:
         pass  # another process created it first; theirs is complete
-    except OSError:
-        pass  # no hard links on this file system
+    except (OSError, sqlite3.Error):
+        pass  # no hard links here, or no room: the caller's open reports on the real path
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
             leftover.unlink(missing_ok=True)

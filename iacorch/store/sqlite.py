@@ -47,6 +47,7 @@ from iacorch.store.migrations import (
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _PRAGMA_NAME = re.compile(r"^[a-z_]+$")
 
+
 def _cols(names: tuple[str, ...]) -> str:
     return ", ".join(f'"{n}"' for n in names)
 

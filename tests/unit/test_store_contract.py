@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from iacorch.errors import RunNotFoundError
+from iacorch.errors import RunNotFoundError, UsageError
 from iacorch.model.status import RunStatus, StageStatus
-from iacorch.store import open_store
+from iacorch.store import default_state_dir, open_store
 from iacorch.store.audit import GENESIS_HASH
 from iacorch.store.base import (
     ApprovalRecord,
@@ -61,15 +62,15 @@ def dead_pid() -> int:
 
 def run(run_id: str, *, started: float = 100.0, runbook: str = "webapp",
         workspace: str = "prod", operation: str = "apply",
-        status: RunStatus = RunStatus.RUNNING, **extra: object) -> RunRecord:
-    fields: dict[str, object] = {"vars": {"env": workspace}, **extra}
+        status: RunStatus = RunStatus.RUNNING, **extra: Any) -> RunRecord:
+    fields: dict[str, Any] = {"vars": {"env": workspace}, **extra}
     return RunRecord(id=run_id, runbook=runbook, runbook_path=f"plans/{runbook}.yaml",
                      workspace=workspace, plan_hash="ph-" + run_id, status=status,
-                     operation=operation, started_at=started, **fields)  # type: ignore[arg-type]
+                     operation=operation, started_at=started, **fields)
 
 
 def stage(run_id: str, stage_id: str, attempt: int = 1,
-          status: StageStatus = StageStatus.SUCCEEDED, **extra: object) -> StageRecord:
+          status: StageStatus = StageStatus.SUCCEEDED, **extra: Any) -> StageRecord:
     return StageRecord(run_id=run_id, stage_id=stage_id, attempt=attempt, status=status,
                        **extra)
 
@@ -430,3 +431,17 @@ def test_open_store_picks_the_implementation_from_the_url(
         opened = open_store(url)
         assert isinstance(opened, SqliteStore) and opened.path == expected
         opened.close()
+
+
+def test_the_default_state_dir_is_dot_iacorch_in_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IACORCH_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert default_state_dir() == tmp_path / ".iacorch"
+
+
+@pytest.mark.parametrize("url", ["postgresql://db/iacorch", "redis://x", "sqlite://"])
+def test_an_unusable_store_url_is_a_usage_error(url: str) -> None:
+    with pytest.raises(UsageError) as err:
+        open_store(url)
+    assert "sqlite:///" in (err.value.hint or "")
