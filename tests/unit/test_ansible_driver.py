@@ -182,7 +182,8 @@ def test_prepare_invocation_builds_argv_and_env_with_runner_config(tmp_path: Pat
     assert env["AWX_ISOLATED_DATA_DIR"] == str(tmp_path / "scratch")
     assert env["TOKEN"] == "s3cret"
     assert env.get("ANSIBLE_CACHE_PLUGIN") == os.environ.get("ANSIBLE_CACHE_PLUGIN")
-    assert not any((tmp_path / "pdd").rglob("*.*")), "RunnerConfig wrote no files"
+    assert [p for p in (tmp_path / "pdd").rglob("*") if p.is_file()] == [], \
+        "RunnerConfig wrote no files (no command or env files with secrets)"
 
 
 # -- recorded events ------------------------------------------------------------------------
