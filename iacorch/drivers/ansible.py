@@ -208,6 +208,8 @@ def prepare_invocation(action: AnsibleAction, *, playbook: Path, inventory: Path
     prepared = dict(config.env)
     # The callback's raw events may hold secrets: they go to the scratch dir, not artifacts.
     prepared["AWX_ISOLATED_DATA_DIR"] = str(events_dir)
+    if "ANSIBLE_HOST_KEY_CHECKING" not in {**os.environ, **env}:
+        del prepared["ANSIBLE_HOST_KEY_CHECKING"]   # runner turns it off; ansible.cfg decides
     return Invocation(tuple(config.command), prepared, str(config.cwd),
                       Path(config.artifact_dir))
 
@@ -259,8 +261,8 @@ class AnsibleDriver:
         if "hosts" in outputs:
             ctx.log("warning: set_stats key 'hosts' is replaced by the per-host stats output")
         outputs["hosts"] = play.record.host_stats()
-        sensitive = frozenset(k for k, v in outputs.items()
-                              if _contains_secret(ctx, json.dumps(v, default=str)))
+        shown = {k: json.dumps(v, default=str) for k, v in outputs.items()}
+        sensitive = frozenset(k for k, text in shown.items() if ctx.masker.mask(text) != text)
         return replace(_summary_result(ctx, play), outputs=outputs, sensitive_outputs=sensitive)
 
     def destroy(self, ctx: StageContext) -> StageResult:
@@ -392,7 +394,3 @@ def _summary_result(ctx: StageContext, play: _Play) -> StageResult:
     return StageResult(status=StageStatus.SUCCEEDED, changes=summary, exit_code=0,
                        details=cast(dict[str, Any], ctx.masker.mask_value(details)),
                        artifacts=(str(play.artifact_dir),))
-
-
-def _contains_secret(ctx: StageContext, text: str) -> bool:
-    return ctx.masker.mask(text) != text

@@ -181,6 +181,7 @@ def test_prepare_invocation_builds_argv_and_env_with_runner_config(tmp_path: Pat
     assert "display_callback" in env["ANSIBLE_CALLBACK_PLUGINS"]
     assert env["AWX_ISOLATED_DATA_DIR"] == str(tmp_path / "scratch")
     assert env["TOKEN"] == "s3cret"
+    assert env.get("ANSIBLE_HOST_KEY_CHECKING") == os.environ.get("ANSIBLE_HOST_KEY_CHECKING")
     assert env.get("ANSIBLE_CACHE_PLUGIN") == os.environ.get("ANSIBLE_CACHE_PLUGIN")
     assert [p for p in (tmp_path / "pdd").rglob("*") if p.is_file()] == [], \
         "RunnerConfig wrote no files (no command or env files with secrets)"
@@ -380,6 +381,14 @@ def test_apply_publishes_set_stats_and_host_stats(stage: Callable[..., Stage]) -
     assert result.changes.change == 1
     assert "TASK Write the motd | localhost | changed" in s.lines
     assert {"stage": "configure", "kind": "play", "play": "Configure"} in s.progress
+
+
+def test_outputs_holding_a_secret_are_marked_sensitive(stage: Callable[..., Stage]) -> None:
+    s = stage("apply_ok")
+    s.ctx.masker.add(["scratch/motd"])
+    result = run(s)
+    assert result.outputs["motd"] == "/scratch/motd", "outputs are data, kept in clear"
+    assert result.sensitive_outputs == frozenset({"motd"})
 
 
 def test_apply_argv_carries_no_secret_and_secrets_stay_in_the_scratch_dir(
