@@ -570,7 +570,7 @@ def _syntax_problem(err: yaml.YAMLError, file: str, text: str) -> Problem:
     if "cannot start any token" in problem:
         char = text[mark.index:mark.index + 1]
         return Problem(f"`{char}` cannot start a value", location,
-                       "put the value in quotes; `@` and `` ` `` are reserved in YAML")
+                       "put the value in quotes; plain text cannot start with `@`, `` ` `` or `%`")
     ctx = err.context_mark.line + 1 if err.context_mark else location.line
     for fragments, message, hint in _SYNTAX:
         if any(fragment in problem for fragment in fragments):
