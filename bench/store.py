@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sqlite3
 import statistics
@@ -105,7 +106,7 @@ def main() -> None:
                  for n in args.open_runs.split(",")]
 
     print(f"record_stage cost per transition ({args.transitions} transitions x "
-          f"{args.rounds} rounds, median)")
+          f"{args.rounds} rounds; load average {os.getloadavg()[0]:.2f})")
     print(f"{'synchronous':<12}{'batch':>6}{'median µs':>12}{'min µs':>10}{'max µs':>10}")
     for row in rows:
         print(f"{row['synchronous']:<12}{row['batch']:>6}{row['median_us']:>12}"
@@ -121,6 +122,7 @@ def main() -> None:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "python": sys.version.split()[0], "sqlite": sqlite3.sqlite_version,
         "machine": platform.platform(), "dir": str(args.dir),
+        "cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2),
         "transitions": args.transitions, "rounds": args.rounds,
         "record_stage": rows, "open": opens,
     }, indent=2) + "\n")
