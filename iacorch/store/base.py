@@ -361,12 +361,6 @@ def drift_from_row(row: tuple[Any, ...]) -> DriftRecord:
                        time=time_)
 
 
-def approval_audit_data(rec: ApprovalRecord) -> dict[str, Any]:
-    """What the audit log keeps of an approval decision."""
-    return {"gate": rec.gate, "decision": rec.decision, "plan_hash": rec.plan_hash,
-            "comment": rec.comment, "inputs": dict(rec.inputs), "time": rec.time}
-
-
 def lock_audit_data(holder: LockHolder) -> dict[str, Any]:
     return {"key": holder.key, "run_id": holder.run_id, "host": holder.host,
             "pid": holder.pid, "acquired_at": holder.acquired_at,

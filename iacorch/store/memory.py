@@ -228,13 +228,10 @@ class MemoryStore:
     # --- approvals and drift --------------------------------------------------------------
 
     def record_approval(self, approval: ApprovalRecord) -> None:
-        """Store the decision and append its audit entry, all or nothing."""
+        """Store a decision; the caller audits it in the same transaction()."""
         row = base.approval_to_row(approval)
         with self.transaction():
             self._approvals.append(row)
-            self.append_audit("approval_decided", run_id=approval.run_id,
-                              stage_id=approval.gate, actor=approval.identity,
-                              data=base.approval_audit_data(approval))
 
     def approvals(self, run_id: str, gate: str | None = None) -> list[ApprovalRecord]:
         with self._lock:

@@ -358,14 +358,11 @@ class SqliteStore:
     # --- approvals and drift --------------------------------------------------------------
 
     def record_approval(self, approval: ApprovalRecord) -> None:
-        """Store the decision and append its audit entry in the same commit."""
+        """Store a decision; the caller audits it in the same transaction()."""
         row = base.approval_to_row(approval)
         with self.transaction():
             self._exec(f"INSERT INTO approvals ({_APPROVAL}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        row)
-            self.append_audit("approval_decided", run_id=approval.run_id,
-                              stage_id=approval.gate, actor=approval.identity,
-                              data=base.approval_audit_data(approval))
 
     def approvals(self, run_id: str, gate: str | None = None) -> list[ApprovalRecord]:
         where, params = ("run_id = ?", (run_id,)) if gate is None else (
