@@ -67,6 +67,8 @@ class PlainConsole:
         elif event.kind is EventKind.APPROVAL_REQUESTED:
             self._write(f"{_clock(event)} ? {stage}: approval needed"
                         f"{': ' + data['message'] if data.get('message') else ''}")
+            for planned, summary in data.get("changes", {}).items():
+                self._write(f"      {planned}: {summary}")
         elif event.kind is EventKind.DEADLINE_BREACHED:
             self._write(f"{_clock(event)} ! deadline of {data['deadline']:.0f}s breached")
         elif event.kind in (EventKind.RUN_STARTED, EventKind.RUN_FINISHED):
@@ -172,6 +174,12 @@ class LiveConsole:
                            else event.data.get("changes", ""))
             elif event.kind is EventKind.APPROVAL_REQUESTED:
                 row.update(status="waiting_approval", line=event.data.get("message", ""))
+
+    def pause(self) -> None:
+        self._live.stop()
+
+    def resume(self) -> None:
+        self._live.start()
 
     def close(self) -> None:
         self._live.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 
-def require_tool(name: str) -> str:
+def find_tool(name: str) -> str:
     """The tool's path; skip when missing locally, fail in CI (IACORCH_REQUIRE_TOOLS=1)."""
     found = shutil.which(name)
     if found:
@@ -84,3 +84,9 @@ class Project:
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     return Project(tmp_path)
+
+
+@pytest.fixture
+def require_tool():
+    """`require_tool("terraform")`: the tool's path, or skip (locally) / fail (in CI)."""
+    return find_tool

@@ -192,15 +192,21 @@ def _decide(decision: str, run_id: str, gate: str, comment: str | None,
     if stage is None or stage.approval is None:
         raise ApprovalError(f"`{gate}` is not an approval gate of {run.runbook_path}")
     identity = current_identity()
+    bound_to = record.details.get("gate_hash", run.plan_hash)
+    opened_at = record.details.get("opened_at")
+    gate_spec = stage.approval
+    if gate_spec.timeout and opened_at and time.time() - opened_at > gate_spec.timeout:
+        raise ApprovalError(f"the gate `{gate}` expired (timeout {gate_spec.timeout:.0f}s)",
+                            hint=f"`iacorch resume {run.id}` applies its on_timeout "
+                                 f"({gate_spec.on_timeout})")
     existing = store.approvals(run.id, gate)
-    check_decider(stage.approval, identity, run.user, existing, run.plan_hash)
-    values = check_inputs(stage.approval, parse_var_flags(inputs)) if decision == "approve" \
-        else {}
+    check_decider(gate_spec, identity, run.user, existing, bound_to)
+    values = check_inputs(gate_spec, parse_var_flags(inputs)) if decision == "approve" else {}
     with store.transaction():
-        store.record_approval(ApprovalRecord(run.id, gate, identity, decision, run.plan_hash,
+        store.record_approval(ApprovalRecord(run.id, gate, identity, decision, bound_to,
                                              time.time(), comment, values))
         store.append_audit(f"approval_{decision}", run_id=run.id, stage_id=gate, actor=identity,
-                           data={"plan_hash": run.plan_hash, "comment": comment or ""})
+                           data={"gate_hash": bound_to, "comment": comment or ""})
     click.echo(f"{identity} {decision}d {gate} of run {run.id}")
     return store
 

@@ -65,6 +65,7 @@ def state_dir_for(store_url: str | None) -> Path:
 def build_runtime(store_url: str | None, *, json_events: bool, plan: Plan | None,
                   quiet: bool = False) -> Runtime:
     """The Runtime for a run command: store, console sinks, TTY detection."""
+    from iacorch.cli.prompt import terminal_prompt
     from iacorch.console import JsonConsole, LiveConsole, PlainConsole
     from iacorch.engine.runtime import Runtime
 
@@ -75,9 +76,13 @@ def build_runtime(store_url: str | None, *, json_events: bool, plan: Plan | None
     if json_events:
         runtime.sinks.append(JsonConsole())
     elif runtime.interactive and plan is not None and os.environ.get("TERM") != "dumb":
-        runtime.sinks.append(LiveConsole([*plan.stages, *plan.finally_stages]))
+        live = LiveConsole([*plan.stages, *plan.finally_stages])
+        runtime.sinks.append(live)
+        runtime.prompt = terminal_prompt(live.pause, live.resume)
     else:
         runtime.sinks.append(PlainConsole(show_logs=not quiet))
+        if runtime.interactive:
+            runtime.prompt = terminal_prompt(lambda: None, lambda: None)
     return runtime
 
 

@@ -288,18 +288,20 @@ def _apply(run: _StageRun) -> StageResult:
     if not approved:
         _, failed = run.stream("plan", run.command.plan(plan_file))
         if failed is not None:
-            return failed
+            return _with_details(failed, {"nothing_applied": True})
         os.chmod(plan_file, 0o600)
     plan_sha256 = sha256_of(plan_file)
     changes, stack_existed, failed = run.show_plan(plan_file)
     if failed is not None:
-        return failed
+        return _with_details(failed, {"nothing_applied": True})
     applied, failed = run.stream("apply", run.command.apply_plan(plan_file))
     if failed is not None:
-        if approved and is_stale_plan(applied.diagnostics):
+        stale = bool(approved) and is_stale_plan(applied.diagnostics)
+        if stale:
             plan_file.unlink(missing_ok=True)
         return _with_details(failed, run.details(saved_plan_sha256=plan_sha256,
-                                                 stack_existed=stack_existed))
+                                                 stack_existed=stack_existed,
+                                                 nothing_applied=stale))
     if approved:
         plan_file.unlink(missing_ok=True)     # applied: its variable values are no use now
     outputs, sensitive, failed = run.outputs()

@@ -39,10 +39,13 @@ def evaluate_gate(gate: ApprovalGate, records: Sequence[ApprovalRecord],
     for record in current:
         if record.decision == "approve" and record.identity not in approvers:
             approvers.append(record.identity)
-            inputs.update(record.inputs)
+            for name, value in record.inputs.items():
+                inputs.setdefault(name, value)  # the first approver's answer stands
     missing = max(0, gate.require - len(approvers))
     if missing:
         return GateState(GateDecision.PENDING, tuple(approvers), missing=missing)
+    for name, spec in gate.inputs.items():
+        inputs.setdefault(name, spec.get("default"))
     return GateState(GateDecision.APPROVED, tuple(approvers), inputs=inputs)
 
 
@@ -62,13 +65,15 @@ def check_decider(gate: ApprovalGate, identity: str, started_by: str,
 
 
 def check_inputs(gate: ApprovalGate, given: dict[str, str]) -> dict[str, Any]:
-    """Validate approver inputs against the gate's small schema; fill defaults."""
+    """Validate the answers an approver gave; defaults are filled when the gate opens."""
     values: dict[str, Any] = {}
     for name, spec in gate.inputs.items():
-        raw = given.get(name, spec.get("default"))
+        raw = given.get(name)
         if raw is None:
-            raise ApprovalError(f"input `{name}` is required",
-                                hint=f"pass --input {name}=VALUE")
+            if spec.get("default") is None:
+                raise ApprovalError(f"input `{name}` is required",
+                                    hint=f"pass --input {name}=VALUE")
+            continue
         kind = spec.get("type", "string")
         try:
             value: Any = {"int": int, "bool": _to_bool}.get(kind, str)(raw)

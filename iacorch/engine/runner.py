@@ -16,8 +16,8 @@ from iacorch.model.status import FailurePolicy, Operation, RunStatus, StageStatu
 from iacorch.runbook.templating import TemplateProblem, Templates
 
 from . import policies, scheduler
-from .approvals import GateDecision, evaluate_gate
 from .executor import LocalExecutor
+from .gates import GateKeeper, GateVerdict
 from .journal import Journal
 from .rendering import RunInfo, build_spec, render_action, template_context
 from .runtime import Runtime
@@ -46,6 +46,7 @@ class RunState:
     attempts: dict[str, int] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)
+    gate_details: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class Runner:
         self.started_by = started_by or runtime.identity
         self.previous = previous
         self.templates = Templates()
+        self.gates = GateKeeper(self)
+        self.saved_plans: dict[str, str] = _approved_plans(self.state)
         self.selected = scheduler.select_stages(plan, only=self.options.only,
                                                 targets=self.options.targets)
         self.retry_at: dict[str, float] = {}
@@ -133,7 +136,7 @@ class Runner:
         return self._settled_count != settled_before
 
     def _start(self, executor: LocalExecutor, stage: PlannedStage) -> Future[StageResult] | None:
-        context = self._context(stage)
+        context = self.context_for(stage)
         try:
             if stage.when is not None and not self._truthy(stage.when, context):
                 self._settle(stage.id, StageStatus.SKIPPED, "`when` is false")
@@ -161,7 +164,9 @@ class Runner:
         spec = build_spec(self.plan, stage, stage.action_type, rendered, run_id=self.run_id,
                           operation=operation, attempt=attempt,
                           work_dir=str(self.rt.stage_dir(self.run_id, stage.id)),
-                          state_dir=str(self.rt.state_dir), secrets=self.secrets)
+                          state_dir=str(self.rt.state_dir), secrets=self.secrets,
+                          saved_plan=self.saved_plans.get(stage.id)
+                          if operation is Operation.APPLY else None)
         self.state.statuses[stage.id] = StageStatus.RUNNING
         self.state.started[stage.id] = self.rt.clock()
         self.journal.stage_started(stage.id, attempt, self.state.started[stage.id])
@@ -234,33 +239,31 @@ class Runner:
 
     # -- approval gates ----------------------------------------------------
     def _open_gate(self, stage: PlannedStage) -> None:
-        gate = stage.approval
-        assert gate is not None
-        records = self.rt.store.approvals(self.run_id, stage.id)
-        state = evaluate_gate(gate, records, self.plan.plan_hash)
-        if state.decision is GateDecision.APPROVED:
-            self.state.outputs[stage.id] = dict(state.inputs or {})
-            self._settle(stage.id, StageStatus.SUCCEEDED,
-                         f"approved by {', '.join(state.approved_by)}",
-                         StageResult(StageStatus.SUCCEEDED, outputs=state.inputs or {}))
-        elif state.decision is GateDecision.REJECTED:
-            self._fail_final(stage, None, f"rejected by {state.rejected_by}")
+        if self.options.operation is not Operation.APPLY:
+            self._settle(stage.id, StageStatus.SKIPPED, "approval gates are not asked in a plan")
+            return
+        outcome = self.gates.open(stage)
+        details = self.state.gate_details.get(stage.id, {})
+        if outcome.verdict is GateVerdict.APPROVED:
+            self.saved_plans.update(outcome.saved_plans)
+            self.state.outputs[stage.id] = dict(outcome.outputs)
+            self._settle(stage.id, StageStatus.SUCCEEDED, outcome.reason,
+                         StageResult(StageStatus.SUCCEEDED, outputs=outcome.outputs,
+                                     details=details))
+        elif outcome.verdict is GateVerdict.REJECTED:
+            self._fail_final(stage, None, outcome.reason)
+        elif outcome.verdict is GateVerdict.CANCELLED:
+            self.stopping = True
+            self._settle(stage.id, StageStatus.INTERRUPTED, outcome.reason)
         else:
             self.state.statuses[stage.id] = StageStatus.WAITING_APPROVAL
             self.journal.stage_finished(stage.id, 0, StageStatus.WAITING_APPROVAL,
-                                        started_at=None, finished_at=self.rt.clock())
-            message = None
-            if gate.message:
-                try:
-                    message = self.templates.render(gate.message, self._context(stage))
-                except TemplateProblem as exc:
-                    message = f"(message could not render: {exc.message})"
-            self.rt.emit(Event(EventKind.APPROVAL_REQUESTED, self.run_id, stage.id, {
-                "message": self.masker.mask(str(message or "")), "missing": state.missing,
-                "approvers": list(gate.approvers), "require": gate.require}))
+                                        started_at=None, finished_at=self.rt.clock(),
+                                        details=details)
 
     # -- helpers -------------------------------------------------------------
-    def _context(self, stage: PlannedStage | None, status: str = "running") -> dict[str, Any]:
+    def context_for(self, stage: PlannedStage | None, status: str = "running") -> dict[str, Any]:
+        """The template context for `stage` given what the run knows now."""
         run = RunInfo(self.run_id, status, str(self.rt.state_dir), self.previous)
         return template_context(self.plan, run, self.state.outputs, self.state.statuses,
                                 self.secrets, stage)
@@ -302,7 +305,7 @@ class Runner:
         for stage in self.plan.finally_stages.values():
             if self.state.statuses.get(stage.id, StageStatus.PENDING).is_done:
                 continue
-            future = self._submit(executor, stage, self._context(stage, status.value),
+            future = self._submit(executor, stage, self.context_for(stage, status.value),
                                   Operation.APPLY)
             if future is not None:
                 running[future] = stage.id
@@ -330,6 +333,16 @@ class Runner:
         return RunOutcome(self.run_id, self._provisional_status(), dict(self.state.statuses),
                           dict(self.state.errors), time.monotonic() - self.t0,
                           self.plan.deadline, waiting)
+
+
+def _approved_plans(state: RunState) -> dict[str, str]:
+    """Saved plans behind gates already approved in an earlier process of this run."""
+    found: dict[str, str] = {}
+    for gate_id, details in state.gate_details.items():
+        if state.statuses.get(gate_id) is StageStatus.SUCCEEDED:
+            found.update({sid: info["saved_plan"] for sid, info in
+                          details.get("planned", {}).items() if info.get("saved_plan")})
+    return found
 
 
 def _flatten_values(values: Any) -> list[str]:

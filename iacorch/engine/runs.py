@@ -180,6 +180,8 @@ def _state_from_store(plan: Plan, runtime: Runtime, run_id: str,
             continue
         state.attempts[stage_id] = record.attempt
         stage = plan.stages.get(stage_id) or plan.finally_stages[stage_id]
+        if stage.approval is not None and "gate_hash" in record.details:
+            state.gate_details[stage_id] = dict(record.details)
         if record.status.is_done and not stage.is_finally:
             state.statuses[stage_id] = record.status
             state.outputs[stage_id] = dict(record.outputs)

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from iacorch.model.events import Event
 from iacorch.process import CancelToken, ProcessRunner
@@ -48,6 +48,7 @@ class Runtime:
     pid: int = field(default_factory=os.getpid)
     interactive: bool = False
     interrupt_signal: int | None = None  # set by the CLI's signal handler
+    prompt: Callable[[Any], Any] | None = None  # asks a person at a terminal (gates.Prompt)
 
     def emit(self, event: Event) -> None:
         for sink in self.sinks:

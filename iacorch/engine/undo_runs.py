@@ -11,7 +11,7 @@ from iacorch.model.plan import Plan
 from iacorch.model.status import RunStatus, StageStatus
 
 from .journal import Journal
-from .rollback import UndoStep, stages_to_undo, undo_step
+from .rollback import UndoKind, UndoStep, stages_to_undo, undo_step
 from .runtime import Runtime
 from .undo_runner import UndoInputs, UndoOutcome, UndoRunner
 
@@ -34,7 +34,14 @@ def rollback_steps(plan: Plan, runtime: Runtime, run_id: str,
     previous_outputs = (previous or {}).get("outputs", {})
     steps = {}
     for stage_id in stages_to_undo(plan, statuses):
-        existed = records[stage_id].details.get("stack_existed")
+        details = records[stage_id].details
+        if details.get("nothing_applied"):
+            steps[stage_id] = UndoStep(stage_id, UndoKind.NOTHING,
+                                       note="it failed before changing anything")
+            continue
+        existed = details.get("stack_existed")
+        if existed is None and "stack_created" in details:  # pulumi reports it this way
+            existed = not details["stack_created"]
         if existed is None:  # unknown (it failed early): assume it existed if it ever applied
             existed = stage_id in previous_outputs
         steps[stage_id] = undo_step(plan.stages[stage_id], stack_existed=existed,

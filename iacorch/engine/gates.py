@@ -1,0 +1,247 @@
+"""Opening an approval gate: plan what is behind it, bind the request to those plans,
+ask on a terminal or suspend, and apply `on_timeout` when nobody answered in time."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from iacorch.errors import ApprovalError
+from iacorch.model.events import Event, EventKind
+from iacorch.model.plan import PlannedStage
+from iacorch.model.results import StageResult
+from iacorch.model.status import ActionType, Operation
+from iacorch.runbook.templating import TemplateProblem
+from iacorch.store.base import ApprovalRecord
+
+from .approvals import GateDecision, check_decider, check_inputs, evaluate_gate
+from .executor import LocalExecutor
+from .rendering import build_spec, render_action
+from .stage_exec import run_stage_attempt
+
+if TYPE_CHECKING:
+    from .runner import Runner
+
+_PLANNABLE = (ActionType.TERRAFORM, ActionType.PULUMI)
+
+
+class GateVerdict(StrEnum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    WAITING = "waiting"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class GateRequest:
+    """What a person deciding a gate is shown."""
+
+    gate: str
+    message: str
+    asked_by: str
+    approvers: tuple[str, ...]
+    require: int
+    approved_by: tuple[str, ...]
+    changes: Mapping[str, str]            # stage -> "+1 ~0 -0: addr, addr" or why unknown
+    inputs: Mapping[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class GateAnswer:
+    decision: str                         # approve | reject
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    comment: str | None = None
+
+
+Prompt = Callable[[GateRequest], "GateAnswer | None"]
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    verdict: GateVerdict
+    reason: str
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    saved_plans: Mapping[str, str] = field(default_factory=dict)
+
+
+def gate_hash(plan_hash: str, gate_id: str, planned: Mapping[str, Mapping[str, Any]]) -> str:
+    """What an approval binds to: the run's plan and the exact saved plans behind the gate."""
+    payload = {"plan": plan_hash, "gate": gate_id,
+               "stages": {sid: info.get("sha256") or info.get("summary")
+                          for sid, info in sorted(planned.items())}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+class GateKeeper:
+    """The gate side of a Runner: it reads the runner's state and never changes statuses."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def open(self, stage: PlannedStage) -> GateOutcome:
+        r = self.runner
+        gate = stage.approval
+        assert gate is not None
+        details = r.state.gate_details.get(stage.id)
+        if details is None:
+            planned = self._plan_behind(stage)
+            details = {"gate_hash": gate_hash(r.plan.plan_hash, stage.id, planned),
+                       "opened_at": r.rt.clock(), "planned": planned}
+            r.state.gate_details[stage.id] = details
+        bound_to = details["gate_hash"]
+        state = evaluate_gate(gate, r.rt.store.approvals(r.run_id, stage.id), bound_to)
+        if state.decision is GateDecision.PENDING and r.rt.interactive and r.rt.prompt is not None:
+            self._ask(stage, details, state.approved_by)
+            state = evaluate_gate(gate, r.rt.store.approvals(r.run_id, stage.id), bound_to)
+        saved = {sid: info["saved_plan"] for sid, info in details["planned"].items()
+                 if info.get("saved_plan")}
+        if state.decision is GateDecision.APPROVED:
+            return GateOutcome(GateVerdict.APPROVED,
+                               f"approved by {', '.join(state.approved_by)}",
+                               dict(state.inputs or {}), saved)
+        if state.decision is GateDecision.REJECTED:
+            self.discard(saved)
+            return GateOutcome(GateVerdict.REJECTED, f"rejected by {state.rejected_by}")
+        if gate.timeout is not None and r.rt.clock() - details["opened_at"] > gate.timeout:
+            return self._expired(stage, saved)
+        self._announce(stage, details, state.approved_by, state.missing)
+        return GateOutcome(GateVerdict.WAITING, "waiting for approval")
+
+    def _expired(self, stage: PlannedStage, saved: Mapping[str, str]) -> GateOutcome:
+        r = self.runner
+        assert stage.approval is not None
+        action = stage.approval.on_timeout
+        r.rt.store.append_audit("approval_expired", run_id=r.run_id, stage_id=stage.id,
+                                data={"on_timeout": action})
+        if action == "approve":
+            return GateOutcome(GateVerdict.APPROVED, "approved by its timeout (on_timeout: "
+                               "approve)", {}, saved)
+        self.discard(saved)
+        if action == "cancel":
+            return GateOutcome(GateVerdict.CANCELLED, "nobody decided in time (on_timeout: "
+                               "cancel); the run stops and can be resumed")
+        return GateOutcome(GateVerdict.REJECTED, "nobody decided in time (on_timeout: reject)")
+
+    # -- the plans shown in the request -------------------------------------------------
+    def _plan_behind(self, gate_stage: PlannedStage) -> dict[str, dict[str, Any]]:
+        """Plan every Terraform/Pulumi stage behind the gate whose inputs are known now."""
+        r = self.runner
+        behind = [r.plan.stages[sid] for sid in r.plan.stages
+                  if sid in r.selected and sid in _descendants(r, gate_stage.id)
+                  and r.plan.stages[sid].action_type in _PLANNABLE]
+        planned: dict[str, dict[str, Any]] = {}
+        futures: dict[Future[StageResult], str] = {}
+        if not behind:
+            return planned
+        executor = LocalExecutor(r.options.concurrency or r.plan.concurrency)
+        try:
+            for stage in behind:
+                assert stage.action_type is not None
+                try:
+                    rendered = render_action(r.templates, stage.action_type, stage.action,
+                                             r.context_for(stage), r.secrets)
+                except TemplateProblem as exc:
+                    planned[stage.id] = {"summary": f"(known after apply: {exc.message})"}
+                    continue
+                spec = build_spec(r.plan, stage, stage.action_type, rendered, run_id=r.run_id,
+                                  operation=Operation.PLAN, attempt=0,
+                                  work_dir=str(r.rt.stage_dir(r.run_id, stage.id)),
+                                  state_dir=str(r.rt.state_dir), secrets=r.secrets)
+                r.rt.emit(Event(EventKind.STAGE_STARTED, r.run_id, stage.id, {
+                    "attempt": 0, "action": str(stage.action_type),
+                    "operation": f"plan for gate {gate_stage.id}"}))
+                futures[executor.submit(run_stage_attempt, spec, r.rt.process, r.masker,
+                                        r.rt.cancel, r.rt.emit)] = stage.id
+            for future, stage_id in futures.items():
+                planned[stage_id] = _plan_info(future.result(), r.masker.mask)
+        finally:
+            executor.shutdown()
+        return planned
+
+    # -- asking -------------------------------------------------------------------------
+    def _request(self, stage: PlannedStage, details: Mapping[str, Any],
+                 approved_by: tuple[str, ...]) -> GateRequest:
+        r = self.runner
+        gate = stage.approval
+        assert gate is not None
+        message = ""
+        if gate.message:
+            try:
+                message = str(r.templates.render(gate.message, r.context_for(stage)))
+            except TemplateProblem as exc:
+                message = f"(the message could not render: {exc.message})"
+        return GateRequest(
+            gate=stage.id, message=r.masker.mask(message), asked_by=r.started_by,
+            approvers=gate.approvers, require=gate.require, approved_by=approved_by,
+            changes={sid: info.get("summary", "") for sid, info in details["planned"].items()},
+            inputs=gate.inputs)
+
+    def _announce(self, stage: PlannedStage, details: Mapping[str, Any],
+                  approved_by: tuple[str, ...], missing: int) -> None:
+        r = self.runner
+        request = self._request(stage, details, approved_by)
+        r.rt.emit(Event(EventKind.APPROVAL_REQUESTED, r.run_id, stage.id, {
+            "message": request.message, "missing": missing, "approvers": list(request.approvers),
+            "require": request.require, "changes": dict(request.changes),
+            "gate_hash": details["gate_hash"]}))
+
+    def _ask(self, stage: PlannedStage, details: Mapping[str, Any],
+             approved_by: tuple[str, ...]) -> None:
+        """Ask the person at the terminal, if they may decide this gate."""
+        r = self.runner
+        gate = stage.approval
+        assert gate is not None and r.rt.prompt is not None
+        existing = r.rt.store.approvals(r.run_id, stage.id)
+        try:
+            check_decider(gate, r.rt.identity, r.started_by, existing, details["gate_hash"])
+        except ApprovalError as exc:
+            r.rt.emit(Event(EventKind.STAGE_LOG, r.run_id, stage.id,
+                            {"line": f"cannot approve here: {exc.message}"}))
+            return
+        answer = r.rt.prompt(self._request(stage, details, approved_by))
+        if answer is None:
+            return
+        values = check_inputs(gate, dict(answer.inputs)) if answer.decision == "approve" else {}
+        with r.rt.store.transaction():
+            r.rt.store.record_approval(ApprovalRecord(
+                r.run_id, stage.id, r.rt.identity, answer.decision, details["gate_hash"],
+                r.rt.clock(), answer.comment, values))
+            r.rt.store.append_audit(f"approval_{answer.decision}", run_id=r.run_id,
+                                    stage_id=stage.id, actor=r.rt.identity,
+                                    data={"gate_hash": details["gate_hash"], "via": "terminal"})
+
+    @staticmethod
+    def discard(saved_plans: Mapping[str, str]) -> None:
+        """Saved plans hold variable values in clear: remove the ones that will not be applied."""
+        for path in saved_plans.values():
+            if os.path.isfile(path):
+                os.remove(path)
+
+
+def _descendants(runner: Runner, stage_id: str) -> set[str]:
+    dependents = runner.plan.dependents()
+    found: set[str] = set()
+    pending = [stage_id]
+    while pending:
+        for child in dependents.get(pending.pop(), []):
+            if child not in found:
+                found.add(child)
+                pending.append(child)
+    return found
+
+
+def _plan_info(result: StageResult, mask: Callable[[str], str]) -> dict[str, Any]:
+    if not result.ok:
+        return {"summary": f"(plan failed: {mask(result.error or 'unknown error')})"}
+    changes = result.changes
+    addresses = ", ".join(f"{c.action} {c.address}" for c in changes.resources[:20]) \
+        if changes else ""
+    summary = f"{changes}: {addresses}" if changes and addresses else str(changes or "planned")
+    return {"summary": mask(summary), "saved_plan": result.saved_plan,
+            "sha256": result.details.get("saved_plan_sha256")}
