@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -117,9 +118,9 @@ class Notifier:
                     f"webhook URL template: {exc.message}"))
             if not url:
                 return Delivery(name, False, 0, "webhook URL is empty", skipped=True)
-            send: Callable[[], str | None] = lambda: self._post(url, body)
+            send: Callable[[], str | None] = partial(self._post, url, body)
         else:
-            send = lambda: self._command(channel.command, event, body)  # noqa: E731
+            send = partial(self._command, channel.command, event, body)
         error: str | None = None
         for attempt in range(1, self.attempts + 1):
             error = send()
