@@ -23,8 +23,10 @@ from iacorch.model.runbook import parse_duration
 from iacorch.model.status import Operation, StageKind
 
 if TYPE_CHECKING:
+    from iacorch.engine.runner import RunOutcome
+    from iacorch.engine.runtime import Runtime
     from iacorch.model.plan import Plan
-    from iacorch.store.base import RunRecord
+    from iacorch.store.base import RunRecord, Store
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float:
@@ -103,14 +105,18 @@ def _execute(operation: Operation, runbook: str, var_flags: tuple[str, ...],
     _finish(runtime, outcome, reports, summary)
 
 
-def _finish(runtime: object, outcome: object, reports: tuple[str, ...],
-            summary: str | None) -> None:
+def write_and_summarise(runtime: Runtime, outcome: RunOutcome, reports: tuple[str, ...],
+                        summary: str | None) -> None:
     from iacorch.report import write_reports
 
-    write_reports(runtime.store, outcome.run_id, reports, summary)  # type: ignore[attr-defined]
-    print_summary(outcome, runtime)  # type: ignore[arg-type]
-    raise click.exceptions.Exit(exit_code_for(outcome.status,  # type: ignore[attr-defined]
-                                              runtime.interrupt_signal))  # type: ignore[attr-defined]
+    write_reports(runtime.store, outcome.run_id, reports, summary)
+    print_summary(outcome, runtime)
+
+
+def _finish(runtime: Runtime, outcome: RunOutcome, reports: tuple[str, ...],
+            summary: str | None) -> None:
+    write_and_summarise(runtime, outcome, reports, summary)
+    raise click.exceptions.Exit(exit_code_for(outcome.status, runtime.interrupt_signal))
 
 
 @click.command()
@@ -119,6 +125,61 @@ def _finish(runtime: object, outcome: object, reports: tuple[str, ...],
 def apply(**kwargs: object) -> None:
     """Run the runbook: every stage in dependency order, in parallel where possible."""
     _execute(Operation.APPLY, **kwargs)  # type: ignore[arg-type]
+
+
+@click.command("plan")
+@click.argument("runbook")
+@run_options
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 2 when anything would change, 0 when nothing would.")
+def plan_command(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str, ...],
+                 store_url: str | None, only: tuple[str, ...], targets: tuple[str, ...],
+                 concurrency: int | None, lock_timeout: float, json_events: bool, quiet: bool,
+                 reports: tuple[str, ...], summary: str | None, detailed_exitcode: bool) -> None:
+    """Dry run of every stage: terraform plan, pulumi preview, ansible check+diff;
+    shell and http stages are shown as "would run". Nothing is changed."""
+    from iacorch.engine.runner import RunOptions
+    from iacorch.engine.runs import new_run_id, plan_run
+    from iacorch.model.status import RunStatus
+
+    plan = compile_plan(runbook, var_flags, var_files)
+    _check_tools(plan)
+    runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
+    run_id = new_run_id(runtime.clock())
+    click.echo(f"run {run_id}: plan {runbook} (workspace {plan.workspace})", err=True)
+    options = RunOptions(operation=Operation.PLAN, only=only, targets=targets,
+                         concurrency=concurrency)
+    try:
+        with forward_interrupts(runtime):
+            outcome = plan_run(plan, runtime, options, run_id=run_id)
+    finally:
+        close_sinks(runtime)
+    changes = _planned_changes(runtime.store, run_id)
+    for stage_id, summary in changes.items():
+        click.echo(f"  {stage_id}: {summary}", err=True)
+    if detailed_exitcode and outcome.status is RunStatus.SUCCEEDED and any(
+            line.startswith("would change") for line in changes.values()):
+        write_and_summarise(runtime, outcome, reports, summary)
+        raise click.exceptions.Exit(2)
+    _finish(runtime, outcome, reports, summary)
+
+
+def _planned_changes(store: Store, run_id: str) -> dict[str, str]:
+    """What each stage of a plan run would do, in one line."""
+    found: dict[str, str] = {}
+    for stage_id, record in store.stage_records(run_id).items():
+        if record.status.value == "skipped":
+            found[stage_id] = record.error or "skipped"
+        elif record.changes:
+            c = record.changes
+            moved = c.get("add", 0) or c.get("change", 0) or c.get("destroy", 0)
+            found[stage_id] = (f"would change: +{c.get('add', 0)} ~{c.get('change', 0)} "
+                               f"-{c.get('destroy', 0)}" if moved else "no changes")
+        elif record.details.get("would_run") or record.details.get("would_check"):
+            found[stage_id] = "would run"
+        elif record.status.value == "failed":
+            found[stage_id] = f"plan failed: {record.error}"
+    return found
 
 
 @click.command()
@@ -229,4 +290,4 @@ def rollback(run_id: str, store_url: str | None, concurrency: int | None, json_e
     _finish(runtime, outcome, (), None)
 
 
-COMMANDS = [apply, resume, destroy, rollback]
+COMMANDS = [apply, plan_command, resume, destroy, rollback]

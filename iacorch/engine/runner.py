@@ -145,9 +145,16 @@ class Runner:
                 self._open_gate(stage)
                 return None
         except TemplateProblem as exc:
-            self._fail_final(stage, None, f"template error in {stage.location}: {exc.message}")
+            self._template_failed(stage, exc)
             return None
         return self._submit(executor, stage, context, self.options.operation)
+
+    def _template_failed(self, stage: PlannedStage, exc: TemplateProblem) -> None:
+        if self.options.operation is Operation.PLAN:
+            self._settle(stage.id, StageStatus.SKIPPED,
+                         f"not fully planned: an input is known only after apply ({exc.message})")
+        else:
+            self._fail_final(stage, None, f"template error in {stage.location}: {exc.message}")
 
     def _submit(self, executor: LocalExecutor, stage: PlannedStage, context: Mapping[str, Any],
                 operation: Operation) -> Future[StageResult] | None:
@@ -157,7 +164,7 @@ class Runner:
             rendered = render_action(self.templates, stage.action_type, stage.action, context,
                                      self.secrets)
         except TemplateProblem as exc:
-            self._fail_final(stage, None, f"template error in {stage.location}: {exc.message}")
+            self._template_failed(stage, exc)
             return None
         attempt = self.state.attempts.get(stage.id, 0) + 1
         self.state.attempts[stage.id] = attempt
@@ -182,6 +189,8 @@ class Runner:
         if result.sensitive_outputs:
             self.masker.add(_flatten_values(result.outputs[k] for k in result.sensitive_outputs
                                             if k in result.outputs))
+        if result.saved_plan and self.options.operation is Operation.PLAN:
+            GateKeeper.discard({stage_id: result.saved_plan})  # a dry run applies nothing
         if result.ok:
             self.state.outputs[stage_id] = dict(result.outputs)
             self._settle(stage_id, StageStatus.SUCCEEDED, None, result)
@@ -209,7 +218,7 @@ class Runner:
         policy = policies.failure_policy(self.plan, stage)
         if policy is not FailurePolicy.CONTINUE:
             self.stopping = True
-        if policy is FailurePolicy.ROLLBACK:
+        if policy is FailurePolicy.ROLLBACK and self.options.operation is Operation.APPLY:
             self.rollback_requested = True
 
     def _settle(self, stage_id: str, status: StageStatus, reason: str | None,
@@ -265,8 +274,12 @@ class Runner:
     def context_for(self, stage: PlannedStage | None, status: str = "running") -> dict[str, Any]:
         """The template context for `stage` given what the run knows now."""
         run = RunInfo(self.run_id, status, str(self.rt.state_dir), self.previous)
-        return template_context(self.plan, run, self.state.outputs, self.state.statuses,
-                                self.secrets, stage)
+        outputs = self.state.outputs
+        if self.options.operation is Operation.PLAN and self.previous:
+            # a dry run stands in the last successful run's outputs for stages not applied
+            outputs = {**self.previous.get("outputs", {}), **outputs}
+        return template_context(self.plan, run, outputs, self.state.statuses, self.secrets,
+                                stage)
 
     def _truthy(self, when: str | bool, context: Mapping[str, Any]) -> bool:
         value = self.templates.render(when, context)
@@ -299,7 +312,8 @@ class Runner:
 
     def _run_finally(self, executor: LocalExecutor) -> None:
         status = self._provisional_status()
-        if status in (RunStatus.INTERRUPTED, RunStatus.WAITING_APPROVAL):
+        if status in (RunStatus.INTERRUPTED, RunStatus.WAITING_APPROVAL) or \
+                self.options.operation is not Operation.APPLY:
             return
         running: dict[Future[StageResult], str] = {}
         for stage in self.plan.finally_stages.values():

@@ -53,6 +53,17 @@ def start_run(plan: Plan, runtime: Runtime, options: RunOptions, *,
         lock.release()
 
 
+def plan_run(plan: Plan, runtime: Runtime, options: RunOptions, *, run_id: str) -> RunOutcome:
+    """A dry run of the whole runbook: recorded, but it takes no lock and changes nothing."""
+    secrets = resolve_secrets(plan.runbook.secrets, plan.root)
+    masker = Masker(secrets.values())
+    journal = Journal(runtime.store, run_id, masker, runtime.identity)
+    journal.start_run(_record(plan, runtime, run_id, Operation.PLAN, masker, options))
+    runner = Runner(plan, runtime, run_id, secrets=secrets, masker=masker, journal=journal,
+                    options=options, previous=previous_run(runtime, plan))
+    return _finish(runner, journal, runtime)
+
+
 def resume_run(plan: Plan, run: RunRecord, runtime: Runtime, *, rerun_interrupted: bool = False,
                lock_timeout: float = 0.0, concurrency: int | None = None) -> RunOutcome:
     """Continue a run: finished stages keep their outputs, the rest run (again)."""

@@ -1,0 +1,59 @@
+"""`iacorch plan`: a dry run that changes nothing, with honest "known after apply" stages."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+STACK = """
+variable "label" {
+  type = string
+}
+
+resource "terraform_data" "record" {
+  input = var.label
+}
+
+output "label" {
+  value = terraform_data.record.output
+}
+"""
+
+RUNBOOK = """
+version: 1
+name: planned
+vars: {label: {default: blue}}
+stages:
+  record:
+    kind: provision
+    terraform: {dir: stack, vars: {label: "{{ vars.label }}"}}
+  use:
+    kind: configure
+    shell: {run: "echo {{ stages.record.outputs.label }} > used"}
+"""
+
+
+def test_plan_changes_nothing_and_reports_what_would(project, require_tool):
+    require_tool("terraform")
+    project.write("stack/main.tf", STACK)
+    project.write("planned.yaml", RUNBOOK)
+    first = project.run("plan", "planned.yaml", "--detailed-exitcode")
+    assert first.code == 2, first.text
+    assert "record: would change: +1 ~0 -0" in first.err
+    assert "use: not fully planned" in first.err        # its input exists only after apply
+    assert not (project.root / "used").exists()
+    assert not (project.root / "stack/terraform.tfstate").exists()
+    assert not list((project.root / ".iacorch").rglob("tfplan"))   # saved plans removed
+
+    assert project.run("apply", "planned.yaml").code == 0
+    again = project.run("plan", "planned.yaml", "--detailed-exitcode")
+    assert again.code == 0, again.text
+    assert "record: no changes" in again.err
+    assert "use: would run" in again.err              # last run's outputs stand in
+    changed = project.run("plan", "planned.yaml", "--var", "label=red", "--detailed-exitcode")
+    assert changed.code == 2
+    assert "record: would change: +1 ~0 -1" in changed.err or "~1" in changed.err
+    assert (project.root / "used").read_text().strip() == "blue"
+    plans = [r for r in project.runs() if r["operation"] == "plan"]
+    assert len(plans) == 3
