@@ -25,7 +25,9 @@ def finding_text(finding: Mapping[str, Any]) -> str:
         text = f"{finding['address']}: {finding.get('action', 'change')}{source}"
     else:
         host = f"{finding['host']}: " if finding.get("host") else ""
+        module = f" ({finding['module']})" if finding.get("module") else ""
         text = f"{host}task `{finding.get('task', '?')}` would {finding.get('action', 'change')}"
+        text += module
     if finding.get("acknowledgement_expired"):
         text += f" (acknowledgement expired {finding['acknowledgement_expired']})"
     return text
@@ -36,7 +38,7 @@ def acknowledged_text(finding: Mapping[str, Any]) -> str:
     return f"{finding_text(finding)} - acknowledged{until}: {finding.get('reason', '')}"
 
 
-def console_lines(report: DriftReport) -> list[str]:
+def console_lines(report: DriftReport, runbook_path: str = "RUNBOOK") -> list[str]:
     """The closing summary a person reads after `iacorch drift`."""
     counts = {s: len(report.by_status(s)) for s in DriftStatus}
     shown = ", ".join(f"{n} {s.value.replace('_', ' ')}" for s, n in counts.items() if n)
@@ -54,9 +56,9 @@ def console_lines(report: DriftReport) -> list[str]:
         if stage.hint and stage.status is not DriftStatus.IN_SYNC:
             lines.append(f"      hint: {stage.hint}")
     if report.drifted:
-        lines.append(f"  to bring reality back to the code: iacorch apply RUNBOOK "
-                     f"{' '.join('--target ' + _quoted(s) for s in report.drifted)} "
-                     "(or iacorch drift RUNBOOK --remediate)")
+        targets = " ".join("--target " + _quoted(s) for s in report.drifted)
+        lines.append(f"  to bring reality back to the code: iacorch apply {runbook_path} "
+                     f"{targets} (or iacorch drift {runbook_path} --remediate)")
     return lines
 
 

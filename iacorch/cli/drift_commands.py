@@ -74,7 +74,7 @@ def drift(runbook: str, stages: tuple[str, ...], remediate: bool, lock_timeout: 
             click.echo(json.dumps({"event": "drift_report", **report.to_dict()},
                                   sort_keys=True, default=str))
         else:
-            click.echo("\n".join(console_lines(report)))
+            click.echo("\n".join(console_lines(report, runbook)))
         if report.interrupted:
             raise click.exceptions.Exit(exit_code_for(RunStatus.INTERRUPTED,
                                                       runtime.interrupt_signal))

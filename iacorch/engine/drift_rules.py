@@ -117,7 +117,7 @@ def findings_of(result: StageResult) -> list[dict[str, Any]]:
     if not found:
         for change in details.get("changed") or []:
             finding = {"host": change.get("host"), "task": change.get("task"),
-                       "action": change.get("action") or "change"}
+                       "action": "change", "module": change.get("action")}
             if change.get("diff"):
                 finding["diff"] = change["diff"]
             found.append(finding)
