@@ -86,6 +86,9 @@ def show(run_id: str, store_url: str | None, as_json: bool) -> None:
     stages = store.stage_records(run.id)
     report = run_report(run, stages)
     report["run"]["status"] = effective_status(run).value
+    undo = store.stage_records(run.id, phase="rollback")
+    report["rollback"] = [{"id": sid, "status": rec.status.value, "error": rec.error}
+                          for sid, rec in undo.items()]
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return
@@ -108,6 +111,11 @@ def show(run_id: str, store_url: str | None, as_json: bool) -> None:
         for name, value in stage["outputs"].items():
             shown = value if isinstance(value, str) else json.dumps(value)
             click.echo(f"      {name} = {shown[:100]}")
+    if report["rollback"]:
+        click.echo("  rollback:")
+        for step in report["rollback"]:
+            note = f"  ({step['error']})" if step["error"] else ""
+            click.echo(f"  {step['id']:24} {step['status']}{note}")
 
 
 @click.command()

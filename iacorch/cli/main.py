@@ -25,7 +25,8 @@ EXIT_SIGTERM = 143
 _COMMANDS = {
     "validate": "compile_commands", "graph": "compile_commands", "schema": "compile_commands",
     "apply": "run_commands", "resume": "run_commands", "destroy": "run_commands",
-    "rollback": "run_commands", "plan": "run_commands",
+    "rollback": "run_commands", "plan": "run_commands", "retry": "run_commands",
+    "mark-done": "run_commands",
     "runs": "inspect_commands", "show": "inspect_commands", "logs": "inspect_commands",
     "unlock": "inspect_commands", "audit": "inspect_commands", "approve": "inspect_commands",
     "reject": "inspect_commands",

@@ -290,4 +290,56 @@ def rollback(run_id: str, store_url: str | None, concurrency: int | None, json_e
     _finish(runtime, outcome, (), None)
 
 
-COMMANDS = [apply, plan_command, resume, destroy, rollback]
+@click.command()
+@click.argument("run_id", metavar="RUN")
+@click.option("--from", "from_stage", required=True, metavar="STAGE",
+              help="Run this stage and everything downstream of it again.")
+@store_option
+@click.option("--concurrency", type=click.IntRange(1, 1024))
+@click.option("--json", "json_events", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True)
+def retry(run_id: str, from_stage: str, store_url: str | None, concurrency: int | None,
+          json_events: bool, quiet: bool) -> None:
+    """Re-run a stage and everything downstream of it, keeping the rest of the run."""
+    from iacorch.engine import runs
+
+    store = open_store(store_url)
+    run = store.get_run(run_id)
+    plan = _plan_of(run)
+    _check_tools(plan)
+    runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
+    chosen = runs.reset_from(plan, run, runtime, from_stage)
+    click.echo(f"run {run.id}: running again {', '.join(chosen)}", err=True)
+    try:
+        with forward_interrupts(runtime):
+            outcome = runs.resume_run(plan, store.get_run(run.id), runtime,
+                                      rerun_interrupted=True, concurrency=concurrency)
+    finally:
+        close_sinks(runtime)
+    _finish(runtime, outcome, (), None)
+
+
+@click.command("mark-done")
+@click.argument("run_id", metavar="RUN")
+@click.argument("stage")
+@click.option("--reason", required=True, help="What was done by hand (audited).")
+@click.option("--output", "outputs", multiple=True, metavar="NAME=VALUE",
+              help="An output downstream stages need (repeatable).")
+@store_option
+def mark_done(run_id: str, stage: str, reason: str, outputs: tuple[str, ...],
+              store_url: str | None) -> None:
+    """Record a stage as done by hand so the run can continue with `iacorch resume`."""
+    from iacorch.engine import runs
+    from iacorch.engine.runtime import Runtime
+    from iacorch.runbook.variables import parse_var_flags
+
+    store = open_store(store_url)
+    run = store.get_run(run_id)
+    plan = _plan_of(run)
+    runtime = Runtime(store=store, state_dir=Path("."))
+    runs.mark_done(plan, run, runtime, stage, reason=reason, outputs=parse_var_flags(outputs))
+    click.echo(f"{stage} of run {run.id} marked done by {runtime.identity}; continue with "
+               f"`iacorch resume {run.id}`")
+
+
+COMMANDS = [apply, plan_command, resume, destroy, rollback, retry, mark_done]

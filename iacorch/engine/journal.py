@@ -44,6 +44,8 @@ class Journal:
             changes["finished_at"] = finished_at
         if error is not None:
             changes["error"] = self.masker.mask(error)
+        elif status is RunStatus.SUCCEEDED:
+            changes["error"] = None  # a resumed run that succeeded has no error left
         with self.store.transaction():
             self.store.update_run(self.run_id, status=status, **changes)
             self.store.append_audit(f"run_{status.value}", run_id=self.run_id, actor=self.actor,

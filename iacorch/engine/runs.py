@@ -13,7 +13,7 @@ from iacorch.errors import UsageError
 from iacorch.model.masking import Masker
 from iacorch.model.plan import Plan
 from iacorch.model.status import Operation, RunStatus, StageStatus
-from iacorch.store.base import RunRecord, pid_alive
+from iacorch.store.base import RunRecord, StageRecord, pid_alive
 
 from .journal import Journal
 from .locks import RunLock, lock_key
@@ -211,3 +211,52 @@ def _state_from_store(plan: Plan, runtime: Runtime, run_id: str,
 def _details(plan: Plan, options: RunOptions) -> Mapping[str, Any]:
     return {"deadline": plan.deadline, "pid": os.getpid(),
             "selection": {"only": list(options.only), "targets": list(options.targets)}}
+
+
+def mark_done(plan: Plan, run: RunRecord, runtime: Runtime, stage_id: str, *, reason: str,
+              outputs: Mapping[str, Any]) -> None:
+    """An operator fixed a stage by hand: record it done (audited) so the run can go on."""
+    if stage_id not in plan.stages:
+        raise UsageError(f"run {run.id} has no stage `{stage_id}`",
+                         hint=f"stages: {', '.join(plan.stages)}")
+    record = runtime.store.stage_records(run.id).get(stage_id)
+    if record is not None and record.status.is_done:
+        raise UsageError(f"stage `{stage_id}` is already {record.status.value}")
+    attempt = (record.attempt if record else 0) + 1
+    now = runtime.clock()
+    with runtime.store.transaction():
+        runtime.store.record_stage(StageRecord(
+            run.id, stage_id, attempt, StageStatus.MARKED_DONE, started_at=now, finished_at=now,
+            error=f"marked done by {runtime.identity}: {reason}", outputs=dict(outputs),
+            details={"marked_by": runtime.identity, "reason": reason}))
+        runtime.store.append_audit("stage_marked_done", run_id=run.id, stage_id=stage_id,
+                                   actor=runtime.identity,
+                                   data={"reason": reason, "outputs": sorted(outputs)})
+
+
+def reset_from(plan: Plan, run: RunRecord, runtime: Runtime, stage_id: str) -> list[str]:
+    """Make a stage and everything downstream of it pending again (for `retry --from`)."""
+    base = plan.expansions.get(stage_id, (stage_id,))
+    if not all(sid in plan.stages for sid in base):
+        raise UsageError(f"run {run.id} has no stage `{stage_id}`",
+                         hint=f"stages: {', '.join(plan.expansions)}")
+    dependents = plan.dependents()
+    chosen: list[str] = []
+    pending = list(base)
+    while pending:
+        current = pending.pop()
+        if current not in chosen:
+            chosen.append(current)
+            pending.extend(dependents.get(current, []))
+    records = runtime.store.stage_records(run.id)
+    now = runtime.clock()
+    with runtime.store.transaction():
+        for sid in chosen:
+            attempt = records[sid].attempt + 1 if sid in records else 1
+            runtime.store.record_stage(StageRecord(run.id, sid, attempt, StageStatus.PENDING,
+                                                   finished_at=now,
+                                                   details={"reset_by": "retry --from"}))
+        runtime.store.update_run(run.id, status=RunStatus.FAILED, details={"phase": "forward"})
+        runtime.store.append_audit("retry_from", run_id=run.id, stage_id=stage_id,
+                                   actor=runtime.identity, data={"stages": sorted(chosen)})
+    return [sid for sid in plan.stages if sid in chosen]
