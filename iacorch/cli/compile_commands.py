@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -16,7 +17,10 @@ if TYPE_CHECKING:
 GRAPH_FORMATS = ("text", "mermaid", "dot", "json")
 
 
-def var_options(command: click.Command) -> click.Command:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def var_options(command: F) -> F:
     """--var and --var-file, shared by every command that compiles a runbook."""
     command = click.option("--var-file", "var_files", multiple=True, metavar="FILE",
                            help="YAML file of var values (repeatable).")(command)

@@ -6,6 +6,7 @@ import json
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -45,7 +46,7 @@ def runs(store_url: str | None, limit: int, runbook: str | None, operation: str 
     store = open_store(store_url)
     status = RunStatus.WAITING_APPROVAL if waiting else None
     records = store.list_runs(limit=limit, runbook=runbook, operation=operation, status=status)
-    rows = [{"id": r.id, "runbook": r.runbook, "workspace": r.workspace,
+    rows: list[dict[str, Any]] = [{"id": r.id, "runbook": r.runbook, "workspace": r.workspace,
              "operation": r.operation, "status": effective_status(r).value,
              "started": r.started_at, "finished": r.finished_at, "user": r.user}
             for r in records]

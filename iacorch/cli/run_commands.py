@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from iacorch.cli.compile_commands import compile_plan, var_options
+from iacorch.cli.compile_commands import F, compile_plan, var_options
 from iacorch.cli.session import (
     build_runtime,
     close_sinks,
@@ -38,7 +38,7 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -
         raise click.BadParameter(str(exc)) from None
 
 
-def run_options(command: click.Command) -> click.Command:
+def run_options(command: F) -> F:
     options = [
         click.option("--only", multiple=True, type=click.Choice([k.value for k in StageKind]),
                      help="Run only stages of this kind (repeatable)."),

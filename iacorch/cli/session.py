@@ -6,10 +6,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -41,7 +41,11 @@ def exit_code_for(status: RunStatus, interrupt_signal: int | None) -> int:
     return RUN_EXIT_CODES[status]
 
 
-def store_option(command: click.Command) -> click.Command:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def store_option(command: F) -> F:
+    """--store, shared by every command that reads or writes the state store."""
     return click.option("--store", "store_url", metavar="URL", envvar="IACORCH_STORE",
                         help="State store: a path to state.db, sqlite:///path or memory://. "
                              "Default: .iacorch/state.db (or $IACORCH_HOME).")(command)

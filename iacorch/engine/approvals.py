@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -76,7 +76,7 @@ def check_inputs(gate: ApprovalGate, given: dict[str, str]) -> dict[str, Any]:
             continue
         kind = spec.get("type", "string")
         try:
-            value: Any = {"int": int, "bool": _to_bool}.get(kind, str)(raw)
+            value = _CONVERTERS.get(kind, str)(raw)
         except ValueError:
             raise ApprovalError(f"input `{name}` must be {kind}, got {raw!r}") from None
         choices = spec.get("choices")
@@ -91,6 +91,7 @@ def check_inputs(gate: ApprovalGate, given: dict[str, str]) -> dict[str, Any]:
 
 
 def _to_bool(raw: Any) -> bool:
+    """Yes/no answers as typed at a prompt or on the command line."""
     if isinstance(raw, bool):
         return raw
     text = str(raw).strip().lower()
@@ -99,3 +100,6 @@ def _to_bool(raw: Any) -> bool:
     if text in ("false", "no", "n", "0"):
         return False
     raise ValueError(raw)
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {"int": int, "bool": _to_bool}

@@ -71,7 +71,9 @@ class Journal:
             outputs = storable_outputs(result.outputs, sensitive, self.masker)
             error = error or result.error
             exit_code = result.exit_code
-            record_details.update(self.masker.mask_value(dict(result.details)))  # type: ignore[arg-type]
+            masked = self.masker.mask_value(dict(result.details))
+            assert isinstance(masked, dict)
+            record_details.update(masked)
             if result.hint:
                 record_details["hint"] = self.masker.mask(result.hint)
             if result.output_tail:
