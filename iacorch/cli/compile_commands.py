@@ -83,8 +83,15 @@ def graph(runbook: str, output_format: str, var_flags: tuple[str, ...],
 
 
 @click.command()
-def schema() -> None:
-    """Print the JSON Schema of the runbook format (for yaml-language-server)."""
+@click.option("--kind", type=click.Choice(["runbook", "run-report"]), default="runbook",
+              show_default=True, help="The runbook format, or the `--report run.json` format.")
+def schema(kind: str) -> None:
+    """Print a JSON Schema: the runbook format (for yaml-language-server) or the run report."""
+    if kind == "run-report":
+        from iacorch.report import RUN_REPORT_SCHEMA
+
+        click.echo(json.dumps(RUN_REPORT_SCHEMA, indent=2))
+        return
     from iacorch.model.runbook import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))

@@ -69,9 +69,11 @@ def runs(store_url: str | None, limit: int, runbook: str | None, operation: str 
 def _print_waiting_gates(store: Store, run: RunRecord) -> None:
     for stage_id, record in store.stage_records(run.id).items():
         if record.status.value == "waiting_approval":
-            age = time.time() - (record.finished_at or run.started_at)
-            click.echo(f"    gate {stage_id}: waiting {age / 60:.0f} min "
-                       f"(iacorch approve {run.id} {stage_id})")
+            opened = record.details.get("opened_at") or record.finished_at or run.started_at
+            deciders = record.details.get("approvers") or ["anyone running the runbook"]
+            click.echo(f"    gate {stage_id}: waiting {(time.time() - opened) / 60:.0f} min; "
+                       f"may decide: {', '.join(deciders)}; "
+                       f"iacorch approve {run.id} {stage_id}")
 
 
 @click.command()

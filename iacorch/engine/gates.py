@@ -92,7 +92,8 @@ class GateKeeper:
         if details is None:
             planned = self._plan_behind(stage)
             details = {"gate_hash": gate_hash(r.plan.plan_hash, stage.id, planned),
-                       "opened_at": r.rt.clock(), "planned": planned}
+                       "opened_at": r.rt.clock(), "planned": planned,
+                       "approvers": list(gate.approvers), "require": gate.require}
             r.state.gate_details[stage.id] = details
         bound_to = details["gate_hash"]
         state = evaluate_gate(gate, r.rt.store.approvals(r.run_id, stage.id), bound_to)
