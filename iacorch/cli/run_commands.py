@@ -155,8 +155,8 @@ def plan_command(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str,
     finally:
         close_sinks(runtime)
     changes = _planned_changes(runtime.store, run_id)
-    for stage_id, summary in changes.items():
-        click.echo(f"  {stage_id}: {summary}", err=True)
+    for stage_id, line in changes.items():
+        click.echo(f"  {stage_id}: {line}", err=True)
     if detailed_exitcode and outcome.status is RunStatus.SUCCEEDED and any(
             line.startswith("would change") for line in changes.values()):
         write_and_summarise(runtime, outcome, reports, summary)
