@@ -17,12 +17,13 @@ if TYPE_CHECKING:
     from iacorch.engine.runtime import Runtime
     from iacorch.model.plan import Plan
 
-ONLY_ENV = "IACORCH_NOTIFY_ONLY"
 
 
 def only_channels() -> tuple[str, ...]:
     """The channel names a scheduler asked for, or () for every channel."""
-    return tuple(n for n in os.environ.get(ONLY_ENV, "").split(",") if n.strip())
+    from iacorch.schedule.jobs import NOTIFY_ONLY_ENV
+
+    return tuple(n for n in os.environ.get(NOTIFY_ONLY_ENV, "").split(",") if n.strip())
 
 
 def send(plan: Plan, runtime: Runtime, notifications: Sequence[Notification]) -> None:

@@ -1,0 +1,1 @@
+"""Schedules: cron math, the jobs a runbook declares, the foreground scheduler, exports."""
