@@ -38,7 +38,9 @@ def test_plan_changes_nothing_and_reports_what_would(project, require_tool):
     require_tool("terraform")
     project.write("stack/main.tf", STACK)
     project.write("planned.yaml", RUNBOOK)
+    before = {p.name for p in project.root.iterdir()}
     first = project.run("plan", "planned.yaml", "--detailed-exitcode")
+    assert {p.name for p in project.root.iterdir()} - before <= {".iacorch"}  # writes nothing
     assert first.code == 2, first.text
     assert "record: would change: +1 ~0 -0" in first.err
     assert "use: not fully planned" in first.err        # its input exists only after apply
