@@ -99,8 +99,9 @@ def ignore_rules(entries: Iterable[Any]) -> list[IgnoreRule]:
     rules = []
     for entry in entries:
         get = entry.get if isinstance(entry, Mapping) else lambda k, e=entry: getattr(e, k)
-        rules.append(IgnoreRule(stage=get("stage"), address=get("address"), task=get("task"),
-                                reason=get("reason"), until=parse_until(get("until"))))
+        rules.append(IgnoreRule(stage=str(get("stage")), address=get("address"),
+                                task=get("task"), reason=str(get("reason") or ""),
+                                until=parse_until(get("until"))))
     return rules
 
 

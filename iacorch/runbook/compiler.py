@@ -91,16 +91,16 @@ class _Compiler:
         if self.problems:
             raise RunbookError(self.problems)
         order, layers = self._order(forward)
-        stages = {sid: forward[sid] for sid in order}
+        ordered = {sid: forward[sid] for sid in order}
         workspace = self._workspace()
         if self.problems:
             raise RunbookError(self.problems)
         return Plan(
             name=self.runbook.name, path=Path(self.document.path), root=self.root,
-            vars=self.vars, secret_names=frozenset(self.runbook.secrets), stages=stages,
+            vars=self.vars, secret_names=frozenset(self.runbook.secrets), stages=ordered,
             finally_stages=finals, layers=layers,
             expansions={sid: tuple(k for k, _ in items) for sid, items in expansions.items()},
-            plan_hash=_plan_hash(self.runbook, self.vars, stages, finals),
+            plan_hash=_plan_hash(self.runbook, self.vars, ordered, finals),
             concurrency=self.runbook.concurrency, on_failure=self.runbook.on_failure,
             deadline=self.runbook.deadline, workspace=workspace, runbook=self.runbook)
 

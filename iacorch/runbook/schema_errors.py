@@ -25,7 +25,7 @@ def schema_problems(document: Document, error: ValidationError,
     grouped: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for detail in error.errors(include_url=False):
         path = _data_path(document.data, detail["loc"])
-        grouped.setdefault(path, []).append(detail)
+        grouped.setdefault(path, []).append(dict(detail))
     problems = []
     for path, details in grouped.items():
         problems.append(_problem(document, path, details, model))
