@@ -13,7 +13,9 @@ Each round runs, in this order and back to back:
 - `ansible_runner`: `ansible_runner.run()` (pexpect) in this process, for reference
 
 Medians over the rounds, and the median of the per-round ratios to `hand`, go to
-bench/results/ansible.json. Also measured: ansible-runner's process handling
+bench/results/ansible.json, with the load average (the numbers are only as quiet
+as the machine). Also measured: the stage's time outside the child (RunnerConfig,
+scratch files, masked artifacts), ansible-runner's process handling
 alone (`run_command` of /bin/true) against ProcessRunner's, and the cold import
 of ansible_runner's RunnerConfig (paid once per iacorch process).
 """
@@ -32,13 +34,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from iacorch.drivers.ansible import AnsibleDriver
 from iacorch.drivers.base import StageContext
 from iacorch.model.masking import Masker
 from iacorch.model.results import StageSpec
 from iacorch.model.status import ActionType, Operation
-from iacorch.process import CancelToken, ProcessRunner
+from iacorch.process import CancelToken, ProcessResult, ProcessRunner
 
 RESULTS = Path(__file__).parent / "results" / "ansible.json"
 PLAYBOOK = """- name: Trivial
@@ -50,6 +53,17 @@ PLAYBOOK = """- name: Trivial
 """
 INVENTORY = ('localhost ansible_connection=local '
              'ansible_python_interpreter="{{ ansible_playbook_python }}"\n')
+
+
+class _TimedRunner(ProcessRunner):
+    """A ProcessRunner that remembers how long its last child ran."""
+
+    last_duration = 0.0
+
+    def run(self, *args: Any, **kwargs: Any) -> ProcessResult:
+        result = super().run(*args, **kwargs)
+        self.last_duration = result.duration
+        return result
 
 
 def _timed(action: Callable[[], object]) -> float:
@@ -84,8 +98,9 @@ def main() -> None:
     callback_env = {**os.environ, "ANSIBLE_CALLBACK_PLUGINS": get_callback_dir(),
                     "ANSIBLE_STDOUT_CALLBACK": "awx_display",
                     "AWX_ISOLATED_DATA_DIR": str(events)}
-    process = ProcessRunner()
+    process = _TimedRunner()
     attempts = iter(range(1, 10_000))
+    outside_child: list[float] = []
 
     def hand(env: dict[str, str] | None = None) -> None:
         subprocess.run(hand_argv, env=env, stdout=subprocess.DEVNULL,
@@ -99,7 +114,9 @@ def main() -> None:
                     "extra_vars": {"target": str(target)}},
             root_dir=str(work), work_dir=str(work / "stage"), state_dir=str(work / "state"))
         ctx = StageContext(spec=spec, process=process, masker=Masker(), cancel=CancelToken())
+        started = time.perf_counter()
         result = AnsibleDriver().apply(ctx)
+        outside_child.append(time.perf_counter() - started - process.last_duration)
         assert result.ok, result.error
 
     def runner() -> None:
@@ -113,8 +130,10 @@ def main() -> None:
         "hand": hand, "hand_callback": lambda: hand(callback_env),
         "iacorch": stage, "ansible_runner": runner}
     (work / "runner").mkdir()
+    load_before = os.getloadavg()
     for run in variants.values():   # warm up: page cache, the first copy, imports
         run()
+    outside_child.clear()
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, run in variants.items():
@@ -146,7 +165,9 @@ def main() -> None:
             statistics.median(a / b for a, b in zip(t, hand_times, strict=True)), 3)}
             for name, t in times.items()},
         "process_handling": {name: _summary(t) for name, t in spawn.items()},
+        "iacorch_time_outside_the_child_s": _summary(outside_child),
         "cold_import_runner_config_s": round(statistics.median(cold_import), 3),
+        "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "target_ratio": 1.15,
     }
     RESULTS.parent.mkdir(exist_ok=True)
@@ -155,7 +176,10 @@ def main() -> None:
         ratio = figures.get("ratio_to_hand")
         print(f"{name:34s} median {figures['median_s']:6.3f}s  min {figures['min_s']:6.3f}s"
               + (f"  x{ratio:.3f} of hand" if ratio is not None else ""))
-    print(f"cold import of RunnerConfig: {report['cold_import_runner_config_s']:.3f}s")
+    outside = report["iacorch_time_outside_the_child_s"]["median_s"]
+    print(f"iacorch outside the child: median {outside:.3f}s; cold import of RunnerConfig: "
+          f"{report['cold_import_runner_config_s']:.3f}s; "
+          f"load average before/after {report['load_average_before_after']}")
     print(f"written to {RESULTS}")
 
 
