@@ -1,0 +1,164 @@
+"""Pure engine rules, by table: selection, readiness, blocking, retries, undo order, gates."""
+
+from __future__ import annotations
+
+import pytest
+
+from iacorch.engine import policies, rollback, scheduler
+from iacorch.engine.approvals import GateDecision, check_decider, check_inputs, evaluate_gate
+from iacorch.errors import ApprovalError, Location
+from iacorch.model.plan import ApprovalGate, Plan, PlannedStage, RetryPolicy
+from iacorch.model.results import StageResult
+from iacorch.model.status import ActionType, FailurePolicy, StageKind, StageStatus
+from iacorch.store.base import ApprovalRecord
+
+S = StageStatus
+
+
+def stage(sid, *needs, kind=StageKind.PROVISION, action=ActionType.SHELL, **extra):
+    return PlannedStage(id=sid, base_id=sid.split("[")[0], kind=kind, action_type=action,
+                        action={}, needs=tuple(needs), location=Location("x.yaml", 1, 1),
+                        **extra)
+
+
+def plan_of(*stages, on_failure=FailurePolicy.STOP):
+    by_id = {s.id: s for s in stages}
+    expansions: dict[str, tuple[str, ...]] = {}
+    for s in stages:
+        expansions.setdefault(s.base_id, ())
+        expansions[s.base_id] += (s.id,)
+    return Plan(name="t", path=None, root=None, vars={}, secret_names=frozenset(),
+                stages=by_id, finally_stages={}, layers=(), expansions=expansions,
+                plan_hash="h", concurrency=2, on_failure=on_failure, deadline=None,
+                workspace="default")
+
+
+DIAMOND = plan_of(stage("a"), stage("b", "a", kind=StageKind.CONFIGURE),
+                  stage("c", "a", kind=StageKind.CONFIGURE),
+                  stage("d", "b", "c", kind=StageKind.VERIFY))
+
+
+@pytest.mark.parametrize(("statuses", "ready"), [
+    ({}, ["a"]),
+    ({"a": S.RUNNING}, []),
+    ({"a": S.SUCCEEDED}, ["b", "c"]),
+    ({"a": S.SKIPPED}, ["b", "c"]),            # a skipped need counts as met
+    ({"a": S.SUCCEEDED, "b": S.SUCCEEDED}, ["c"]),
+    ({"a": S.SUCCEEDED, "b": S.SUCCEEDED, "c": S.FAILED}, []),
+    ({"a": S.SUCCEEDED, "b": S.MARKED_DONE, "c": S.SUCCEEDED}, ["d"]),
+])
+def test_ready_stages(statuses, ready):
+    assert scheduler.ready_stages(DIAMOND, statuses, set(DIAMOND.stages)) == ready
+
+
+def test_selection_by_target_and_kind():
+    assert scheduler.select_stages(DIAMOND, targets=["b"]) == {"a", "b"}
+    assert scheduler.select_stages(DIAMOND, only=["configure"]) == {"b", "c"}
+    assert scheduler.select_stages(DIAMOND, targets=["d"], only=["verify"]) == {"d"}
+    # an unselected need does not hold a stage back
+    assert scheduler.ready_stages(DIAMOND, {}, {"b", "c"}) == ["b", "c"]
+
+
+def test_blocking_propagates_with_the_first_culprit():
+    blocked = scheduler.blocked_stages(DIAMOND, {"a": S.SUCCEEDED, "b": S.FAILED},
+                                       set(DIAMOND.stages))
+    assert blocked == {"d": "b"}
+    assert scheduler.blocked_stages(DIAMOND, {"a": S.FAILED}, set(DIAMOND.stages)) == {
+        "b": "a", "c": "a", "d": "a"}
+
+
+@pytest.mark.parametrize(("attempt", "result", "retry", "delay"), [
+    (1, StageResult.failure("x"), True, 2.0),
+    (2, StageResult.failure("x"), True, 4.0),      # backoff doubles
+    (3, StageResult.failure("x"), False, 0.0),     # attempts spent
+    (1, StageResult.failure("x", interrupted=True), False, 0.0),
+    (1, StageResult(S.SUCCEEDED), False, 0.0),
+])
+def test_retry_decisions(attempt, result, retry, delay):
+    flaky = stage("f", retry=RetryPolicy(attempts=3, backoff=2.0))
+    decision = policies.after_attempt(flaky, attempt, result)
+    assert (decision.retry, decision.delay) == (retry, delay)
+
+
+def test_failure_policy_stage_overrides_runbook():
+    plan = plan_of(stage("a", on_failure=FailurePolicy.CONTINUE), stage("b"),
+                   on_failure=FailurePolicy.ROLLBACK)
+    assert policies.failure_policy(plan, plan.stages["a"]) is FailurePolicy.CONTINUE
+    assert policies.failure_policy(plan, plan.stages["b"]) is FailurePolicy.ROLLBACK
+
+
+def test_rollback_order_is_reverse_and_parallel():
+    assert rollback.rollback_order(DIAMOND, ["a", "b", "c", "d"]) == [["d"], ["b", "c"], ["a"]]
+    assert rollback.rollback_order(DIAMOND, ["a", "c"]) == [["c"], ["a"]]
+
+
+@pytest.mark.parametrize(("action", "existed", "previous", "kind"), [
+    (ActionType.TERRAFORM, False, True, rollback.UndoKind.DESTROY),
+    (ActionType.TERRAFORM, True, True, rollback.UndoKind.REAPPLY),
+    (ActionType.TERRAFORM, True, False, rollback.UndoKind.NOTHING),
+    (ActionType.PULUMI, False, False, rollback.UndoKind.DESTROY),
+    (ActionType.ANSIBLE, False, False, rollback.UndoKind.NOTHING),
+    (ActionType.SHELL, False, False, rollback.UndoKind.NOTHING),
+])
+def test_default_undo_rules(action, existed, previous, kind):
+    step = rollback.undo_step(stage("s", action=action), stack_existed=existed,
+                              has_previous=previous)
+    assert step.kind is kind
+
+
+def test_explicit_and_disabled_rollback():
+    own = stage("s", rollback={"shell": {"run": "undo"}})
+    assert rollback.undo_step(own, stack_existed=None, has_previous=False).kind \
+        is rollback.UndoKind.ACTION
+    off = stage("s", action=ActionType.TERRAFORM, rollback="none")
+    assert rollback.undo_step(off, stack_existed=False, has_previous=False).kind \
+        is rollback.UndoKind.NOTHING
+
+
+def approval(identity, decision="approve", plan_hash="H", **inputs):
+    return ApprovalRecord("r", "g", identity, decision, plan_hash, 0.0, None, inputs)
+
+
+QUORUM = ApprovalGate(approvers=("alice", "bob", "carol"), require=2, allow_self_approval=False,
+                      inputs={"region": {"type": "choice", "choices": ["eu", "us"],
+                                         "default": "eu"}})
+
+
+@pytest.mark.parametrize(("records", "decision"), [
+    ([], GateDecision.PENDING),
+    ([approval("alice")], GateDecision.PENDING),
+    ([approval("alice"), approval("alice")], GateDecision.PENDING),   # one person counts once
+    ([approval("alice"), approval("bob")], GateDecision.APPROVED),
+    ([approval("alice"), approval("bob", plan_hash="OTHER")], GateDecision.PENDING),
+    ([approval("alice"), approval("bob", "reject")], GateDecision.REJECTED),
+])
+def test_gate_evaluation(records, decision):
+    assert evaluate_gate(QUORUM, records, "H").decision is decision
+
+
+def test_first_answer_stands_and_defaults_fill_in():
+    state = evaluate_gate(QUORUM, [approval("alice", region="us"), approval("bob", region="eu")],
+                          "H")
+    assert state.inputs == {"region": "us"}
+    assert evaluate_gate(QUORUM, [approval("a"), approval("b")], "H").inputs == {"region": "eu"}
+
+
+def test_who_may_decide():
+    with pytest.raises(ApprovalError, match="not an approver"):
+        check_decider(QUORUM, "mallory", "dave", [], "H")
+    with pytest.raises(ApprovalError, match="started this run"):
+        check_decider(QUORUM, "alice", "alice", [], "H")
+    with pytest.raises(ApprovalError, match="already decided"):
+        check_decider(QUORUM, "alice", "dave", [approval("alice")], "H")
+    check_decider(QUORUM, "alice", "dave", [approval("alice", plan_hash="OLD")], "H")
+    anyone = ApprovalGate()
+    check_decider(anyone, "whoever", "whoever", [], "H")      # a plain confirmation
+
+
+def test_inputs_are_validated():
+    assert check_inputs(QUORUM, {"region": "us"}) == {"region": "us"}
+    assert check_inputs(QUORUM, {}) == {}
+    with pytest.raises(ApprovalError, match="must be one of"):
+        check_inputs(QUORUM, {"region": "mars"})
+    with pytest.raises(ApprovalError, match="unknown input"):
+        check_inputs(QUORUM, {"zone": "a"})
