@@ -125,7 +125,7 @@ def list_schedules(runbooks: tuple[str, ...], count: int, as_json: bool) -> None
     from iacorch.schedule.jobs import load_jobs
 
     now = time.time()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for job in load_jobs(runbooks):
         fires = next_fires(job.schedule.cron, job.zone, now, count)
         rows.append({"runbook": job.runbook, "path": str(job.runbook_path),
