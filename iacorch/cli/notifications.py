@@ -44,12 +44,15 @@ def send(plan: Plan, runtime: Runtime, notifications: Sequence[Notification]) ->
 
 
 def notify_run_end(plan: Plan, runtime: Runtime, outcome: Any,
-                   operation: str = "apply") -> None:
+                   operation: str | None = None) -> None:
     """Tell the channels how a run ended (succeeded, failed, waiting for approval...)."""
     from iacorch.engine.notify_events import run_notifications
 
-    if runtime.interrupt_signal is not None:
+    if runtime.interrupt_signal is not None or plan.runbook is None \
+            or not plan.runbook.notify:
         return
+    if operation is None:
+        operation = runtime.store.get_run(outcome.run_id).operation
     send(plan, runtime, run_notifications(
         runbook=plan.name, workspace=plan.workspace, operation=operation,
         run_id=outcome.run_id, status=outcome.status, errors=outcome.errors,
