@@ -102,7 +102,7 @@ def _execute(operation: Operation, runbook: str, var_flags: tuple[str, ...],
                                 run_id=run_id)
     finally:
         close_sinks(runtime)
-    _finish(runtime, outcome, reports, summary)
+    _finish(runtime, outcome, reports, summary, plan)
 
 
 def write_and_summarise(runtime: Runtime, outcome: RunOutcome, reports: tuple[str, ...],
@@ -114,8 +114,12 @@ def write_and_summarise(runtime: Runtime, outcome: RunOutcome, reports: tuple[st
 
 
 def _finish(runtime: Runtime, outcome: RunOutcome, reports: tuple[str, ...],
-            summary: str | None) -> None:
+            summary: str | None, plan: Plan | None = None) -> None:
     write_and_summarise(runtime, outcome, reports, summary)
+    if plan is not None:  # the runbook's `notify:` channels hear how the run ended
+        from iacorch.cli.notifications import notify_run_end
+
+        notify_run_end(plan, runtime, outcome)
     raise click.exceptions.Exit(exit_code_for(outcome.status, runtime.interrupt_signal))
 
 
@@ -211,7 +215,7 @@ def resume(run_id: str, store_url: str | None, rerun_interrupted: bool,
                                  lock_timeout=lock_timeout, concurrency=concurrency)
     finally:
         close_sinks(runtime)
-    _finish(runtime, outcome, reports, summary)
+    _finish(runtime, outcome, reports, summary, plan)
 
 
 def _plan_of(run: RunRecord) -> Plan:
@@ -262,7 +266,7 @@ def destroy(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str, ...]
                                    concurrency=concurrency)
     finally:
         close_sinks(runtime)
-    _finish(runtime, outcome, (), None)
+    _finish(runtime, outcome, (), None, plan)
 
 
 @click.command()
@@ -287,7 +291,7 @@ def rollback(run_id: str, store_url: str | None, concurrency: int | None, json_e
             outcome = runs.rollback_run(plan, run, runtime, concurrency=concurrency)
     finally:
         close_sinks(runtime)
-    _finish(runtime, outcome, (), None)
+    _finish(runtime, outcome, (), None, plan)
 
 
 @click.command()
@@ -316,7 +320,7 @@ def retry(run_id: str, from_stage: str, store_url: str | None, concurrency: int 
                                       rerun_interrupted=True, concurrency=concurrency)
     finally:
         close_sinks(runtime)
-    _finish(runtime, outcome, (), None)
+    _finish(runtime, outcome, (), None, plan)
 
 
 @click.command("mark-done")
