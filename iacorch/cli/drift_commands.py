@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -123,3 +125,32 @@ def drift_history(store: Store, runbook: str, workspace: str) -> list[StageHisto
 
 
 COMMANDS = [drift]
+
+
+def drift_run_line(run_details: Mapping[str, Any]) -> str | None:
+    """`runs --kind drift`: one indented line naming what a drift run found, if anything."""
+    summary = run_details.get("drift") or {}
+    parts = [f"{label}: {', '.join(summary[key])}" for key, label in
+             (("drifted", "drifted"), ("errors", "errors")) if summary.get(key)]
+    return f"    {'; '.join(parts)}" if parts else None
+
+
+def history_report(store: Store, runbook: str, workspace: str) -> list[dict[str, Any]]:
+    """`show --json`: the runbook's drift history per stage."""
+    return [dataclasses.asdict(item) for item in drift_history(store, runbook, workspace)]
+
+
+def history_text(store: Store, runbook: str, workspace: str) -> list[str]:
+    """`show`: a `drift history` block, or nothing when the runbook was never checked."""
+    from datetime import datetime
+
+    from iacorch.drift_report import history_lines
+
+    found = drift_history(store, runbook, workspace)
+    if not found:
+        return []
+
+    def when(stamp: float) -> str:
+        return datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
+
+    return ["  drift history:", *history_lines(found, when)]
