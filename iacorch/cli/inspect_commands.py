@@ -48,7 +48,8 @@ def runs(store_url: str | None, limit: int, runbook: str | None, operation: str 
     records = store.list_runs(limit=limit, runbook=runbook, operation=operation, status=status)
     rows: list[dict[str, Any]] = [{"id": r.id, "runbook": r.runbook, "workspace": r.workspace,
              "operation": r.operation, "status": effective_status(r).value,
-             "started": r.started_at, "finished": r.finished_at, "user": r.user}
+             "started": r.started_at, "finished": r.finished_at, "user": r.user,
+             **({"drift": r.details.get("drift")} if r.operation == "drift" else {})}
             for r in records]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -64,6 +65,10 @@ def runs(store_url: str | None, limit: int, runbook: str | None, operation: str 
                    f"{_when(row['finished'])}")
         if waiting:
             _print_waiting_gates(store, records[rows.index(row)])
+        if row.get("drift"):
+            from iacorch.cli.drift_commands import drift_run_line
+
+            click.echo(drift_run_line(row) or "    in sync")
 
 
 def _print_waiting_gates(store: Store, run: RunRecord) -> None:
@@ -92,6 +97,9 @@ def show(run_id: str, store_url: str | None, as_json: bool) -> None:
     undo = store.stage_records(run.id, phase="rollback")
     report["rollback"] = [{"id": sid, "status": rec.status.value, "error": rec.error}
                           for sid, rec in undo.items()]
+    from iacorch.cli.drift_commands import history_report, history_text
+
+    report["drift_history"] = history_report(store, run.runbook, run.workspace)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return
@@ -119,6 +127,8 @@ def show(run_id: str, store_url: str | None, as_json: bool) -> None:
         for step in report["rollback"]:
             note = f"  ({step['error']})" if step["error"] else ""
             click.echo(f"  {step['id']:24} {step['status']}{note}")
+    for line in history_text(store, run.runbook, run.workspace):
+        click.echo(line)
 
 
 @click.command()
