@@ -196,6 +196,12 @@ def host_stats(stats_data: Mapping[str, Any]) -> dict[str, dict[str, int]]:
                    for key, name in HOST_STAT_KEYS.items()} for host in sorted(hosts)}
 
 
+def published_stats(stats_data: Mapping[str, Any]) -> dict[str, Any]:
+    """`playbook_on_stats` data -> what `set_stats` published for the whole run."""
+    data = stats_data.get("artifact_data")
+    return dict(data) if isinstance(data, Mapping) else {}
+
+
 def render_diff(diff: Any, limit: int = 4000) -> str:
     """A module's `diff` result (one or a list of before/after dicts) as unified diff text."""
     chunks: list[str] = []
@@ -232,6 +238,7 @@ class PlayRecord:
 
     outcomes: list[TaskOutcome] = field(default_factory=list)
     stats: dict[str, Any] | None = None
+    published: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
     def add(self, event: Mapping[str, Any]) -> None:
@@ -240,6 +247,7 @@ class PlayRecord:
         data = event.get("event_data") or {}
         if kind == "playbook_on_stats":
             self.stats = dict(data)
+            self.published = published_stats(data)
         elif kind == "error" and event.get("stdout"):
             self.errors.append(str(event["stdout"]).strip())
         status = result_status(event)
@@ -266,8 +274,7 @@ class PlayRecord:
 
     def set_stats(self) -> dict[str, Any]:
         """Data published with `set_stats` (aggregate, not per host)."""
-        data = (self.stats or {}).get("artifact_data")
-        return dict(data) if isinstance(data, Mapping) else {}
+        return dict(self.published)
 
     def failure_message(self) -> str | None:
         """`task 'x' failed on host 'h': module message`, one clause per failure."""
@@ -352,17 +359,19 @@ class EventReader:
         return event if isinstance(event, dict) else None
 
     def _event(self, event: Event) -> None:
-        masker = self.ctx.masker
-        masked = masker.mask_value(event)
+        # Mask first: messages and diffs are cut to length later, maybe inside a secret.
+        masked = cast(Event, self.ctx.masker.mask_value(event))
         name = f"{event['counter']}-{str(event.get('uuid', 'x'))[:64].replace('/', '_')}.json"
-        write_private(self._saved / name, masker.mask(json.dumps(masked, default=str)))
-        self.record.add(event)
-        for line in log_lines(event):
+        text = json.dumps(masked, default=str, ensure_ascii=False)
+        write_private(self._saved / name, self.ctx.masker.mask(text))
+        self.record.add(masked)
+        if event.get("event") == "playbook_on_stats":   # outputs are data, not log text
+            self.record.published = published_stats(event.get("event_data") or {})
+        for line in log_lines(masked):
             self._say(line)
-        update = progress(event)
+        update = progress(masked)
         if update is not None:
-            masked_update = masker.mask_value({"stage": self.ctx.spec.stage_id, **update})
-            self.ctx.on_progress(cast(dict[str, Any], masked_update))
+            self.ctx.on_progress({"stage": self.ctx.spec.stage_id, **update})
 
     def _say(self, line: str) -> None:
         self.ctx.log(line)

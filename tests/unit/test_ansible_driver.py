@@ -7,6 +7,7 @@ ProcessRunner stands in for the child, so these tests start no process.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -524,3 +525,28 @@ def test_event_reader_recovers_events_whose_markers_were_lost(stage: Callable[..
     assert not list((scratch / "job_events").iterdir())
     assert len(list((artifacts / "job_events").iterdir())) == 15
     assert s.lines[0] == "plain text, no markers"
+
+
+def marker(data: dict[str, Any]) -> str:
+    token = base64.b64encode(json.dumps(data).encode()).decode()
+    return f"\x1b[K{token}\x1b[{len(token)}D\x1b[K"
+
+
+def test_a_secret_cut_by_truncation_is_still_masked(stage: Callable[..., Stage],
+                                                    tmp_path: Path) -> None:
+    s = stage("apply_ok")
+    secret = "correct-horse-battery-staple"
+    s.ctx.masker.add([secret])
+    scratch, artifacts = tmp_path / "scratch", tmp_path / "artifacts"
+    (scratch / "job_events").mkdir(parents=True)
+    failed = {"event": "runner_on_failed", "uuid": "u-1", "event_data": {
+        "host": "web-1", "task": "Connect", "res": {"msg": "x" * 490 + secret}}}
+    (scratch / "job_events" / "u-1-partial.json").write_text(json.dumps(failed))
+    reader = EventReader(s.ctx, scratch, artifacts)
+    reader.feed(marker({"uuid": "u-1"}) + "fatal: [web-1]: FAILED!")
+    reader.feed(marker({}))
+    reader.close()
+    (outcome,) = reader.record.failures
+    assert outcome.message == "x" * 490 + "***"
+    assert not [line for line in s.lines if "correct-h" in line]
+    assert not [p for p in artifacts.rglob("*") if p.is_file() and "correct-h" in p.read_text()]
