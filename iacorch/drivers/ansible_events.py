@@ -43,6 +43,7 @@ DISPLAY_EVENTS = frozenset({"verbose", "warning", "error", "deprecated", "debug"
 HOST_STAT_KEYS = {"ok": "ok", "changed": "changed", "failures": "failures",
                   "dark": "unreachable", "skipped": "skipped"}
 _MESSAGE_LIMIT = 500
+_ERROR_STARTS = ("ERROR!", "[ERROR]", "The error appears to be in")
 
 
 def strip_markers(line: str) -> str:
@@ -327,7 +328,7 @@ class EventReader:
         self._saved = artifact_dir / "job_events"
         self._saved.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._stdout = (artifact_dir / "stdout").open("w", encoding="utf-8")
-        self._stream = EventStream(self._load, self._event, self._say)
+        self._stream = EventStream(self._load, self._event, self._text)
 
     def feed(self, line: str) -> None:
         """One output line, already masked by the ProcessRunner."""
@@ -372,6 +373,13 @@ class EventReader:
         update = progress(masked)
         if update is not None:
             self.ctx.on_progress({"stage": self.ctx.spec.stage_id, **update})
+
+    def _text(self, text: str) -> None:
+        # Before the callback loads (bad YAML, unknown module) errors are plain text.
+        if text.lstrip().startswith(_ERROR_STARTS):
+            line = text.strip().removesuffix(", but may")   # ansible wraps this sentence
+            self.record.errors.append(self.ctx.masker.mask(line))
+        self._say(text)
 
     def _say(self, line: str) -> None:
         self.ctx.log(line)

@@ -180,6 +180,15 @@ def test_failing_task_names_host_task_and_module_message(make: Callable[..., Sta
     assert "TASK Check the disk | web-1 | failed | disk /data is 99% full" in stage.lines
 
 
+def test_playbook_error_names_the_problem_and_where(make: Callable[..., Stage]) -> None:
+    result = make(playbook="broken.yml").run()
+    assert result.status is StageStatus.FAILED and result.exit_code == 4
+    assert result.error is not None
+    assert "couldn't resolve module/action 'ansible.builtin.no_such_module'" in result.error
+    assert "broken.yml': line 6, column 7" in result.error
+    assert result.hint is not None and "--syntax-check" in result.hint
+
+
 def sleepers() -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():

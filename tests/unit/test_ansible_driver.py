@@ -550,3 +550,16 @@ def test_a_secret_cut_by_truncation_is_still_masked(stage: Callable[..., Stage],
     assert outcome.message == "x" * 490 + "***"
     assert not [line for line in s.lines if "correct-h" in line]
     assert not [p for p in artifacts.rglob("*") if p.is_file() and "correct-h" in p.read_text()]
+
+
+def test_errors_printed_before_the_callback_loads_make_the_message(
+        stage: Callable[..., Stage], tmp_path: Path) -> None:
+    s = stage("apply_ok")
+    reader = EventReader(s.ctx, tmp_path / "scratch", tmp_path / "artifacts")
+    for line in ["ERROR! couldn't resolve module/action 'no.such.module'.",
+                 "The error appears to be in '/rb/site.yml': line 3, column 7, but may",
+                 "be elsewhere in the file depending on the exact syntax problem."]:
+        reader.feed(line)
+    reader.close()
+    assert reader.record.errors == ["ERROR! couldn't resolve module/action 'no.such.module'.",
+                                    "The error appears to be in '/rb/site.yml': line 3, column 7"]
