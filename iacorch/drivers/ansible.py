@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
-from iacorch.drivers.ansible_events import EventReader, PlayRecord, write_private
+from iacorch.drivers.ansible_events import EventReader, PlayRecord, masked_json, write_private
 from iacorch.drivers.base import StageContext
 from iacorch.model.results import ChangeSummary, ResourceChange, StageResult
 from iacorch.model.runbook import AnsibleAction
@@ -295,12 +295,13 @@ def _run(ctx: StageContext, *, dry_run: bool) -> _Play | StageResult:
     artifact_dir.mkdir(parents=True, mode=0o700)
     with _scratch_dir() as scratch:
         if isinstance(inventory, dict):
-            text = json.dumps(inventory, indent=2)
-            write_private(artifact_dir / "inventory.json", ctx.masker.mask(text))
-            inventory = write_private(scratch / "inventory.json", text)
-        variables_file = variables if isinstance(variables, Path) else (
-            write_private(scratch / "extra_vars.json", json.dumps(variables, default=str))
-            if variables else None)
+            write_private(artifact_dir / "inventory.json", masked_json(ctx.masker, inventory))
+            inventory = write_private(scratch / "inventory.json", json.dumps(inventory))
+        variables_file = variables if isinstance(variables, Path) else None
+        if isinstance(variables, dict) and variables:
+            write_private(artifact_dir / "extra_vars.json", masked_json(ctx.masker, variables))
+            variables_file = write_private(scratch / "extra_vars.json",
+                                           json.dumps(variables, default=str))
         vault_file = (write_private(scratch / "vault_password", action.vault_password)
                       if action.vault_password else None)
         check = dry_run or action.check

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from iacorch.drivers.base import StageContext
+    from iacorch.model.masking import Masker
 
 Event = dict[str, Any]
 
@@ -100,12 +101,8 @@ class EventStream:
 
     def _marker(self, data: dict[str, Any]) -> None:
         self._finish()
-        uuid = data.get("uuid")
-        if not uuid:
-            return
-        event = self._load(str(uuid))
-        if event is not None:
-            self._current = event
+        if data.get("uuid"):    # an event starts; `{}` marks where one ends
+            self._current = self._load(str(data["uuid"]))
 
     def emit(self, event: Event, stdout: str = "") -> None:
         """Number an event and hand it on (also for events whose markers were lost)."""
@@ -309,6 +306,21 @@ def _diff_side(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str) + "\n"
 
 
+def masked_json(masker: Masker, value: Any, indent: int | None = 2) -> str:
+    """JSON for an artifact, masked before encoding too: JSON escapes could hide a secret."""
+    text = json.dumps(_mask_keys(masker, masker.mask_value(value)), indent=indent, default=str,
+                      ensure_ascii=False)
+    return masker.mask(text)
+
+
+def _mask_keys(masker: Masker, value: Any) -> Any:
+    if isinstance(value, dict):
+        return {masker.mask(str(k)): _mask_keys(masker, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_keys(masker, v) for v in value]
+    return value
+
+
 def write_private(path: Path, text: str) -> Path:
     """Write `text` to a file only its owner can read."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -363,8 +375,7 @@ class EventReader:
         # Mask first: messages and diffs are cut to length later, maybe inside a secret.
         masked = cast(Event, self.ctx.masker.mask_value(event))
         name = f"{event['counter']}-{str(event.get('uuid', 'x'))[:64].replace('/', '_')}.json"
-        text = json.dumps(masked, default=str, ensure_ascii=False)
-        write_private(self._saved / name, self.ctx.masker.mask(text))
+        write_private(self._saved / name, masked_json(self.ctx.masker, masked, indent=None))
         self.record.add(masked)
         if event.get("event") == "playbook_on_stats":   # outputs are data, not log text
             self.record.published = published_stats(event.get("event_data") or {})

@@ -35,6 +35,7 @@ from iacorch.drivers.ansible_events import (
     PlayRecord,
     host_stats,
     log_lines,
+    masked_json,
     module_message,
     progress,
     render_diff,
@@ -419,6 +420,8 @@ def test_artifacts_hold_masked_job_events(stage: Callable[..., Stage], tmp_path:
                 and e["event_data"]["res"].get("diff"))
     assert diff["event_data"]["res"]["diff"][0]["after"] == "hello ***\n"
     assert json.loads((artifacts / "inventory.json").read_text())["all"]["hosts"]["localhost"]
+    assert json.loads((artifacts / "extra_vars.json").read_text()) == {
+        "greeting": "***", "port": 8080}
     assert (artifacts / "stdout").read_text().count("TASK [") == 4
 
 
@@ -563,3 +566,10 @@ def test_errors_printed_before_the_callback_loads_make_the_message(
     reader.close()
     assert reader.record.errors == ["ERROR! couldn't resolve module/action 'no.such.module'.",
                                     "The error appears to be in '/rb/site.yml': line 3, column 7"]
+
+
+def test_masked_json_masks_secrets_that_json_would_escape() -> None:
+    secret = 'pa"ss\\wörd'
+    text = masked_json(Masker([secret]), {"password": secret, secret: 1})
+    assert "pa" not in text.replace("password", "")
+    assert json.loads(text) == {"password": "***", "***": 1}
