@@ -168,7 +168,8 @@ def unlock(key: str, reason: str, store_url: str | None) -> None:
     from iacorch.engine.runtime import current_identity
 
     store = open_store(store_url)
-    holder = store.force_unlock(key, actor=current_identity(), reason=reason)
+    with store.transaction(durable=True):
+        holder = store.force_unlock(key, actor=current_identity(), reason=reason)
     if holder is None:
         known = ", ".join(lock.key for lock in store.list_locks()) or "(none)"
         raise UsageError(f"no lock named {key}", hint=f"held locks: {known}")
@@ -223,7 +224,7 @@ def _decide(decision: str, run_id: str, gate: str, comment: str | None,
     existing = store.approvals(run.id, gate)
     check_decider(gate_spec, identity, run.user, existing, bound_to)
     values = check_inputs(gate_spec, parse_var_flags(inputs)) if decision == "approve" else {}
-    with store.transaction():
+    with store.transaction(durable=True):
         store.record_approval(ApprovalRecord(run.id, gate, identity, decision, bound_to,
                                              time.time(), comment, values))
         store.append_audit(f"approval_{decision}", run_id=run.id, stage_id=gate, actor=identity,

@@ -28,7 +28,7 @@ from .drift_rules import DriftStatus, StageDrift, classify, ignore_rules, is_new
 from .executor import LocalExecutor
 from .journal import REDACTED, Journal
 from .locks import RunLock, lock_key
-from .rendering import RunInfo, build_spec, render_action, template_context
+from .rendering import RunInfo, build_spec, render_action, stage_view, template_context
 from .runtime import Runtime
 from .secrets import resolve_secrets
 from .stage_exec import run_stage_attempt
@@ -190,7 +190,8 @@ class _DriftCheck:
         statuses = {sid: StageStatus.SUCCEEDED for sid in self.applied}
         info = RunInfo(self.run_id, RunStatus.RUNNING.value, str(self.rt.state_dir),
                        {"id": applied.run_id, "vars": dict(applied.vars), "outputs": outputs})
-        context = template_context(recorded, info, outputs, statuses, self.secrets, stage)
+        context = template_context(recorded, info, stage_view(recorded, outputs, statuses),
+                                   self.secrets, stage)
         try:
             if stage.when is not None and not _truthy(self.templates.render(stage.when,
                                                                             context)):

@@ -209,7 +209,7 @@ class GateKeeper:
         if answer is None:
             return
         values = check_inputs(gate, dict(answer.inputs)) if answer.decision == "approve" else {}
-        with r.rt.store.transaction():
+        with r.rt.store.transaction(durable=True):
             r.rt.store.record_approval(ApprovalRecord(
                 r.run_id, stage.id, r.rt.identity, answer.decision, details["gate_hash"],
                 r.rt.clock(), answer.comment, values))

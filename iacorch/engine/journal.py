@@ -30,7 +30,7 @@ class Journal:
         self.phase = phase
 
     def start_run(self, record: RunRecord) -> None:
-        with self.store.transaction():
+        with self.store.transaction(durable=True):
             self.store.create_run(record)
             self.store.append_audit("run_started", run_id=self.run_id, actor=self.actor,
                                     data={"runbook": record.runbook, "operation": record.operation,
@@ -46,7 +46,8 @@ class Journal:
             changes["error"] = self.masker.mask(error)
         elif status is RunStatus.SUCCEEDED:
             changes["error"] = None  # a resumed run that succeeded has no error left
-        with self.store.transaction():
+        with self.store.transaction(durable=finished_at is not None
+                                    or status is not RunStatus.RUNNING):
             self.store.update_run(self.run_id, status=status, **changes)
             self.store.append_audit(f"run_{status.value}", run_id=self.run_id, actor=self.actor,
                                     data={"error": self.masker.mask(error)} if error else {})

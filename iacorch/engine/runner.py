@@ -19,7 +19,14 @@ from . import policies, scheduler
 from .executor import LocalExecutor
 from .gates import GateKeeper, GateVerdict
 from .journal import Journal
-from .rendering import RunInfo, build_spec, render_action, template_context
+from .rendering import (
+    RunInfo,
+    build_spec,
+    render_action,
+    stage_view,
+    template_context,
+    update_stage_view,
+)
 from .runtime import Runtime
 from .stage_exec import run_stage_attempt
 
@@ -84,6 +91,13 @@ class Runner:
         self.rollback_requested = False
         self.breached = False
         self._settled_count = 0
+        self._new_failures = False   # with on_failure: continue, stages behind it get skipped
+        self.queue = scheduler.ReadyQueue(plan, self.state.statuses, self.selected)
+        outputs = self.state.outputs
+        if self.options.operation is Operation.PLAN and self.previous:
+            # a dry run stands in the last successful run's outputs for stages not applied
+            outputs = {**self.previous.get("outputs", {}), **outputs}
+        self.stage_view = stage_view(plan, outputs, self.state.statuses)
         self.t0 = time.monotonic()
 
     # -- the loop ------------------------------------------------------------
@@ -91,19 +105,20 @@ class Runner:
         workers = self.options.concurrency or self.plan.concurrency
         executor = LocalExecutor(workers)
         running: dict[Future[StageResult], str] = {}
+        done: set[Future[StageResult]] = set()
         try:
             while True:
-                with self.rt.store.transaction():
+                with self.rt.store.transaction():  # one commit per turn of the loop
+                    for future in done:
+                        self._finish(running.pop(future), future.result())
                     settled = self._start_ready(executor, running, workers)
+                done = set()
                 if settled:
                     continue  # skipped stages and decided gates may make others ready
                 if not running and not self._retries_pending():
                     break
                 done, _ = wait(running, timeout=self._wait_timeout(),
                                return_when=FIRST_COMPLETED)
-                with self.rt.store.transaction():
-                    for future in done:
-                        self._finish(running.pop(future), future.result())
                 self._check_deadline()
             self._run_finally(executor)
         finally:
@@ -117,19 +132,20 @@ class Runner:
             self.stopping = True
         if self.stopping:
             return False
-        statuses = self.state.statuses
         settled_before = self._settled_count
-        if self._continue_on_failure():
+        if self._new_failures:
+            self._new_failures = False
             for stage_id, culprit in scheduler.blocked_stages(
-                    self.plan, statuses, self.selected).items():
+                    self.plan, self.state.statuses, self.selected).items():
                 self._settle(stage_id, StageStatus.SKIPPED, f"upstream {culprit} failed")
         now = time.monotonic()
-        for stage_id in scheduler.ready_stages(self.plan, statuses, self.selected):
+        for stage_id in self.queue.ready():
             if len(running) >= workers or self.stopping:
                 break
             if self.retry_at.get(stage_id, 0.0) > now:
                 continue
             self.retry_at.pop(stage_id, None)
+            self.queue.started(stage_id)
             future = self._start(executor, self.plan.stages[stage_id])
             if future is not None:
                 running[future] = stage_id
@@ -204,6 +220,7 @@ class Runner:
                                         started_at=self.state.started.get(stage_id),
                                         finished_at=self.rt.clock(), result=result)
             self.state.statuses[stage_id] = StageStatus.PENDING
+            self.queue.requeue(stage_id)
             self.retry_at[stage_id] = time.monotonic() + decision.delay
             self.rt.emit(Event(EventKind.STAGE_RETRY, self.run_id, stage_id,
                                {"attempt": attempt, "delay": decision.delay,
@@ -216,7 +233,9 @@ class Runner:
         if stage.is_finally:
             return
         policy = policies.failure_policy(self.plan, stage)
-        if policy is not FailurePolicy.CONTINUE:
+        if policy is FailurePolicy.CONTINUE:
+            self._new_failures = True
+        else:
             self.stopping = True
         if policy is FailurePolicy.ROLLBACK and self.options.operation is Operation.APPLY:
             self.rollback_requested = True
@@ -226,6 +245,10 @@ class Runner:
         """Record a stage's final state for this run and tell the sinks."""
         self.state.statuses[stage_id] = status
         self._settled_count += 1
+        if status.is_done:
+            self.queue.done(stage_id)
+        update_stage_view(self.stage_view, self.plan, stage_id,
+                          self.state.outputs.get(stage_id), status)
         if reason and status is not StageStatus.SUCCEEDED:
             self.state.errors[stage_id] = self.masker.mask(reason)
         started = self.state.started.get(stage_id)
@@ -274,23 +297,13 @@ class Runner:
     def context_for(self, stage: PlannedStage | None, status: str = "running") -> dict[str, Any]:
         """The template context for `stage` given what the run knows now."""
         run = RunInfo(self.run_id, status, str(self.rt.state_dir), self.previous)
-        outputs = self.state.outputs
-        if self.options.operation is Operation.PLAN and self.previous:
-            # a dry run stands in the last successful run's outputs for stages not applied
-            outputs = {**self.previous.get("outputs", {}), **outputs}
-        return template_context(self.plan, run, outputs, self.state.statuses, self.secrets,
-                                stage)
+        return template_context(self.plan, run, self.stage_view, self.secrets, stage)
 
     def _truthy(self, when: str | bool, context: Mapping[str, Any]) -> bool:
         value = self.templates.render(when, context)
         if isinstance(value, str):
             return value.strip().lower() not in ("", "false", "no", "0", "none")
         return bool(value)
-
-    def _continue_on_failure(self) -> bool:
-        return any(status is StageStatus.FAILED and policies.failure_policy(
-            self.plan, self.plan.stages[sid]) is FailurePolicy.CONTINUE
-            for sid, status in self.state.statuses.items() if sid in self.plan.stages)
 
     def _retries_pending(self) -> bool:
         return bool(self.retry_at) and not self.stopping

@@ -224,7 +224,7 @@ def mark_done(plan: Plan, run: RunRecord, runtime: Runtime, stage_id: str, *, re
         raise UsageError(f"stage `{stage_id}` is already {record.status.value}")
     attempt = (record.attempt if record else 0) + 1
     now = runtime.clock()
-    with runtime.store.transaction():
+    with runtime.store.transaction(durable=True):
         runtime.store.record_stage(StageRecord(
             run.id, stage_id, attempt, StageStatus.MARKED_DONE, started_at=now, finished_at=now,
             error=f"marked done by {runtime.identity}: {reason}", outputs=dict(outputs),

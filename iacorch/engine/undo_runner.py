@@ -16,7 +16,7 @@ from iacorch.runbook.templating import TemplateProblem, Templates
 
 from .executor import LocalExecutor
 from .journal import Journal
-from .rendering import RunInfo, build_spec, render_action, template_context
+from .rendering import RunInfo, build_spec, render_action, stage_view, template_context
 from .rollback import UndoKind, UndoStep, ready_to_undo
 from .runtime import Runtime
 from .stage_exec import run_stage_attempt
@@ -157,5 +157,5 @@ class UndoRunner:
                     "outputs": dict(self.inputs.previous_outputs or {})}
         run = RunInfo(self.run_id, "rolling_back", str(self.rt.state_dir), previous)
         statuses = {sid: StageStatus.SUCCEEDED for sid in outputs}
-        return template_context(plan, run, outputs, statuses, self.secrets,
+        return template_context(plan, run, stage_view(plan, outputs, statuses), self.secrets,
                                 self.plan.stages[step.stage_id])

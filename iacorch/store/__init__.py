@@ -59,4 +59,7 @@ def open_store(url: str | None = None) -> Store:
                          hint="use sqlite:///path/to/state.db or a plain path")
     from iacorch.store.sqlite import SqliteStore
 
-    return SqliteStore(path.expanduser())
+    # Stage transitions commit with NORMAL (they survive a killed process; a power cut can
+    # cost the last few, which resume runs again); decisions and run boundaries ask for
+    # transaction(durable=True), which also syncs everything committed before them.
+    return SqliteStore(path.expanduser(), synchronous="NORMAL")

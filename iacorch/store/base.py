@@ -178,8 +178,10 @@ class Store(Protocol):
         """Every attempt of one stage: forward ones first, each phase by attempt."""
         ...
 
-    def transaction(self) -> AbstractContextManager[None]:
+    def transaction(self, *, durable: bool = False) -> AbstractContextManager[None]:
         """One commit for the writes inside; all rolled back if an exception escapes.
+
+        `durable=True`: this commit, and every earlier one, survives power loss.
 
         A nested block joins the outer one. Other threads wait until it ends,
         so keep it short: never around a running stage.

@@ -46,7 +46,7 @@ class MemoryStore:
     _TABLES = ("_runs", "_stages", "_locks", "_audit", "_approvals", "_drift")
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, *, durable: bool = False) -> Iterator[None]:
         """Group the writes inside; on an exception put everything back as it was."""
         with self._lock:
             if self._depth:

@@ -84,6 +84,7 @@ class SqliteStore:
         self._clock = clock
         self._lock = threading.RLock()
         self._depth = 0
+        self._synchronous = synchronous.upper()
         self._conn: sqlite3.Connection | None = None
         try:
             self._conn = self._open(synchronous.upper(), quick_check_max_bytes,
@@ -166,8 +167,12 @@ class SqliteStore:
                              hint=RESTORE_HINT) from exc
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Group the writes inside into one commit; roll all back on an exception."""
+    def transaction(self, *, durable: bool = False) -> Iterator[None]:
+        """Group the writes inside into one commit; roll all back on an exception.
+
+        `durable=True` syncs this commit (and every earlier one) to disk even when the
+        store runs with synchronous=NORMAL, so it survives power loss.
+        """
         with self._lock:
             if self._depth:
                 self._depth += 1
@@ -176,6 +181,9 @@ class SqliteStore:
                 finally:
                     self._depth -= 1
                 return
+            upgrade = durable and self._synchronous != "FULL"
+            if upgrade:
+                self._exec("PRAGMA synchronous = FULL")
             self._exec("BEGIN IMMEDIATE")
             self._depth = 1
             try:
@@ -186,6 +194,8 @@ class SqliteStore:
                 raise
             finally:
                 self._depth = 0
+                if upgrade:
+                    self._exec(f"PRAGMA synchronous = {self._synchronous}")
 
     def _rollback(self) -> None:
         conn = self._conn
