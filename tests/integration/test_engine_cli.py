@@ -312,3 +312,25 @@ def test_lock_second_apply_exits_5_naming_holder(project):
     finally:
         first.wait(timeout=30)
     assert first.returncode == 0
+
+
+def test_missing_tool_stops_before_any_stage_runs(project):
+    import shutil
+
+    if shutil.which("pulumi"):
+        pytest.skip("the pulumi CLI is installed here")
+    project.write("stacks/p/Pulumi.yaml", "name: p\nruntime: python\n")
+    project.write("mixed.yaml", """
+        version: 1
+        name: mixed
+        stages:
+          first: {kind: provision, shell: {run: "touch first-ran"}}
+          stack: {kind: provision, needs: [first], pulumi: {dir: stacks/p}}
+        """)
+    validated = project.run("validate", "mixed.yaml")
+    assert validated.code == 0 and "warning" in validated.err and "pulumi" in validated.err
+    applied = project.run("apply", "mixed.yaml")
+    assert applied.code == 1, applied.text
+    assert "`pulumi` is not on PATH" in applied.err and "pulumi.com" in applied.err
+    assert not (project.root / "first-ran").exists()
+    assert "Traceback" not in applied.text
