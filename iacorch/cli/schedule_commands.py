@@ -126,6 +126,7 @@ def list_schedules(runbooks: tuple[str, ...], count: int, as_json: bool) -> None
 
     now = time.time()
     rows: list[dict[str, Any]] = []
+    shown: list[list[str]] = []
     for job in load_jobs(runbooks):
         fires = next_fires(job.schedule.cron, job.zone, now, count)
         rows.append({"runbook": job.runbook, "path": str(job.runbook_path),
@@ -135,28 +136,22 @@ def list_schedules(runbooks: tuple[str, ...], count: int, as_json: bool) -> None
                      "notify": list(job.schedule.notify),
                      "next": [{"local": f.isoformat(), "utc": utc(f).isoformat()}
                               for f in fires]})
+        shown.append([f"{f:%Y-%m-%d %H:%M:%S} {f.tzname() or '':6} "
+                      f"{utc(f):%Y-%m-%d %H:%M:%S} UTC" for f in fires])
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
         click.echo("no schedules")
         return
-    click.echo(f"{'RUNBOOK':16} {'SCHEDULE':18} {'ACTION':7} {'CRON':16} {'ZONE':16} "
+    click.echo(f"{'RUNBOOK':16} {'SCHEDULE':18} {'ACTION':9} {'CRON':16} {'ZONE':16} "
                f"{'NEXT (ZONE)':26} NEXT (UTC)")
-    for row in rows:
+    for row, fires_text in zip(rows, shown, strict=True):
         action = row["action"] + ("+fix" if row["remediate"] else "")
-        for index, fire in enumerate(row["next"]):
-            head = (f"{row['runbook'][:16]:16} {row['schedule'][:18]:18} {action:7} "
-                    f"{row['cron']:16} {row['timezone'][:16]:16}") if index == 0 \
-                else " " * 77
-            click.echo(f"{head} {_short(fire['local']):26} {_short(fire['utc'])}")
-
-
-def _short(iso: str) -> str:
-    from datetime import datetime
-
-    moment = datetime.fromisoformat(iso)
-    return moment.strftime("%Y-%m-%d %H:%M:%S ") + (moment.tzname() or "")
+        head = (f"{row['runbook'][:16]:16} {row['schedule'][:18]:18} {action:9} "
+                f"{row['cron']:16} {row['timezone'][:16]:16}")
+        for index, text in enumerate(fires_text):
+            click.echo(f"{head if index == 0 else ' ' * len(head)} {text}")
 
 
 @schedule.command("once")
