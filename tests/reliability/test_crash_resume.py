@@ -109,8 +109,9 @@ def read_ledger(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
-def ledger_reached(ledger: Path, lines: int, proc) -> Callable[[], bool]:  # noqa: ANN001
-    return lambda: len(read_ledger(ledger)) >= lines or proc.poll() is not None
+def ledger_reached(ledger: Path, stages: int, proc) -> Callable[[], bool]:  # noqa: ANN001
+    """Progress counts distinct stages, so that reruns after a resume do not count."""
+    return lambda: len(set(read_ledger(ledger))) >= stages or proc.poll() is not None
 
 
 def stage_states(project, run_id: str) -> dict[str, dict]:  # noqa: ANN001
@@ -127,7 +128,7 @@ def kill_and_resume(project, tree, seed: int, kills: int) -> Campaign:  # noqa: 
         started = tree.start("apply", "crash.yaml") if run_id is None \
             else tree.start("resume", run_id)
         progressed = ledger_reached(ledger, target, started.proc)
-        tree.wait_for(progressed, timeout=120, what=f"ledger to reach {target} lines")
+        tree.wait_for(progressed, timeout=120, what=f"{target} stages to start")
         time.sleep(rng.uniform(0.0, 0.3))   # land anywhere: in a stage, a commit, a start
         if started.proc.poll() is not None:
             assert started.proc.returncode == 0, started.output
