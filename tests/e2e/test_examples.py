@@ -298,9 +298,11 @@ def test_dr_failover_rolls_back_when_verification_fails(examples, lab):
 # -- pulumi-site -----------------------------------------------------------------------
 
 
+# Skipped, not failed, without the CLI even in CI (which has none), like the driver's own
+# integration test: Pulumi is needed only by pulumi stages.
 @pytest.mark.pulumi
-def test_pulumi_site_apply_drift_destroy(examples, require_tool):
-    require_tool("pulumi")
+@pytest.mark.skipif(shutil.which("pulumi") is None, reason="pulumi CLI not on PATH")
+def test_pulumi_site_apply_drift_destroy(examples):
     examples.project.env.update({"SITE_ADMIN_TOKEN": "e2e-admin-token-7f3a",
                                  "PULUMI_PYTHON_CMD": sys.executable,
                                  "PULUMI_HOME": str(examples.root / "pulumi-home")})
@@ -322,9 +324,6 @@ def test_pulumi_site_apply_drift_destroy(examples, require_tool):
 # -- engine defects found while building the examples -----------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a deadline (RTO) restarts with every process: "
-                   "resume measures only its own part, so a failover that waited for "
-                   "approval reports `within the deadline` (engine/runner.py Runner.t0)")
 def test_deadline_counts_the_whole_run_across_resume(project):
     project.write("plans/rto.yaml", """
         version: 1
@@ -343,9 +342,6 @@ def test_deadline_counts_the_whole_run_across_resume(project):
     assert "OVER the deadline" in resumed.err
 
 
-@pytest.mark.xfail(strict=True, reason="`finally:` runs before the automatic rollback, so it "
-                   "sees run.status `failed` and the world before the undo, not `rolled_back` "
-                   "(engine/runs.py _finish runs run_rollback after Runner.run)")
 def test_finally_sees_how_the_run_ended_after_rollback(project):
     project.write("plans/fin.yaml", """
         version: 1
@@ -365,9 +361,6 @@ def test_finally_sees_how_the_run_ended_after_rollback(project):
     assert (project.root / "plans" / "ended").read_text().strip() == "rolled_back"
 
 
-@pytest.mark.xfail(strict=True, reason="the tool check looks a relative argv[0] "
-                   "(`../scripts/x`) up from the caller's directory, not the runbook's, "
-                   "and refuses a runbook that would run (drivers/__init__.py missing_tools)")
 def test_program_beside_the_runbook_is_found_from_the_project_root(project):
     script = project.write("scripts/hello", "#!/bin/sh\necho hello\n")
     script.chmod(0o755)
@@ -382,9 +375,6 @@ def test_program_beside_the_runbook_is_found_from_the_project_root(project):
     assert "hello" in result.out
 
 
-@pytest.mark.xfail(strict=True, reason="`mock_outputs` is in the schema and the compiled "
-                   "plan, but nothing reads it: `iacorch plan` does not use it as a stand-in "
-                   "for outputs not known yet (engine/runner.py Runner.context_for)")
 def test_plan_uses_mock_outputs_of_stages_that_never_ran(project):
     project.write("plans/mock.yaml", """
         version: 1
@@ -396,6 +386,8 @@ def test_plan_uses_mock_outputs_of_stages_that_never_ran(project):
             mock_outputs: {url: "http://mock"}
           use: {kind: verify, shell: {argv: [echo, "{{ stages.make.outputs.url }}"]}}
         """)
-    result = project.run("plan", "plans/mock.yaml")
+    result = project.run("plan", "plans/mock.yaml", "--mock")
     assert result.code == 0, result.text
     assert "use: would run" in result.err
+    unmocked = project.run("plan", "plans/mock.yaml")          # mocks only when asked for
+    assert "use: not fully planned" in unmocked.err
