@@ -87,9 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     except (click.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
         code = EXIT_SIGINT
-    except Exception:  # noqa: BLE001 - the one boundary: anything else is a bug
-        path = _crash_log(traceback.format_exc())
-        click.echo(f"iacorch: internal error (a bug: please report it); details in {path}",
-                   err=True)
+    except Exception as exc:  # noqa: BLE001 - the one boundary: anything else is a bug
+        try:
+            where = f"details in {_crash_log(traceback.format_exc())}"
+        except OSError as log_error:
+            where = f"no crash log could be written ({log_error.strerror}): {exc!r}"
+        click.echo(f"iacorch: internal error (a bug: please report it); {where}", err=True)
         code = EXIT_INTERNAL
     sys.exit(code if isinstance(code, int) else 0)

@@ -136,10 +136,14 @@ def apply(**kwargs: object) -> None:
 @run_options
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 2 when anything would change, 0 when nothing would.")
+@click.option("--mock", is_flag=True,
+              help="Use stages' `mock_outputs` for outputs no run has produced yet. "
+                   "A mocked plan is marked as such and can never be applied or approved.")
 def plan_command(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str, ...],
                  store_url: str | None, only: tuple[str, ...], targets: tuple[str, ...],
                  concurrency: int | None, lock_timeout: float, json_events: bool, quiet: bool,
-                 reports: tuple[str, ...], summary: str | None, detailed_exitcode: bool) -> None:
+                 reports: tuple[str, ...], summary: str | None, detailed_exitcode: bool,
+                 mock: bool) -> None:
     """Dry run of every stage: terraform plan, pulumi preview, ansible check+diff;
     shell and http stages are shown as "would run". Nothing is changed."""
     from iacorch.engine.runner import RunOptions
@@ -152,7 +156,7 @@ def plan_command(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str,
     run_id = new_run_id(runtime.clock())
     click.echo(f"run {run_id}: plan {runbook} (workspace {plan.workspace})", err=True)
     options = RunOptions(operation=Operation.PLAN, only=only, targets=targets,
-                         concurrency=concurrency)
+                         concurrency=concurrency, mock=mock)
     try:
         with forward_interrupts(runtime):
             outcome = plan_run(plan, runtime, options, run_id=run_id)

@@ -145,10 +145,14 @@ def print_summary(outcome: RunOutcome, runtime: Runtime) -> None:
         deadline = f" ({verdict} the deadline of {outcome.deadline:.0f}s)"
     click.echo(f"run {outcome.run_id} {outcome.status.value} in {outcome.elapsed:.1f}s"
                f"{deadline}: {shown or 'nothing to do'}", err=True)
+    records = runtime.store.stage_records(outcome.run_id) if outcome.errors else {}
     for stage_id, error in outcome.errors.items():
         if outcome.statuses.get(stage_id) is not None and \
                 outcome.statuses[stage_id].value in ("failed", "interrupted"):
             click.echo(f"  {stage_id}: {error}", err=True)
+            hint = records[stage_id].details.get("hint") if stage_id in records else None
+            if hint:
+                click.echo(f"    hint: {hint}", err=True)
             click.echo(f"    log: iacorch logs {outcome.run_id} {stage_id}", err=True)
     if outcome.undo is not None:
         undo = outcome.undo

@@ -58,6 +58,10 @@ def missing_tools(plan: Plan) -> dict[str, list[str]]:
         if stage.action_type is None:
             continue
         for tool in load_driver(stage.action_type).required_tools(stage.action):
-            if "{{" not in tool and shutil.which(tool) is None:
+            if "{{" in tool:
+                continue
+            # a path such as ../scripts/check runs from the runbook's directory
+            found = shutil.which(str(plan.root / tool)) if "/" in tool else shutil.which(tool)
+            if found is None:
                 missing.setdefault(tool, []).append(stage.id)
     return missing

@@ -42,6 +42,7 @@ class RunOptions:
     only: tuple[str, ...] = ()
     targets: tuple[str, ...] = ()
     concurrency: int | None = None
+    mock: bool = False          # plan only: mock_outputs stand in for outputs never produced
 
 
 @dataclass
@@ -74,7 +75,8 @@ class Runner:
     def __init__(self, plan: Plan, runtime: Runtime, run_id: str, *, secrets: Mapping[str, str],
                  masker: Masker, journal: Journal, state: RunState | None = None,
                  options: RunOptions | None = None, started_by: str = "",
-                 previous: Mapping[str, Any] | None = None) -> None:
+                 previous: Mapping[str, Any] | None = None,
+                 started_at: float | None = None) -> None:
         self.plan, self.rt, self.run_id = plan, runtime, run_id
         self.secrets, self.masker, self.journal = secrets, masker, journal
         self.state = state or RunState()
@@ -94,11 +96,16 @@ class Runner:
         self._new_failures = False   # with on_failure: continue, stages behind it get skipped
         self.queue = scheduler.ReadyQueue(plan, self.state.statuses, self.selected)
         outputs = self.state.outputs
-        if self.options.operation is Operation.PLAN and self.previous:
-            # a dry run stands in the last successful run's outputs for stages not applied
-            outputs = {**self.previous.get("outputs", {}), **outputs}
+        self._standins: dict[str, Any] = {}
+        if self.options.operation is Operation.PLAN:
+            # a dry run stands in the last successful run's outputs for stages not applied,
+            # and with --mock the runbook's mock_outputs for stages that never ran
+            mocks = {sid: dict(st.mock_outputs) for sid, st in plan.stages.items()
+                     if self.options.mock and st.mock_outputs is not None}
+            self._standins = {**mocks, **(self.previous or {}).get("outputs", {})}
+            outputs = {**self._standins, **outputs}
         self.stage_view = stage_view(plan, outputs, self.state.statuses)
-        self.t0 = time.monotonic()
+        self.started_at = started_at if started_at is not None else runtime.clock()
 
     # -- the loop ------------------------------------------------------------
     def run(self) -> RunOutcome:
@@ -120,7 +127,6 @@ class Runner:
                 done, _ = wait(running, timeout=self._wait_timeout(),
                                return_when=FIRST_COMPLETED)
                 self._check_deadline()
-            self._run_finally(executor)
         finally:
             executor.shutdown()
         return self._outcome()
@@ -208,7 +214,9 @@ class Runner:
         if result.saved_plan and self.options.operation is Operation.PLAN:
             GateKeeper.discard({stage_id: result.saved_plan})  # a dry run applies nothing
         if result.ok:
-            self.state.outputs[stage_id] = dict(result.outputs)
+            # a dry run's own outputs (e.g. current Terraform outputs) refine the stand-ins
+            self.state.outputs[stage_id] = {**self._standins.get(stage_id, {}),
+                                            **result.outputs}
             self._settle(stage_id, StageStatus.SUCCEEDED, None, result)
             return
         if result.interrupted or self.rt.cancel.interrupted:
@@ -313,36 +321,47 @@ class Runner:
             return _POLL
         return max(0.0, min(_POLL, min(self.retry_at.values()) - time.monotonic()))
 
+    def elapsed(self) -> float:
+        """Seconds since the run started, across every process that worked on it."""
+        return self.rt.clock() - self.started_at
+
     def _check_deadline(self) -> None:
         deadline = self.plan.deadline
-        if deadline is None or self.breached or time.monotonic() - self.t0 <= deadline:
+        if deadline is None or self.breached or self.elapsed() <= deadline:
             return
         self.breached = True
         self.rt.emit(Event(EventKind.DEADLINE_BREACHED, self.run_id, None,
-                           {"deadline": deadline, "elapsed": time.monotonic() - self.t0}))
+                           {"deadline": deadline, "elapsed": self.elapsed()}))
         self.rt.store.append_audit("deadline_breached", run_id=self.run_id,
                                    data={"deadline": deadline})
 
-    def _run_finally(self, executor: LocalExecutor) -> None:
-        status = self._provisional_status()
-        if status in (RunStatus.INTERRUPTED, RunStatus.WAITING_APPROVAL) or \
+    def run_finally(self, status: RunStatus) -> None:
+        """Run the `finally:` stages once the run's outcome (rollback included) is known."""
+        if not self.plan.finally_stages or status in (
+                RunStatus.INTERRUPTED, RunStatus.WAITING_APPROVAL) or \
                 self.options.operation is not Operation.APPLY:
             return
+        executor = LocalExecutor(self.options.concurrency or self.plan.concurrency)
         running: dict[Future[StageResult], str] = {}
-        for stage in self.plan.finally_stages.values():
-            if self.state.statuses.get(stage.id, StageStatus.PENDING).is_done:
-                continue
-            future = self._submit(executor, stage, self.context_for(stage, status.value),
-                                  Operation.APPLY)
-            if future is not None:
-                running[future] = stage.id
-        for future, stage_id in running.items():
-            result = future.result()
-            if result.ok:
-                self.state.outputs[stage_id] = dict(result.outputs)
-                self._settle(stage_id, StageStatus.SUCCEEDED, None, result)
-            else:
-                self._settle(stage_id, StageStatus.FAILED, result.error, result)
+        try:
+            with self.rt.store.transaction():
+                for stage in self.plan.finally_stages.values():
+                    if self.state.statuses.get(stage.id, StageStatus.PENDING).is_done:
+                        continue
+                    future = self._submit(executor, stage, self.context_for(stage, status.value),
+                                          Operation.APPLY)
+                    if future is not None:
+                        running[future] = stage.id
+            for future, stage_id in running.items():
+                result = future.result()
+                with self.rt.store.transaction():
+                    if result.ok:
+                        self.state.outputs[stage_id] = dict(result.outputs)
+                        self._settle(stage_id, StageStatus.SUCCEEDED, None, result)
+                    else:
+                        self._settle(stage_id, StageStatus.FAILED, result.error, result)
+        finally:
+            executor.shutdown()
 
     def _provisional_status(self) -> RunStatus:
         statuses = {sid: s for sid, s in self.state.statuses.items() if sid in self.plan.stages}
@@ -358,7 +377,7 @@ class Runner:
         waiting = tuple(sid for sid, s in self.state.statuses.items()
                         if s is StageStatus.WAITING_APPROVAL)
         return RunOutcome(self.run_id, self._provisional_status(), dict(self.state.statuses),
-                          dict(self.state.errors), time.monotonic() - self.t0,
+                          dict(self.state.errors), self.elapsed(),
                           self.plan.deadline, waiting)
 
 

@@ -91,7 +91,7 @@ def resume_run(plan: Plan, run: RunRecord, runtime: Runtime, *, rerun_interrupte
                              concurrency=concurrency)
         runner = Runner(plan, runtime, run.id, secrets=secrets, masker=masker, journal=journal,
                         state=state, options=options, started_by=run.user,
-                        previous=previous_run(runtime, plan))
+                        previous=previous_run(runtime, plan), started_at=run.started_at)
         return _finish(runner, journal, runtime)
     finally:
         lock.release()
@@ -114,9 +114,9 @@ def _finish(runner: Runner, journal: Journal, runtime: Runtime) -> RunOutcome:
         status, undo = run_rollback(runner.plan, runtime, runner.run_id, secrets=runner.secrets,
                                     masker=runner.masker, outputs=runner.state.outputs,
                                     concurrency=runner.options.concurrency)
+    runner.run_finally(status)
     return RunOutcome(outcome.run_id, status, outcome.statuses, outcome.errors,
-                      time.monotonic() - runner.t0, outcome.deadline, outcome.waiting_gates,
-                      undo)
+                      runner.elapsed(), outcome.deadline, outcome.waiting_gates, undo)
 
 
 def rollback_run(plan: Plan, run: RunRecord, runtime: Runtime, *,
@@ -209,7 +209,7 @@ def _state_from_store(plan: Plan, runtime: Runtime, run_id: str,
 
 
 def _details(plan: Plan, options: RunOptions) -> Mapping[str, Any]:
-    return {"deadline": plan.deadline, "pid": os.getpid(),
+    return {"deadline": plan.deadline, "pid": os.getpid(), "mocked": options.mock,
             "selection": {"only": list(options.only), "targets": list(options.targets)}}
 
 

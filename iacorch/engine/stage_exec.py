@@ -19,9 +19,15 @@ def run_stage_attempt(spec: StageSpec, process: ProcessRunner, masker: Masker,
                       cancel: CancelToken, emit: Callable[[Event], None]) -> StageResult:
     """Run one attempt with its log at <work_dir>/attempt-N.log; every line is masked."""
     work_dir = Path(spec.work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / f"attempt-{spec.attempt}.log"
-    with open(log_path, "a", encoding="utf-8", buffering=1) as log:
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+    except OSError as exc:
+        return StageResult.failure(
+            f"cannot write the stage's log in {work_dir}: {exc.strerror}; nothing was run",
+            hint="free disk space and inodes there (df -h; df -i), then `iacorch resume`")
+    with log:
 
         def on_line(line: str) -> None:
             log.write(f"{time.strftime('%H:%M:%S')} {line}\n")

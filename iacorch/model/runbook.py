@@ -9,7 +9,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 from iacorch.model.status import ActionType, FailurePolicy, StageKind
 
@@ -19,20 +26,42 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
+class RuleError(ValueError):
+    """A value that breaks a rule of the format; `hint` says how to write it instead.
+
+    The schema error mapper shows `message` and `hint` apart; `str()` joins them for
+    callers that only print the error (command-line flags).
+    """
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(f"{message}; {hint}")
+        self.message = message
+        self.hint = hint
+
+
+_DURATION_HINT = "write it as 30s, 15m, 4h or 1h30m (a bare number means seconds)"
+
+
 def parse_duration(value: object) -> float:
     """`90`, `"90s"`, `"15m"`, `"1h30m"`, `"250ms"` -> seconds."""
     if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or text such as 30s, 15m, 4h")
+        raise RuleError(f"{str(value).lower()} is not a duration", _DURATION_HINT)
     if isinstance(value, int | float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise RuleError(f"{value} is not a duration", _DURATION_HINT)
         if value < 0:
-            raise ValueError("a duration cannot be negative")
+            raise RuleError("a duration cannot be negative", _DURATION_HINT)
         return float(value)
     if isinstance(value, str) and _DURATION.match(value):
         return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value))
-    raise ValueError(f"{value!r} is not a duration; write it as 30s, 15m, 4h or 1h30m")
+    shown = repr(value) if isinstance(value, str) else "a " + type(value).__name__
+    raise RuleError(f"{shown} is not a duration", _DURATION_HINT)
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema({
+    "anyOf": [{"type": "number", "minimum": 0},
+              {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d))+\s*$"}],
+    "description": "seconds, or a duration such as 30s, 15m, 4h, 1h30m"})]
 Templated = str  # a string that may hold {{ ... }}
 
 
@@ -58,7 +87,10 @@ class SecretSpec(Strict):
     @model_validator(mode="after")
     def _one_source(self) -> SecretSpec:
         if (self.env is None) == (self.file is None):
-            raise ValueError("a secret has exactly one source: env or file")
+            raise RuleError("a secret has exactly one source: env or file",
+                            "keep either `env: NAME` or `file: PATH`"
+                            if self.env is not None else
+                            "add `env: NAME` (an environment variable) or `file: PATH`")
         return self
 
 
@@ -116,8 +148,10 @@ class ShellAction(Strict):
     @model_validator(mode="after")
     def _run_or_argv(self) -> ShellAction:
         if (self.run is None) == (self.argv is None):
-            raise ValueError("a shell action has exactly one of `run` (a script) "
-                             "or `argv` (a list)")
+            raise RuleError("a shell action has exactly one of `run` (a script) "
+                            "or `argv` (a list)",
+                            "remove one of them" if self.run is not None else
+                            "add `run: make` for a script or `argv: [make, all]` for a command")
         return self
 
 
@@ -180,8 +214,11 @@ class RollbackAction(ActionFields):
     @model_validator(mode="after")
     def _exactly_one(self) -> RollbackAction:
         if len(self.action_types) != 1:
-            raise ValueError("a rollback is `auto`, `none`, or exactly one action "
-                             "(terraform, pulumi, ansible, shell, http)")
+            raise RuleError("a rollback is `auto`, `none`, or exactly one action "
+                            "(terraform, pulumi, ansible, shell, http)",
+                            "keep one action here; put other undo steps in their own stage"
+                            if self.action_types else "add one action, e.g. "
+                            "`rollback: {shell: {run: make clean}}`")
         return self
 
 
@@ -190,6 +227,13 @@ class ApprovalInput(Strict):
     choices: list[Any] | None = None
     default: Any = None
     description: str | None = None
+
+    @model_validator(mode="after")
+    def _choices_for_choice(self) -> ApprovalInput:
+        if self.type == "choice" and not self.choices:
+            raise RuleError("an input of `type: choice` needs a non-empty list of `choices`",
+                            "list what the approver may pick, e.g. `choices: [eu, us]`")
+        return self
 
 
 class Stage(ActionFields):
@@ -237,7 +281,9 @@ class NotifyChannel(Strict):
     @model_validator(mode="after")
     def _one_target(self) -> NotifyChannel:
         if (self.webhook is None) == (self.command is None):
-            raise ValueError("a notify channel has exactly one of `webhook` or `command`")
+            raise RuleError("a notify channel has exactly one of `webhook` or `command`",
+                            "keep one of them" if self.webhook is not None else
+                            "add `webhook: URL` or `command: [notify-send, iacorch]`")
         return self
 
 

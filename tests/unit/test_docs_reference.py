@@ -113,10 +113,6 @@ def test_runbooks_shown_in_the_docs_are_valid(doc):
         Runbook.model_validate(load_text(block, "docs/runbook.md").data)
 
 
-@pytest.mark.xfail(strict=True, reason="durations (`timeout: 5m`, `deadline: 15m`) are "
-                   "`type: number` in the JSON Schema, so editors using `iacorch schema` "
-                   "flag every example runbook; model/runbook.py `Duration` needs a "
-                   "WithJsonSchema accepting a number or a duration string")
 def test_example_runbooks_pass_the_editor_schema():
     jsonschema = pytest.importorskip("jsonschema")
     from iacorch.runbook.source import load_document
