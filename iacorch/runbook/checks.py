@@ -1,19 +1,31 @@
-"""Static safety checks on stage actions: dangerous environment variables and paths.
+"""Static checks of one stage: its shape, approval gate rules, dangerous environment
+variables and paths.
 
-Each check returns (message, document path, hint) triples for the compiler to locate.
+Each check yields `Finding`s (message, document path, hint) for the compiler to locate.
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from iacorch.model.runbook import STAGE_ID, Stage
 from iacorch.model.status import ActionType
 from iacorch.runbook.templating import is_template
 
-Finding = tuple[str, tuple[Any, ...], str | None]
+
+class Finding(NamedTuple):
+    """One problem before it is located: `key=True` points at the key of `path`, not its value."""
+
+    message: str
+    path: tuple[Any, ...]
+    hint: str
+    key: bool = False
+
 
 # Variables that make a tool load code or take flags nobody reviewed in the runbook.
 DANGEROUS_ENV = ("TF_CLI_ARGS", "TF_CLI_ARGS_*", "TF_CLI_CONFIG_FILE", "LD_PRELOAD",
@@ -29,6 +41,57 @@ PATH_FIELDS: dict[ActionType, tuple[str, ...]] = {
     ActionType.PULUMI: ("dir",),
     ActionType.ANSIBLE: ("playbook",),
 }
+APPROVAL_FIELDS = ("approvers", "require", "allow_self_approval", "message", "inputs",
+                   "on_timeout")
+_ACTIONS = "terraform, pulumi, ansible, shell, http"
+_NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five"}
+
+
+def check_shape(section: str, stage_id: str, stage: Stage) -> Iterator[Finding]:
+    """The stage id, its kind, exactly one action (none for a gate), fields of its kind."""
+    where = (section, stage_id)
+    if not STAGE_ID.match(stage_id):
+        yield Finding(f"stage id {stage_id!r} may only hold letters, digits, `_` and `-`",
+                      where, "rename the stage, e.g. `web-tier`", key=True)
+    if section == "stages" and stage.kind is None:
+        yield Finding(f"stage `{stage_id}` has no `kind`", where,
+                      "add `kind:` provision, configure, deploy, verify or approval", key=True)
+    actions = stage.action_types
+    if stage.is_approval:
+        if actions:
+            yield Finding(f"approval gate `{stage_id}` cannot also run `{actions[0]}`",
+                          (*where, actions[0].value),
+                          "move the action into its own stage that `needs` the gate", key=True)
+        yield from _check_gate(where, stage)
+        return
+    if not actions:
+        yield Finding(f"stage `{stage_id}` has no action", where,
+                      f"add exactly one of {_ACTIONS}", key=True)
+    elif len(actions) > 1:
+        names = ", ".join(f"`{a.value}`" for a in actions[:-1]) + f" and `{actions[-1].value}`"
+        count = _NUMBERS[len(actions)]
+        yield Finding(f"stage `{stage_id}` has {count} actions, {names}",
+                      (*where, actions[1].value), f"split it into {count} stages, one per "
+                      "action", key=True)
+    for name in APPROVAL_FIELDS:
+        if getattr(stage, name) is not None:
+            yield Finding(f"`{name}` belongs to approval gates, but `{stage_id}` is "
+                          f"`kind: {stage.kind or 'finally'}`", (*where, name),
+                          "set `kind: approval` or remove the key", key=True)
+
+
+def _check_gate(where: tuple[str, str], stage: Stage) -> Iterator[Finding]:
+    approvers = stage.approvers or []
+    if stage.require is not None and approvers and stage.require > len(set(approvers)):
+        yield Finding(f"gate `{where[1]}` requires {stage.require} distinct approvers, but "
+                      f"`approvers` names only {len(set(approvers))}", (*where, "require"),
+                      "lower `require` or add approvers")
+    seen: set[str] = set()
+    for index, name in enumerate(approvers):
+        if name in seen:
+            yield Finding(f"approver `{name}` is listed twice in gate `{where[1]}`",
+                          (*where, "approvers", index), "list each person once")
+        seen.add(name)
 
 
 def check_env(path: tuple[Any, ...], env: Mapping[str, Any] | None,
@@ -38,9 +101,10 @@ def check_env(path: tuple[Any, ...], env: Mapping[str, Any] | None,
         if name in allowed:
             continue
         if any(fnmatch.fnmatchcase(str(name), pattern) for pattern in DANGEROUS_ENV):
-            yield (f"stage env sets `{name}`, which can make the tool load code or take flags "
-                   "that the runbook does not show", (*path, name),
-                   f"if this is intended, add `allow_env: [{name}]` at the top of the runbook")
+            yield Finding(f"stage env sets `{name}`, which can make the tool load code or take "
+                          "flags that the runbook does not show", (*path, "env", name),
+                          f"if this is intended, add `allow_env: [{name}]` at the top of the "
+                          "runbook", key=True)
 
 
 def project_root(runbook_dir: Path) -> Path:
@@ -61,11 +125,33 @@ def check_paths(path: tuple[Any, ...], action_type: ActionType, action: Mapping[
             if not isinstance(entry, str) or is_template(entry):
                 continue
             where = (*path, field) if index is None else (*path, field, index)
-            resolved = (root / entry).resolve()
+            try:
+                resolved = (root / entry).resolve()
+                exists = resolved.exists()
+            except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL, too long
+                yield Finding(f"`{field}` {entry!r} cannot be resolved to a path", where,
+                              "check the path for symlink loops and stray characters")
+                continue
             if not resolved.is_relative_to(project):
-                yield (f"`{field}` {entry!r} resolves to {resolved}, outside the project "
-                       f"{project}", where, "keep stacks and playbooks inside the project "
-                       "(symlinks are followed)")
-            elif not resolved.exists():
-                yield (f"`{field}` {entry!r} does not exist (looked for {resolved})", where,
-                       "paths are relative to the runbook's directory")
+                yield Finding(f"`{field}` {entry!r} resolves to {resolved}, outside the "
+                              f"project {project}", where, "keep stacks and playbooks inside "
+                              "the project (symlinks are followed)")
+            elif not exists:
+                yield Finding(f"`{field}` {entry!r} does not exist (looked for {resolved})",
+                              where, _path_hint(root, entry))
+
+
+def _path_hint(root: Path, entry: str) -> str:
+    """Did-you-mean from the files next to where the missing path was looked for."""
+    relative = "paths are relative to the runbook's directory"
+    parent = (root / entry).parent
+    try:
+        siblings = os.listdir(parent)
+    except OSError:
+        return relative[0].upper() + relative[1:]
+    close = difflib.get_close_matches(Path(entry).name, siblings, n=1)
+    if not close:
+        return relative[0].upper() + relative[1:]
+    suggestion = str(Path(entry).parent / close[0]) if Path(entry).parent != Path(".") \
+        else close[0]
+    return f"did you mean {suggestion!r}? P{relative[1:]}"

@@ -9,21 +9,28 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from iacorch.errors import Problem, RunbookError
+from iacorch.errors import Location, Problem, RunbookError
 from iacorch.model.plan import ApprovalGate, Plan, PlannedStage, RetryPolicy
 from iacorch.model.runbook import STAGE_ID, Runbook, Stage
 from iacorch.model.status import ActionType, StageKind
-from iacorch.runbook.checks import check_env, check_paths, project_root
+from iacorch.runbook.checks import Finding, check_env, check_paths, check_shape, project_root
+from iacorch.runbook.schema_errors import describe
+from iacorch.runbook.sections import check_drift, check_schedules
 from iacorch.runbook.source import Document, load_document
-from iacorch.runbook.templating import TemplateProblem, Templates, is_template
-from iacorch.runbook.variables import load_var_file, resolve_vars
+from iacorch.runbook.templating import (
+    ROOTS,
+    TemplateProblem,
+    Templates,
+    did_you_mean,
+    is_template,
+)
+from iacorch.runbook.variables import check_defaults, load_var_file, resolve_vars
 
-_APPROVAL_FIELDS = ("approvers", "require", "allow_self_approval", "message", "inputs",
-                    "on_timeout")
+_SYNTAX_HINT = "check the {{ }} and {% %} pairs"
 
 
 def compile_runbook(path: str | Path, *, cli_vars: Mapping[str, str] | None = None,
@@ -31,10 +38,13 @@ def compile_runbook(path: str | Path, *, cli_vars: Mapping[str, str] | None = No
     """Load, validate and compile a runbook file; raises RunbookError with every problem."""
     document = load_document(path)
     file_vars: dict[str, Any] = {}
+    origins: dict[str, Location] = {}
     for var_file in var_files:
-        file_vars.update(load_var_file(var_file)[0])
+        values, locations = load_var_file(var_file)
+        file_vars.update(values)
+        origins.update(locations)
     return compile_document(document, cli_vars=cli_vars, file_vars=file_vars,
-                            templates=templates)
+                            file_origins=origins, templates=templates)
 
 
 def validate_model(document: Document) -> Runbook:
@@ -54,11 +64,22 @@ def validate_model(document: Document) -> Runbook:
 
 def compile_document(document: Document, *, cli_vars: Mapping[str, str] | None = None,
                      file_vars: Mapping[str, Any] | None = None,
+                     file_origins: Mapping[str, Location] | None = None,
                      templates: Templates | None = None) -> Plan:
     """Compile an already loaded document (see `compile_runbook`)."""
     runbook = validate_model(document)
-    values = resolve_vars(runbook.vars, cli_vars=cli_vars, file_vars=file_vars)
+    bad_defaults = [_locate(document, finding) for finding in check_defaults(runbook.vars)]
+    if bad_defaults:
+        raise RunbookError(bad_defaults)
+    values = resolve_vars(runbook.vars, cli_vars=cli_vars, file_vars=file_vars,
+                          file_origins=file_origins,
+                          declared_at=lambda name: document.locate(("vars", name), key=True))
     return _Compiler(document, runbook, values, templates or Templates()).compile()
+
+
+def _locate(document: Document, finding: Finding) -> Problem:
+    return Problem(finding.message, document.locate(finding.path, key=finding.key),
+                   finding.hint)
 
 
 class _Compiler:
@@ -72,15 +93,20 @@ class _Compiler:
         self.root = Path(document.path).resolve().parent
         self.project = project_root(self.root)
 
-    def problem(self, message: str, path: Sequence[Any], hint: str | None = None, *,
+    def problem(self, message: str, path: Sequence[Any], hint: str, *,
                 key: bool = False) -> None:
         self.problems.append(Problem(message, self.document.locate(path, key=key), hint))
+
+    def report(self, findings: Iterable[Finding]) -> None:
+        self.problems.extend(_locate(self.document, finding) for finding in findings)
 
     def compile(self) -> Plan:
         sections = {"stages": self.runbook.stages, "finally": self.runbook.finally_}
         for section, stages in sections.items():
             for stage_id, stage in stages.items():
                 self._check_stage(section, stage_id, stage)
+        self.report(check_schedules(self.runbook))
+        self.report(check_drift(self.runbook))
         for stage_id in self.runbook.finally_:
             if stage_id in self.runbook.stages:
                 self.problem(f"stage id `{stage_id}` is used in both `stages` and `finally`",
@@ -106,41 +132,23 @@ class _Compiler:
 
     # -- per-stage shape -------------------------------------------------
     def _check_stage(self, section: str, stage_id: str, stage: Stage) -> None:
-        where = (section, stage_id)
-        if not STAGE_ID.match(stage_id):
-            self.problem(f"stage id {stage_id!r} may only hold letters, digits, `_` and `-`",
-                         where, "rename the stage, e.g. `web-tier`", key=True)
-        if section == "stages" and stage.kind is None:
-            self.problem(f"stage `{stage_id}` has no `kind`", where,
-                         "add `kind:` provision, configure, deploy, verify or approval", key=True)
-        actions = stage.action_types
-        if stage.is_approval:
-            if actions:
-                self.problem(f"approval gate `{stage_id}` cannot also run `{actions[0]}`",
-                             (*where, actions[0].value),
-                             "move the action into its own stage that `needs` the gate", key=True)
-            return
-        if not actions:
-            self.problem(f"stage `{stage_id}` has no action", where,
-                         "add exactly one of terraform, pulumi, ansible, shell, http", key=True)
-        elif len(actions) > 1:
-            names = " and ".join(f"`{a.value}`" for a in actions)
-            self.problem(f"stage `{stage_id}` has two actions, {names}",
-                         (*where, actions[1].value), "split it into two stages", key=True)
-        for name in _APPROVAL_FIELDS:
-            if getattr(stage, name) is not None:
-                self.problem(f"`{name}` belongs to approval gates, but `{stage_id}` is "
-                             f"`kind: {stage.kind}`", (*where, name),
-                             "set `kind: approval` or remove the key", key=True)
-        raw = self.document.data[section][stage_id]
-        action = stage.action_type
-        if action is not None:
+        self.report(check_shape(section, stage_id, stage))
+        actions = [((section, stage_id), stage.action_type)]
+        if not isinstance(stage.rollback, str):
+            actions.append(((section, stage_id, "rollback"), stage.rollback.action_type))
+        for where, action in actions:
+            if action is None or stage.is_approval:
+                continue
             action_path = (*where, action.value)
-            for message, path, hint in [
-                    *check_env(action_path, raw[action.value].get("env"), self.runbook.allow_env),
-                    *check_paths(action_path, action, raw[action.value], self.root,
-                                 self.project)]:
-                self.problem(message, path, hint)
+            settings = self._raw(action_path)
+            self.report(check_env(action_path, settings.get("env"), self.runbook.allow_env))
+            self.report(check_paths(action_path, action, settings, self.root, self.project))
+
+    def _raw(self, path: Sequence[Any]) -> Any:
+        value: Any = self.document.data
+        for part in path:
+            value = value[part]
+        return value
 
     # -- for_each ---------------------------------------------------------
     def _expand(self, stage_id: str, stage: Stage) -> list[tuple[str, Any]]:
@@ -148,45 +156,72 @@ class _Compiler:
         if stage.for_each is None:
             return [(stage_id, None)]
         where = ("stages", stage_id, "for_each")
-        items: Any = stage.for_each
-        if is_template(items):
-            refs = self._references(items, where)
-            if refs is None:
-                return [(stage_id, None)]
-            if any(r.root not in ("vars",) for r in refs.items):
-                self.problem("`for_each` is expanded when the runbook compiles, so it can only "
-                             "use `vars`", where, "compute the list in a var, or use --var")
-                return [(stage_id, None)]
-            try:
-                items = self.templates.render(items, {"vars": self.vars})
-            except TemplateProblem as exc:
-                self.problem(exc.message, where)
-                return [(stage_id, None)]
+        literal = not is_template(stage.for_each)
+        items = stage.for_each if literal else self._render_for_each(stage.for_each, where)
         if isinstance(items, dict):
-            pairs = [(str(k), {"key": k, "value": v}) for k, v in items.items()]
+            pairs = [(str(k), {"key": k, "value": v}, k) for k, v in items.items()]
         elif isinstance(items, list):
-            pairs = [(_item_key(item, index), item) for index, item in enumerate(items)]
+            pairs = [(_item_key(item, index), item, index) for index, item in enumerate(items)]
         else:
-            self.problem(f"`for_each` must give a list or a mapping, got {type(items).__name__}",
-                         where, "for example for_each: \"{{ vars.regions }}\" with a list var")
+            if items is not None:
+                self.problem(f"`for_each` must give a list or a mapping, got {describe(items)}",
+                             where, 'give it a list, e.g. `for_each: [eu, us]`, or a list var: '
+                             '`for_each: "{{ vars.regions }}"`')
             return [(stage_id, None)]
-        expanded: list[tuple[str, Any]] = []
-        for key, item in pairs:
+        expanded: dict[str, Any] = {}
+        for key, item, index in pairs:
+            at = (*where, index) if literal else where
             if not STAGE_ID.match(key):
-                self.problem(f"for_each item {key!r} cannot name a stage", where,
-                             "items must be short names: letters, digits, `_`, `-`")
-            expanded.append((f"{stage_id}[{key}]", item))
-        if len({k for k, _ in expanded}) != len(expanded):
-            self.problem("`for_each` gives the same item twice", where)
-        return expanded
+                self.problem(f"for_each item {key!r} cannot name a stage", at,
+                             "items must be short names: letters, digits, `_`, `-`; give "
+                             "mapping items a `name:`", key=literal and isinstance(items, dict))
+            elif key in expanded:
+                self.problem(f"`for_each` gives the item `{key}` twice", at,
+                             "remove the repeated item; each item names one stage, like "
+                             f"`{stage_id}[{key}]`")
+            else:
+                expanded[key] = item
+        return [(f"{stage_id}[{key}]", item) for key, item in expanded.items()]
+
+    def _render_for_each(self, source: str, where: tuple[Any, ...]) -> Any:
+        """The items of a templated for_each, or None after reporting why there are none."""
+        refs = self._references(source, where)
+        if refs is None:
+            return None
+        if any(r.root != "vars" for r in refs.items):
+            self.problem("`for_each` is expanded when the runbook compiles, so it can only "
+                         "use `vars`", where, "compute the list in a var, or pass it with --var")
+            return None
+        try:
+            return self.templates.render(source, {"vars": self.vars})
+        except TemplateProblem as exc:
+            self.problem(f"`for_each` cannot be computed: {exc.message}", where,
+                         exc.hint or "check the vars it uses")
+            return None
 
     # -- references and dependencies -------------------------------------
     def _references(self, source: str, path: Sequence[Any]) -> Any:
+        """What the template at `path` uses; None after reporting why it cannot be used."""
         try:
-            return self.templates.references(source)
+            refs = self.templates.references(source)
         except TemplateProblem as exc:
-            self.problem(exc.message, path, "check the {{ }} and {% %} pairs")
+            self.problem(exc.message, path, exc.hint or _SYNTAX_HINT)
             return None
+        count = len(self.problems)
+        for name in refs.unknown_names:
+            self.problem(f"`{name}` is not defined in templates", path,
+                         did_you_mean(name, ROOTS) or "templates can use "
+                         f"{', '.join(sorted(ROOTS))}; quote `{{{{` meant as text with "
+                         "{% raw %}...{% endraw %}")
+        for kind, names in (("filter", refs.unknown_filters), ("test", refs.unknown_tests)):
+            for name in names:
+                self.problem(f"template uses `{name}`, which is not a known {kind}", path,
+                             did_you_mean(name, self.templates.known(kind))
+                             or f"known {kind}s: {', '.join(self.templates.known(kind)[:12])}, ...")
+        if refs.unsafe_attributes:
+            self.problem(f"template uses the private attribute `{refs.unsafe_attributes[0]}`",
+                         path, "the template sandbox refuses names starting with `_`")
+        return refs if len(self.problems) == count else None
 
     def _plan_stages(self, section: str, stages: Mapping[str, Stage],
                      expansions: Mapping[str, list[tuple[str, Any]]]) -> dict[str, PlannedStage]:
@@ -204,13 +239,14 @@ class _Compiler:
         needs: list[str] = []
         for index, need in enumerate(stage.needs):
             if need not in self.runbook.stages:
-                close = difflib.get_close_matches(need, list(self.runbook.stages), n=1)
                 self.problem(f"stage `{stage_id}` needs `{need}`, which is not a stage",
                              (section, stage_id, "needs", index),
-                             f"did you mean `{close[0]}`?" if close else None)
+                             did_you_mean(need, list(self.runbook.stages))
+                             or f"stages: {', '.join(list(self.runbook.stages)[:10])}")
             elif need == stage_id:
                 self.problem(f"stage `{stage_id}` needs itself",
-                             (section, stage_id, "needs", index))
+                             (section, stage_id, "needs", index),
+                             f"remove `{stage_id}` from its own `needs`")
             else:
                 needs.append(need)
         for path, source in _template_strings(raw, (section, stage_id)):
@@ -222,9 +258,6 @@ class _Compiler:
                 target = self._check_reference(section, stage_id, stage, ref, path)
                 if target and section == "stages" and not in_rollback:
                     needs.append(target)
-            if refs.unsafe_attributes:
-                self.problem(f"template uses the private attribute `{refs.unsafe_attributes[0]}`",
-                             path, "the template sandbox refuses names starting with `_`")
         ordered = dict.fromkeys(needs)
         return tuple(e for need in ordered for e, _ in expansions.get(need, [(need, None)]))
 
@@ -239,7 +272,8 @@ class _Compiler:
                              f"did you mean `{ref.root}.{close[0]}`?" if close else
                              f"declare it under `{ref.root}:` at the top of the runbook")
         elif ref.root == "item" and stage.for_each is None and path[2:3] != ("rollback",):
-            self.problem("`item` is only defined in stages with `for_each`", path)
+            self.problem("`item` is only defined in stages with `for_each`", path,
+                         "add `for_each:` to this stage, or use a var instead of `item`")
         elif ref.root == "stages" and name is not None:
             if name not in self.runbook.stages:
                 close = difflib.get_close_matches(name, list(self.runbook.stages), n=1)
@@ -248,7 +282,9 @@ class _Compiler:
                              "stage ids with `-` are written stages['my-stage']")
                 return None
             if name == stage_id and section == "stages":
-                self.problem(f"stage `{stage_id}` refers to its own outputs", path)
+                self.problem(f"stage `{stage_id}` refers to its own outputs", path,
+                             "a stage's outputs exist only after it ran; use a var, or split "
+                             "the stage in two")
                 return None
             self._check_output_name(name, ref.path[1:], path)
             return name
@@ -329,7 +365,7 @@ class _Compiler:
         try:
             return str(self.templates.render(source, {"vars": self.vars}))
         except TemplateProblem as exc:
-            self.problem(f"`workspace` {exc.message}", ("workspace",),
+            self.problem(f"`workspace` cannot be computed: {exc.message}", ("workspace",),
                          "the workspace can only use vars")
             return "default"
 

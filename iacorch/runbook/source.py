@@ -15,7 +15,6 @@ Loading runs in four steps, each with one guard:
 from __future__ import annotations
 
 import gc
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +36,12 @@ from yaml.events import (
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from iacorch.errors import Location, Problem, RunbookError, UsageError
+from iacorch.runbook.yaml_errors import (
+    ALIAS_NAME,
+    mark_location,
+    offset_location,
+    syntax_problem,
+)
 
 try:
     _Loader: type = yaml.CSafeLoader
@@ -56,8 +61,6 @@ _MAP, _SEQ, _MERGE = _TAG + "map", _TAG + "seq", _TAG + "merge"
 _TEXT_TAGS = frozenset({_STR, _TAG + "timestamp", _MERGE, _TAG + "value"})
 _SCALAR = object()  # memo entry of a scalar: cheap to convert again, so not stored
 _BUSY = object()  # memo entry of a collection still being converted: an alias to it is a cycle
-_ALIAS_NAME = re.compile(r"\*([^\s,\[\]{}]+)")
-_ANCHOR_NAME = re.compile(r"&([^\s,\[\]{}]+)")
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ class Document:
         """
         node, key_node, complete = self._walk(path)
         target = key_node if key and complete and key_node is not None else node
-        return _location(str(self.path), target.start_mark)
+        return mark_location(str(self.path), target.start_mark)
 
     def scalar_text(self, path: Sequence[str | int]) -> tuple[str, str] | None:
         """(source text, resolved tag) of the plain (unquoted) scalar at `path`, else None."""
@@ -167,7 +170,7 @@ def load_text(text: str | bytes, path: str = "<string>") -> Document:
         try:
             data = text.encode("utf-8")
         except UnicodeEncodeError as err:  # lone surrogates from a lenient decode
-            raise _error(_offset_location(str(shown), text, err.start),
+            raise _error(offset_location(str(shown), text, err.start),
                          "the text contains an invalid character (a lone surrogate)",
                          "save the file as UTF-8 text") from None
     else:
@@ -190,7 +193,7 @@ def _load(data: bytes, shown: Path) -> Document:
             converter = _Converter(file, text, alias_marks)
             converted = converter.convert(root)
     except yaml.YAMLError as err:
-        raise RunbookError([_syntax_problem(err, file, text)]) from None
+        raise RunbookError([syntax_problem(err, file, text)]) from None
     return Document(shown, converted, root)
 
 
@@ -210,7 +213,7 @@ def _gc_paused() -> Iterator[None]:
 def _decode(data: bytes, file: str) -> str:
     if len(data) > MAX_BYTES:
         head = data[:MAX_BYTES].decode("utf-8", "replace")
-        raise _error(_offset_location(file, head, len(head)),
+        raise _error(offset_location(file, head, len(head)),
                      f"the runbook is larger than {MAX_BYTES // (1024 * 1024)} MiB",
                      "split it into smaller runbooks; a file this size is not a hand-written plan")
     if data.startswith(b"\xef\xbb\xbf"):
@@ -221,13 +224,13 @@ def _decode(data: bytes, file: str) -> str:
     except UnicodeDecodeError as err:
         if nul < 0 or err.start < nul:
             head = data[:err.start].decode("utf-8")
-            raise _error(_offset_location(file, head, len(head)),
+            raise _error(offset_location(file, head, len(head)),
                          f"the file is not valid UTF-8 text (byte 0x{data[err.start]:02x})",
                          "save the runbook as UTF-8; binary files cannot be runbooks") from None
         text = ""
     if nul >= 0:
         head = data[:nul].decode("utf-8")
-        raise _error(_offset_location(file, head, len(head)),
+        raise _error(offset_location(file, head, len(head)),
                      "the file contains a NUL byte, so it is binary, not YAML text",
                      "save the runbook as UTF-8 text")
     return text
@@ -247,7 +250,7 @@ def _scan(parser: Any, file: str) -> list[Mark]:
                 nodes += 1
                 depth += 1
                 if depth > MAX_DEPTH:
-                    raise _error(_location(file, event.start_mark),
+                    raise _error(mark_location(file, event.start_mark),
                                  f"the runbook nests deeper than {MAX_DEPTH} levels here",
                                  "no runbook needs this much nesting; look for unclosed "
                                  "brackets or generated input")
@@ -259,12 +262,12 @@ def _scan(parser: Any, file: str) -> list[Mark]:
             elif kind is DocumentStartEvent:
                 documents += 1
                 if documents > 1:
-                    raise _error(_location(file, event.start_mark),
+                    raise _error(mark_location(file, event.start_mark),
                                  "a second YAML document starts here; a runbook is one document",
                                  "remove the extra `---` line, or split the documents into "
                                  "separate runbook files")
             if nodes > MAX_NODES:
-                raise _error(_location(file, event.start_mark),
+                raise _error(mark_location(file, event.start_mark),
                              f"the runbook has more than {MAX_NODES:,} values",
                              "split it into smaller runbooks")
     finally:
@@ -279,10 +282,10 @@ def _check_root(root: Node, file: str) -> None:
     if isinstance(root, MappingNode):
         return
     if isinstance(root, ScalarNode) and root.tag == _NULL:
-        raise _error(_location(file, root.start_mark), "the runbook is empty",
+        raise _error(mark_location(file, root.start_mark), "the runbook is empty",
                      "start with `version: 1`, `name:` and `stages:`")
     what = "a list" if isinstance(root, SequenceNode) else "a single value"
-    raise _error(_location(file, root.start_mark),
+    raise _error(mark_location(file, root.start_mark),
                  f"the top level of a runbook must be a mapping of keys, not {what}",
                  "write `key: value` lines at the top level: `version: 1`, `name:`, `stages:`")
 
@@ -305,6 +308,7 @@ class _Converter:
         self._visit = self._visit_shared if alias_marks else self._visit_plain
 
     def convert(self, root: Node) -> Any:
+        self._root = root
         data = self._visit(root, 1)
         if self._problems:
             raise RunbookError(self._problems)
@@ -357,7 +361,7 @@ class _Converter:
         """A second use of a node: count what expanding it would cost, share the value."""
         mark = self._alias_marks[self._next_alias]
         self._next_alias += 1
-        name = _ALIAS_NAME.match(self._text, mark.index)
+        name = ALIAS_NAME.match(self._text, mark.index)
         shown = f"`*{name.group(1)}`" if name else "this alias"
         if value is _BUSY:
             self._fail(mark, f"{shown} refers to a value that contains it (a recursive alias)",
@@ -417,16 +421,13 @@ class _Converter:
             else:
                 self._visit(node, depth)
         if type(node) is not ScalarNode:
-            what = "a mapping" if type(node) is MappingNode else "a list"
-            self._problems.append(Problem(f"a mapping key must be text, not {what}",
-                                          _location(self._file, node.start_mark),
-                                          "write keys as plain words such as `name:`"))
+            self._problems.append(self._complex_key(node))
             return None
         if node.tag not in _TEXT_TAGS and node.tag not in self._builders and node.tag != _NULL:
             self._bad_tag(node)
         if node.tag == _NULL and not node.value:
             self._problems.append(Problem("a mapping key is empty",
-                                          _location(self._file, node.start_mark),
+                                          mark_location(self._file, node.start_mark),
                                           "write the key before the `:`"))
             return None
         # Keys keep their source text: YAML 1.1 would read `on:` (as in `notify`) as True.
@@ -445,14 +446,32 @@ class _Converter:
         merged.update(explicit)
         return merged
 
+    def _complex_key(self, node: Node) -> Problem:
+        index = node.start_mark.index
+        if self._text.startswith("{{", index - 1):
+            # `run: {{ vars.x }}` unquoted is a mapping whose key is a mapping, not a template
+            end = self._text.find("}}", index)
+            shown = self._text[index - 1:end + 2] if 0 < end < index + 60 else "{{ ... }}"
+            return Problem("a value that starts with `{{` must be quoted",
+                           offset_location(self._file, self._text, index - 1),
+                           f"write it as \"{shown}\"; unquoted, YAML reads `{{` as the start of "
+                           "a mapping")
+        what = "a mapping" if type(node) is MappingNode else "a list"
+        return Problem(f"a mapping key must be text, not {what}",
+                       mark_location(self._file, node.start_mark),
+                       "write keys as plain words such as `name:`")
+
     def _duplicate(self, mapping: MappingNode, second: Node, key: str) -> None:
         first = next(k for k, _ in mapping.value
                      if isinstance(k, ScalarNode) and k.value == key and k is not second)
+        path = _path_to(self._root, mapping)
+        where = f"`{'.'.join(path)}`" if path else "the top level of the runbook"
+        what = "stages" if path in (("stages",), ("finally",)) else "keys"
         self._problems.append(Problem(
-            f"key `{key}` appears twice in the same mapping",
-            _location(self._file, second.start_mark),
-            "remove or rename one of them; YAML would silently keep only the last",
-            (_location(self._file, first.start_mark),)))
+            f"key `{key}` appears twice in {where}",
+            mark_location(self._file, second.start_mark),
+            f"remove or rename one of the {what}; YAML would silently keep only the last",
+            (mark_location(self._file, first.start_mark),)))
 
     def _bad_tag(self, node: Node) -> NoReturn:
         self._fail(node.start_mark, f"unsupported YAML tag `{_show_tag(node.tag)}`",
@@ -460,8 +479,27 @@ class _Converter:
                    "remove the tag; iacorch never builds objects from YAML tags")
 
     def _fail(self, mark: Mark, message: str, hint: str) -> NoReturn:
-        problem = Problem(message, _location(self._file, mark), hint)
+        problem = Problem(message, mark_location(self._file, mark), hint)
         raise RunbookError([*self._problems, problem])
+
+
+def _path_to(root: Node, target: Node) -> tuple[str, ...]:
+    """The keys leading from `root` to `target` (only looked up to describe an error)."""
+    stack: list[tuple[Node, tuple[str, ...]]] = [(root, ())]
+    seen: set[int] = set()
+    while stack:
+        node, path = stack.pop()
+        if node is target:
+            return path
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, MappingNode):
+            stack.extend((value, (*path, str(key.value))) for key, value in node.value
+                         if isinstance(key, ScalarNode))
+        elif isinstance(node, SequenceNode):
+            stack.extend((item, (*path, str(i))) for i, item in enumerate(node.value))
+    return ()
 
 
 def _builders() -> dict[str, Callable[[ScalarNode], Any]]:
@@ -475,119 +513,5 @@ def _show_tag(tag: str) -> str:
     return "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag
 
 
-def _location(file: str, mark: Mark) -> Location:
-    return Location(file, mark.line + 1, mark.column + 1)
-
-
-_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
-_RARE_BREAK = re.compile("[\r\x85\u2028\u2029]")
-
-
-def _offset_location(file: str, text: str, offset: int) -> Location:
-    """Location of character `offset` in `text`, counting line breaks as YAML does."""
-    head = text[:offset]
-    if _RARE_BREAK.search(head) is None:  # the usual case, at C speed even for 16 MiB
-        return Location(file, head.count("\n") + 1, offset - head.rfind("\n"))
-    line, line_start = 1, 0
-    for found in _LINE_BREAK.finditer(head):
-        line, line_start = line + 1, found.end()
-    return Location(file, line, offset - line_start + 1)
-
-
 def _error(location: Location, message: str, hint: str) -> RunbookError:
     return RunbookError.single(message, location, hint)
-
-
-# libyaml's problem text (and the pure-Python loader's variant) -> what to tell a person.
-# `{ctx}` is the 1-based line the construct began on.
-_INDENTATION = ("this line is not indented like the mapping or list it belongs to",
-                "check the indentation: keys of one mapping, and items of one list, "
-                "start in the same column")
-_SYNTAX: tuple[tuple[tuple[str, ...], str, str], ...] = (
-    (("mapping values are not allowed",),
-     "a `: ` inside a plain value would start a nested mapping, which is not allowed here",
-     "quote the value ('like: this'), or put a nested mapping on its own indented lines"),
-    (("did not find expected key", "expected <block end>",
-      "did not find expected '-' indicator"), *_INDENTATION),
-    (("',' or ']'",), "the list opened with `[` on line {ctx} is not closed, "
-     "or a comma is missing between its items", "close it with `]`; separate items with `,`"),
-    (("',' or '}'",), "the mapping opened with `{{` on line {ctx} is not closed, "
-     "or a comma is missing between its entries", "close it with `}}`; separate entries with `,`"),
-    (("unknown escape character",), "unknown escape sequence in double-quoted text",
-     "write \\\\ for a backslash, or use single quotes, in which a backslash is plain text"),
-    (("could not find expected ':'",), "the text starting on line {ctx} is missing the `:` "
-     "after its key", "write `key: value`, or quote the text if it is not a key"),
-    (("<document start>",), "there is content after the end of the document",
-     "remove the `...` line above, or the text after it"),
-    (("expected node content", "expected the node content"),
-     "a value is missing or malformed here", "look for a stray `,`, `]`, `}` or indicator"),
-    (("block sequence entries are not allowed",), "a list item `- ` is not allowed here",
-     "put the list on its own lines, indented under its key"),
-    (("alphabetic or numeric character",), "an anchor `&` or alias `*` has no name",
-     "write `&name` and `*name` with letters, digits, `-` or `_`"),
-    (("end of stream",), "the file ends in the middle of a value",
-     "close the quote, bracket or block that is still open"),
-)
-_NON_PRINTABLE = re.compile(
-    "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-
-
-def _syntax_problem(err: yaml.YAMLError, file: str, text: str) -> Problem:
-    """Turn a libyaml (or PyYAML) error into a Problem a person can act on."""
-    if isinstance(err, yaml.reader.ReaderError):
-        bad = _NON_PRINTABLE.search(text)
-        if bad:
-            return Problem(f"the file contains the control character U+{ord(bad.group()):04X}, "
-                           "which YAML does not allow",
-                           _offset_location(file, text, bad.start()),
-                           "remove it; a runbook is plain UTF-8 text")
-    if (not isinstance(err, yaml.MarkedYAMLError)
-            or (mark := err.problem_mark or err.context_mark) is None):
-        return Problem(f"invalid YAML: {err}", Location(file, 1, 1),
-                       "check the YAML syntax of the runbook")
-    problem, context = err.problem or "", err.context or ""
-    location = _location(file, mark)
-    tab = _tab_location(file, text, mark)
-    if tab is not None:
-        return Problem("a tab character is used for indentation", tab,
-                       "indent with spaces; YAML does not allow tabs for indentation")
-    if text[mark.index:mark.index + 1] == "\t":
-        return Problem("a tab character is not allowed here", location,
-                       "use spaces; YAML allows tabs only inside values")
-    name = _ALIAS_NAME.match(text, mark.index) or _ANCHOR_NAME.match(text, mark.index)
-    if "undefined alias" in problem:
-        shown = f"`*{name.group(1)}`" if name else "this alias"
-        return Problem(f"{shown} is used before any anchor defines it", location,
-                       "define the value with `&name` above its first use as `*name`")
-    if "duplicate anchor" in context and err.context_mark:
-        shown = f"`&{name.group(1)}`" if name else "this anchor"
-        return Problem(f"anchor {shown} is defined twice", location,
-                       "give each anchor a unique name",
-                       (_location(file, err.context_mark),))
-    if "quoted scalar" in context and "end of stream" in problem and err.context_mark:
-        return Problem("this quoted text is never closed", _location(file, err.context_mark),
-                       "add the closing quote")
-    if "cannot start any token" in problem:
-        char = text[mark.index:mark.index + 1]
-        return Problem(f"`{char}` cannot start a value", location,
-                       "put the value in quotes; plain text cannot start with `@`, `` ` `` or `%`")
-    ctx = err.context_mark.line + 1 if err.context_mark else location.line
-    for fragments, message, hint in _SYNTAX:
-        if any(fragment in problem for fragment in fragments):
-            if "could not find expected ':'" in problem and err.context_mark:
-                location = _location(file, err.context_mark)
-            return Problem(message.format(ctx=ctx), location, hint.format(ctx=ctx))
-    detail = f"{problem} ({context})" if context else problem
-    return Problem(f"invalid YAML: {detail}", location, "check the YAML syntax at this position")
-
-
-def _tab_location(file: str, text: str, mark: Mark) -> Location | None:
-    """Where a tab in the indentation of the line at `mark` is, if that caused the error."""
-    lines = _LINE_BREAK.split(text, mark.line + 1)
-    if mark.line >= len(lines):
-        return None
-    line = lines[mark.line]
-    indentation = line[:len(line) - len(line.lstrip(" \t"))]
-    if "\t" in indentation and mark.column <= len(indentation):
-        return Location(file, mark.line + 1, indentation.index("\t") + 1)
-    return None

@@ -7,6 +7,7 @@ shell-quoted unless it goes through the `raw` filter.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import shlex
@@ -14,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, nodes
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 _WHOLE_PATH = re.compile(r"^\{\{\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*\}\}$")
@@ -36,8 +37,13 @@ class Reference:
 
 @dataclass(frozen=True, slots=True)
 class References:
+    """What a template uses: context roots, and names that would fail when it renders."""
+
     items: frozenset[Reference] = frozenset()
     unsafe_attributes: tuple[str, ...] = field(default=())
+    unknown_names: tuple[str, ...] = ()      # `{{ var.env }}`: not a context root
+    unknown_filters: tuple[str, ...] = ()    # `{{ x | uper }}`
+    unknown_tests: tuple[str, ...] = ()      # `{% if x is evn %}`
 
     def under(self, root: str) -> Iterator[tuple[str, ...]]:
         return (ref.path for ref in self.items if ref.root == root)
@@ -50,10 +56,11 @@ class References:
 class TemplateProblem(Exception):
     """A template that does not parse, is unsafe, or fails to render; the caller adds where."""
 
-    def __init__(self, message: str, line_offset: int = 0) -> None:
+    def __init__(self, message: str, line_offset: int = 0, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.line_offset = line_offset
+        self.hint = hint
 
 
 class _ShellRaw(str):
@@ -111,18 +118,45 @@ class Templates:
         if fast:
             root, *path = fast.group(1).split(".")
             found = References(frozenset({Reference(root, tuple(path))}),
-                               tuple(p for p in path if p.startswith("_")))
+                               tuple(p for p in path if p.startswith("_")),
+                               () if root in ROOTS else (root,))
         else:
-            found = _walk_references(self._parse(source))
+            found = self._analyse(source)
         self._references[source] = found
         return found
+
+    def _analyse(self, source: str) -> References:
+        tree = self._parse(source)
+        filters, tests = _filters_and_tests(tree)
+        unknown_filters = tuple(f for f in filters if f not in self._env.filters)
+        unknown_tests = tuple(t for t in tests if t not in self._env.tests)
+        undeclared: set[str] = set()
+        if not unknown_filters and not unknown_tests:  # else Jinja's code generator fails
+            try:
+                undeclared = meta.find_undeclared_variables(tree)
+            except TemplateSyntaxError as exc:
+                raise syntax_problem(exc) from None
+            except RecursionError:
+                raise _too_deep() from None
+        found = _walk_references(tree)
+        return References(found.items, found.unsafe_attributes,
+                          tuple(sorted(undeclared - ROOTS - set(self._env.globals))),
+                          unknown_filters, unknown_tests)
+
+    def known(self, kind: str) -> list[str]:
+        """The names of the filters (`kind="filter"`) or tests templates may use."""
+        return sorted(self._env.filters if kind == "filter" else self._env.tests)
 
     def _parse(self, source: str) -> nodes.Template:
         try:
             return self._env.parse(source)
+        except TemplateSyntaxError as exc:
+            raise syntax_problem(exc) from None
         except TemplateError as exc:
             raise TemplateProblem(f"template syntax error: {exc.message}",
-                                  max(0, (getattr(exc, "lineno", 1) or 1) - 1)) from None
+                                  hint=_SYNTAX_HINT) from None
+        except RecursionError:
+            raise _too_deep() from None
 
     # -- rendering -------------------------------------------------------
     def render(self, value: Any, context: Mapping[str, Any], *, shell: bool = False) -> Any:
@@ -144,6 +178,8 @@ class Templates:
             raise TemplateProblem(exc.message or type(exc).__name__) from None
         except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
             raise TemplateProblem(f"{type(exc).__name__}: {exc}") from None
+        except RecursionError:
+            raise _too_deep() from None
 
     def _compile(self, source: str, shell: bool) -> Any:
         key = (source, shell)
@@ -167,6 +203,59 @@ class Templates:
                 return template.render(**ctx)
         self._compiled[key] = render
         return render
+
+
+_SYNTAX_HINT = "check that every `{{` has its `}}` and every `{%` its `%}`"
+_END_TAG = re.compile(r"looking for the following tags: .*'(end\w+)'")
+_OPEN_BLOCK = re.compile(r"innermost block that needs to be closed is '(\w+)'")
+_UNKNOWN_TAG = re.compile(r"^Encountered unknown tag '(\w+)'")
+_EXPECTED_END = re.compile(r"expected token 'end of (print statement|statement block)', got '(.*)'")
+
+
+def syntax_problem(exc: TemplateSyntaxError) -> TemplateProblem:
+    """Jinja's syntax error in our words, with a hint; the line counts within the template."""
+    text = exc.message or "invalid template"
+    line = max(0, (exc.lineno or 1) - 1)
+    where = f" (line {line + 1} of the template)" if line else ""
+    message, hint = f"{text.split('. ')[0].rstrip('.')}", _SYNTAX_HINT
+    if (block := _OPEN_BLOCK.search(text)) and (end := _END_TAG.search(text)):
+        message = f"`{{% {block.group(1)} %}}` is never closed"
+        hint = f"add `{{% {end.group(1)} %}}` where the block ends"
+    elif "unexpected end of template" in text.lower():
+        message, hint = "the template ends inside `{{ ... }}` or `{% ... %}`", _SYNTAX_HINT
+    elif found := _UNKNOWN_TAG.match(text):
+        tag = found.group(1)
+        message = f"unknown tag `{{% {tag} %}}`"
+        hint = (f"no `{{% {tag.removeprefix('end')} %}}` is open here" if tag.startswith("end")
+                else "tags are if, elif, else, for, set, filter and macro")
+    elif found := _EXPECTED_END.search(text):
+        closer = "}}" if found.group(1) == "print statement" else "%}"
+        message = f"expected `{closer}`, found `{found.group(2)}`"
+        hint = "an expression is one value: join text with `~`, or move text out of `{{ }}`"
+    elif text.startswith("unexpected '"):
+        message = f"unexpected `{text.split(chr(39))[1]}`"
+    return TemplateProblem(f"template syntax error: {message}{where}", line, hint)
+
+
+def _too_deep() -> TemplateProblem:
+    return TemplateProblem("the template nests expressions too deeply to read",
+                           hint="split the expression, or compute the value in a var")
+
+
+def _filters_and_tests(tree: nodes.Node) -> tuple[list[str], list[str]]:
+    filters = [node.name for node in tree.find_all(nodes.Filter)]
+    tests = [node.name for node in tree.find_all(nodes.Test)]
+    return _unique(filters), _unique(tests)
+
+
+def _unique(names: list[str]) -> list[str]:
+    return list(dict.fromkeys(names))
+
+
+def did_you_mean(name: str, known: list[str] | frozenset[str]) -> str | None:
+    """`did you mean `x`?` when a known name is close to `name`."""
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f"did you mean `{close[0]}`?" if close else None
 
 
 def _walk_references(tree: nodes.Node) -> References:
