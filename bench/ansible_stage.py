@@ -12,12 +12,13 @@ Each round runs, in this order and back to back:
   `["localhost"]`, events parsed, masked artifacts written)
 - `ansible_runner`: `ansible_runner.run()` (pexpect) in this process, for reference
 
-Medians over the rounds, and the median of the per-round ratios to `hand`, go to
-bench/results/ansible.json, with the load average (the numbers are only as quiet
-as the machine). Also measured: the stage's time outside the child (RunnerConfig,
-scratch files, masked artifacts), ansible-runner's process handling
-alone (`run_command` of /bin/true) against ProcessRunner's, and the cold import
-of ansible_runner's RunnerConfig (paid once per iacorch process).
+Medians over the rounds, the median of the per-round ratios to `hand`, and the
+CPU time (this process and its children; steadier than wall time on a busy
+machine) go to bench/results/ansible.json with the load average. Also measured:
+the stage's time outside the child (RunnerConfig, scratch files, masked
+artifacts), ansible-runner's process handling alone (`run_command` of /bin/true)
+against ProcessRunner's, and the cold import of ansible_runner's RunnerConfig
+(paid once per iacorch process).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -70,6 +72,14 @@ def _timed(action: Callable[[], object]) -> float:
     started = time.perf_counter()
     action()
     return time.perf_counter() - started
+
+
+def _cpu() -> float:
+    """User+system CPU of this process and its reaped children: steadier than wall time
+    on a busy machine."""
+    own, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
+                                                      resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _summary(times: list[float]) -> dict[str, float]:
@@ -135,9 +145,12 @@ def main() -> None:
         run()
     outside_child.clear()
     times: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, run in variants.items():
+            cpu_before = _cpu()
             times[name].append(_timed(run))
+            cpu[name].append(_cpu() - cpu_before)
 
     true = shutil.which("true") or "/bin/true"
     spawn = {"ansible_runner.run_command(true)": [
@@ -162,7 +175,10 @@ def main() -> None:
         "rounds": rounds,
         "playbook": "one ansible.builtin.copy task, local connection, no facts",
         "variants": {name: {**_summary(t), "ratio_to_hand": round(
-            statistics.median(a / b for a, b in zip(t, hand_times, strict=True)), 3)}
+            statistics.median(a / b for a, b in zip(t, hand_times, strict=True)), 3),
+            "cpu_median_s": round(statistics.median(cpu[name]), 3),
+            "cpu_ratio_to_hand": round(statistics.median(cpu[name])
+                                       / statistics.median(cpu["hand"]), 3)}
             for name, t in times.items()},
         "process_handling": {name: _summary(t) for name, t in spawn.items()},
         "iacorch_time_outside_the_child_s": _summary(outside_child),
@@ -175,7 +191,9 @@ def main() -> None:
     for name, figures in {**report["variants"], **report["process_handling"]}.items():
         ratio = figures.get("ratio_to_hand")
         print(f"{name:34s} median {figures['median_s']:6.3f}s  min {figures['min_s']:6.3f}s"
-              + (f"  x{ratio:.3f} of hand" if ratio is not None else ""))
+              + (f"  x{ratio:.3f} of hand" if ratio is not None else "")
+              + (f"  cpu {figures['cpu_median_s']:.3f}s x{figures['cpu_ratio_to_hand']:.3f}"
+                 if "cpu_median_s" in figures else ""))
     outside = report["iacorch_time_outside_the_child_s"]["median_s"]
     print(f"iacorch outside the child: median {outside:.3f}s; cold import of RunnerConfig: "
           f"{report['cold_import_runner_config_s']:.3f}s; "
