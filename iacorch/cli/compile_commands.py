@@ -33,11 +33,18 @@ def compile_plan(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str,
     from iacorch.runbook.compiler import compile_runbook
     from iacorch.runbook.variables import parse_var_flags
 
-    for path in (runbook, *var_files):
+    cli_vars = parse_var_flags(var_flags)
+    _check_var_files(var_files)
+    return compile_runbook(runbook, cli_vars=cli_vars, var_files=var_files)
+
+
+def _check_var_files(var_files: tuple[str, ...]) -> None:
+    # The runbook's own path is checked by the loader, which tells a missing file from a
+    # directory; a var file gets its own words so the message does not say "runbook".
+    for path in var_files:
         if not Path(path).is_file():
-            raise UsageError(f"{path}: no such file",
-                             hint="give the path of a runbook file, e.g. plans/quickstart.yaml")
-    return compile_runbook(runbook, cli_vars=parse_var_flags(var_flags), var_files=var_files)
+            raise UsageError(f"--var-file {path}: no such file",
+                             hint="give the path of a YAML file of var values")
 
 
 @click.command()
@@ -45,14 +52,18 @@ def compile_plan(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str,
 @var_options
 def validate(runbooks: tuple[str, ...], var_flags: tuple[str, ...],
              var_files: tuple[str, ...]) -> None:
-    """Check runbooks: syntax, schema, templates and graph. Reports every problem."""
+    """Check runbooks: syntax, schema, templates and graph. Reports every problem of every
+    runbook; exits 65 if one is invalid, 64 if one cannot be read."""
     from iacorch.drivers import missing_tools
+    from iacorch.runbook.variables import parse_var_flags
 
-    failed: list[RunbookError] = []
+    parse_var_flags(var_flags)  # a bad flag is wrong for every runbook: say it once
+    _check_var_files(var_files)
+    failed: list[RunbookError | UsageError] = []
     for runbook in runbooks:
         try:
             plan = compile_plan(runbook, var_flags, var_files)
-        except RunbookError as exc:
+        except (RunbookError, UsageError) as exc:
             failed.append(exc)
             click.echo(exc.render(), err=True)
             continue
@@ -65,7 +76,9 @@ def validate(runbooks: tuple[str, ...], var_flags: tuple[str, ...],
         count = sum(len(exc.problems) for exc in failed)
         click.echo(f"{count} problem{'s' if count > 1 else ''} in {len(failed)} of "
                    f"{len(runbooks)} runbook{'s' if len(runbooks) > 1 else ''}", err=True)
-        raise click.exceptions.Exit(RunbookError.exit_code)
+        unreadable = any(isinstance(exc, UsageError) for exc in failed)
+        raise click.exceptions.Exit(UsageError.exit_code if unreadable
+                                    else RunbookError.exit_code)
 
 
 @click.command()
