@@ -52,10 +52,16 @@ def audit(project, kind: str) -> list[Any]:
         store.close()
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_for(check: Callable[[], bool], timeout: float, what: str,
+             proc: subprocess.Popen[str]) -> None:
+    """Poll `check`; on timeout, stop the scheduler and fail with its log."""
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() > deadline or proc.poll() is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+            pytest.fail(f"no {what} after {timeout:.0f}s; scheduler log:\n{out}")
         time.sleep(0.2)
 
 
@@ -87,7 +93,7 @@ def test_a_per_second_schedule_runs_twice_and_records_both(project, scheduler):
     write_runbook(project)
     proc = scheduler("ticker.yaml")
     wait_for(lambda: len([e for e in audit(project, "schedule_job_finished")
-                          if e.data["outcome"] == "succeeded"]) >= 2, 30, "two finished jobs")
+                          if e.data["outcome"] == "succeeded"]) >= 2, 30, "two finished jobs", proc)
     code, took, log = stop(proc)
     assert code == 0 and took < STOP_WITHIN, log
     finished = [e for e in audit(project, "schedule_job_finished")
@@ -107,7 +113,7 @@ def test_a_job_whose_lock_is_held_is_skipped_and_recorded(project, scheduler):
                        pid=os.getpid(), lease_seconds=300)
     store.close()
     proc = scheduler("ticker.yaml")
-    wait_for(lambda: len(audit(project, "schedule_job_skipped")) >= 2, 20, "two skips")
+    wait_for(lambda: len(audit(project, "schedule_job_skipped")) >= 2, 20, "two skips", proc)
     code, _, log = stop(proc)
     assert code == 0, log
     skipped = audit(project, "schedule_job_skipped")
@@ -120,7 +126,7 @@ def test_sigterm_stops_the_scheduler_and_its_running_job_within_seconds(project,
     write_runbook(project, pause=60)
     proc = scheduler("ticker.yaml")
     wait_for(lambda: any(r["status"] == "running" for r in project.runs()), 30,
-             "a running job")
+             "running job", proc)
     code, took, log = stop(proc)
     assert code == 0 and took < STOP_WITHIN, log
     [run] = project.runs()
@@ -132,13 +138,14 @@ def test_sigterm_stops_the_scheduler_and_its_running_job_within_seconds(project,
 def test_a_failing_job_is_notified_and_the_scheduler_goes_on(project, scheduler):
     write_runbook(project, fail=True)
     proc = scheduler("ticker.yaml")
-    wait_for(lambda: len(audit(project, "schedule_job_finished")) >= 2, 30, "two failures")
+    wait_for(lambda: len(audit(project, "schedule_job_finished")) >= 2, 30, "two failures",
+             proc)
     assert proc.poll() is None
     code, _, log = stop(proc)
     assert code == 0 and "FAILED" in log and "boom" in log, log
     events = [json.loads(line) for line in
               (project.root / "events.jsonl").read_text().splitlines() if line.strip()]
-    assert len(events) >= 2 and events[0]["event"] == "schedule_failed"
+    assert len(events) >= 2 and events[0]["event"] == "schedule_failed", log
     assert events[0]["exit_code"] == 1 and events[0]["schedule"] == "every-second"
     assert any("boom" in line for line in events[0]["log_tail"])
 
