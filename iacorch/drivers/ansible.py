@@ -222,12 +222,33 @@ def _scratch_dir() -> Iterator[Path]:
     """A private 0700 directory for secrets and raw events, in RAM where the system has one."""
     shm = Path("/dev/shm")
     base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-    path = Path(tempfile.mkdtemp(prefix="iacorch-ansible-", dir=base))
+    _sweep_orphans(Path(base or tempfile.gettempdir()))
+    path = Path(tempfile.mkdtemp(prefix=f"iacorch-ansible-{os.getpid()}-", dir=base))
     try:
         (path / "job_events").mkdir(mode=0o700)
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _sweep_orphans(base: Path) -> None:
+    """Remove scratch dirs left by an iacorch that was killed: they hold secrets in clear."""
+    for leftover in base.glob("iacorch-ansible-*-*"):
+        owner = leftover.name.split("-")[2]
+        if not owner.isdigit() or leftover.owner() != _current_user():
+            continue
+        try:
+            os.kill(int(owner), 0)
+        except ProcessLookupError:
+            shutil.rmtree(leftover, ignore_errors=True)
+        except PermissionError:
+            continue
+
+
+def _current_user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
 
 
 @dataclass(frozen=True, slots=True)

@@ -573,3 +573,17 @@ def test_masked_json_masks_secrets_that_json_would_escape() -> None:
     text = masked_json(Masker([secret]), {"password": secret, secret: 1})
     assert "pa" not in text.replace("password", "")
     assert json.loads(text) == {"password": "***", "***": 1}
+
+
+def test_scratch_dirs_of_dead_processes_are_swept(tmp_path):
+    import os
+
+    from iacorch.drivers.ansible import _sweep_orphans
+
+    dead = tmp_path / "iacorch-ansible-999999999-x1"      # no such pid
+    alive = tmp_path / f"iacorch-ansible-{os.getpid()}-x2"
+    other = tmp_path / "unrelated-dir"
+    for path in (dead, alive, other):
+        path.mkdir()
+    _sweep_orphans(tmp_path)
+    assert not dead.exists() and alive.exists() and other.exists()
