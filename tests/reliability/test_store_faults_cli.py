@@ -81,13 +81,31 @@ def assert_refused(result, *fragments: str) -> None:  # noqa: ANN001
 
 
 def refused_everywhere(project, run_id: str, *fragments: str) -> None:  # noqa: ANN001
-    """apply, resume, runs, show and audit verify all refuse; nothing runs or changes."""
+    """apply (a real process), then resume, runs, show and audit verify (the CLI's main()
+    in this process, to keep the suite fast) all refuse; nothing runs or changes."""
     before = state_files(project)
-    for args in (("apply", "store.yaml"), ("resume", run_id), ("runs",), ("show", run_id),
-                 ("audit", "verify")):
-        assert_refused(project.run(*args), *fragments)
+    assert_refused(project.run("apply", "store.yaml"), *fragments)
+    for args in (("resume", run_id), ("runs",), ("show", run_id), ("audit", "verify")):
+        code, text = cli_in_process(*args, "--store", str(db_path(project)))
+        assert code not in (0, 70), text
+        assert "Traceback" not in text and "hint:" in text, text
+        for fragment in fragments:
+            assert fragment in text, text
     assert ledger(project) == {}, "a stage ran on a store that was refused"
     assert state_files(project) == before, "the refused state files were modified"
+
+
+def cli_in_process(*args: str) -> tuple[int, str]:
+    """The CLI's main() in this process (its error boundary and exit codes, no spawn)."""
+    from iacorch.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else 1
+    return code, out.getvalue() + err.getvalue()
 
 
 # --- damaged files ---------------------------------------------------------------------------
@@ -125,19 +143,6 @@ def test_flipped_bytes_are_refused_by_every_command(project, ran, where, fragmen
               "audit table": (_root_page(db, "audit") - 1) * 4096}[where]
     flip(db, offset)
     refused_everywhere(project, ran, fragment)
-
-
-def cli_in_process(*args: str) -> tuple[int, str]:
-    """The CLI's main() in this process (its error boundary and exit codes, no spawn)."""
-    from iacorch.cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(args))
-        except SystemExit as done:
-            code = done.code if isinstance(done.code, int) else 1
-    return code, out.getvalue() + err.getvalue()
 
 
 UNDECODABLE = ("a flipped byte in state.db's schema text makes Python's sqlite3 raise "
@@ -218,8 +223,10 @@ def test_a_lost_wal_is_refused_and_resume_works_once_it_is_back(project, tree, t
     assert wal.stat().st_size > 0, "the killed process left committed pages in the WAL"
     shutil.move(wal, tmp_path / "wal-aside")
     before = state_files(project)
-    for args in (("resume", run_id), ("runs",), ("apply", "store.yaml")):
-        assert_refused(project.run(*args), "state.db-wal is missing", "committed changes")
+    assert_refused(project.run("resume", run_id), "state.db-wal is missing", "committed changes")
+    for args in (("runs",), ("audit", "verify")):
+        code, text = cli_in_process(*args, "--store", str(db_path(project)))
+        assert code == 1 and "state.db-wal is missing" in text, text
     assert state_files(project) == before
     assert ledger(project) == {"first": 1, "second": 1}
 
@@ -307,11 +314,13 @@ def test_a_store_locked_by_another_process_is_refused_naming_it(project, ran):  
 
 
 def test_a_store_locked_mid_run_stops_cleanly_and_resume_finishes(project, tree):  # noqa: ANN001
-    project.write("store.yaml", RUNBOOK.replace("{pause}", "1.5"))
+    project.write("store.yaml", RUNBOOK.replace("{pause}", "0.2"))
     started = tree.start("apply", "store.yaml")
     tree.wait_for((project.root / "second.started").exists, what="stage second to start")
-    with write_lock_held(db_path(project)):
-        code = started.wait(timeout=60)     # second ends, and its record cannot be written
+    with write_lock_held(db_path(project)):     # second ends; its record cannot be written
+        tree.wait_for(lambda: "is locked by another process" in started.output, timeout=30,
+                      what="the run to report the locked store")
+    code = started.wait(timeout=60)
     output = started.output
     assert code == 1, output
     assert "is locked by another process" in output and "Traceback" not in output
