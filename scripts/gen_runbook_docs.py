@@ -54,9 +54,10 @@ DESCRIPTIONS: dict[str, str] = {
                           "nothing new, `rollback` also undoes what the run did, `continue` "
                           "runs everything that does not depend on the failure. A stage's "
                           "own `on_failure` wins.",
-    "Runbook.deadline": "How long the run should take (an RTO). Breaching it is reported on "
-                        "the console, in the summary, the audit log and to `notify` channels "
-                        "that want `deadline_breached`; the run goes on.",
+    "Runbook.deadline": "How long the run should take (an RTO), counted from its start "
+                        "across `resume`. Breaching it is reported on the console, in the "
+                        "summary, the audit log and to `notify` channels that want "
+                        "`deadline_breached`; the run goes on.",
     "Runbook.workspace": "Workspace of the run (environment, region...). Default: "
                          "`vars.env` when that var exists, else `default`. May use `vars` "
                          "only. Runs of one runbook in different workspaces do not lock each "
@@ -66,10 +67,10 @@ DESCRIPTIONS: dict[str, str] = {
                          "`TF_CLI_ARGS*`, `LD_PRELOAD`, `ANSIBLE_*_PLUGINS`...).",
     "Runbook.stages": "The stages, by id (letters, digits, `_`, `-`). Order in the file "
                       "does not matter: dependencies do.",
-    "Runbook.finally": "Stages run after the graph ends (apply only, also after a failure; "
-                       "not when the run stops to wait for an approval or is interrupted). "
-                       "They need no `kind`, see `run.status`, and their failure does not "
-                       "change the run's outcome.",
+    "Runbook.finally": "Stages run when the run ends (apply only; after a failure too, "
+                       "once the rollback is done; not when the run stops to wait for an "
+                       "approval or is interrupted). They need no `kind`, see the outcome "
+                       "as `run.status`, and their failure does not change it.",
     "Runbook.schedules": "Cron jobs for `iacorch schedule run|list|once|export`.",
     "Runbook.notify": "Notification channels, by name.",
     "Runbook.drift": "Settings of `iacorch drift`.",
@@ -121,8 +122,8 @@ DESCRIPTIONS: dict[str, str] = {
                         "`--rerun-interrupted`.",
     "Stage.outputs": "The outputs the stage will have. Lets the compiler reject a reference "
                      "to an output that does not exist.",
-    "Stage.mock_outputs": "Stand-in outputs for dry runs of stages that have never run "
-                          "(accepted and stored; see *Plan* below for the current state).",
+    "Stage.mock_outputs": "Stand-in outputs for `iacorch plan --mock` while no run has "
+                          "produced real ones, so stages downstream can be planned.",
     "Stage.approvers": "Approval gates: who may decide (identities: `$IACORCH_USER`, else "
                        "the login name). Unset: anyone.",
     "Stage.require": "Approval gates: distinct approvals needed (default 1). One rejection "

@@ -5,8 +5,9 @@ project (its own IACORCH_HOME), runs the documented commands with real
 Terraform, Ansible and local HTTP services on free ports, reads the services'
 answers, and ends with no process and no lock left behind.
 
-The tests at the end mark engine defects found while building the examples:
-strict xfails that start passing (and so fail) once the engine is fixed.
+The tests at the end pin down engine defects found while building the examples
+(fixed since): the RTO deadline across resume, `finally:` after rollback, a
+program beside the runbook, `plan --mock`.
 """
 
 from __future__ import annotations
@@ -321,7 +322,7 @@ def test_pulumi_site_apply_drift_destroy(examples):
     assert_nothing_left(examples)
 
 
-# -- engine defects found while building the examples -----------------------------------
+# -- regressions: engine defects found while building the examples ----------------------
 
 
 def test_deadline_counts_the_whole_run_across_resume(project):
