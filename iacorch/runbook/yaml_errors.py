@@ -49,8 +49,8 @@ _SYNTAX: tuple[tuple[tuple[str, ...], str, str], ...] = (
       "did not find expected '-' indicator"), *_INDENTATION),
     (("',' or ']'",), "the list opened with `[` on line {ctx} is not closed, "
      "or a comma is missing between its items", "close it with `]`; separate items with `,`"),
-    (("',' or '}'",), "the mapping opened with `{{` on line {ctx} is not closed, "
-     "or a comma is missing between its entries", "close it with `}}`; separate entries with `,`"),
+    (("',' or '}'",), "the mapping opened with `{` on line {ctx} is not closed, "
+     "or a comma is missing between its entries", "close it with `}`; separate entries with `,`"),
     (("unknown escape character",), "unknown escape sequence in double-quoted text",
      "write \\\\ for a backslash, or use single quotes, in which a backslash is plain text"),
     (("could not find expected ':'",), "the text starting on line {ctx} is missing the `:` "
@@ -95,6 +95,11 @@ def syntax_problem(err: yaml.YAMLError, file: str, text: str) -> Problem:
     template = _unquoted_template(file, text, err)
     if template is not None:
         return template
+    char = text[mark.index:mark.index + 1]
+    if char in ("]", "}") and ("expected key" in problem or "<block end>" in problem):
+        opener = "[" if char == "]" else "{"
+        return Problem(f"`{char}` closes nothing here", location,
+                       f"remove it, or add the `{opener}` it belongs to")
     name = ALIAS_NAME.match(text, mark.index) or _ANCHOR_NAME.match(text, mark.index)
     if "undefined alias" in problem:
         shown = f"`*{name.group(1)}`" if name else "this alias"
@@ -117,7 +122,8 @@ def syntax_problem(err: yaml.YAMLError, file: str, text: str) -> Problem:
         if any(fragment in problem for fragment in fragments):
             if "could not find expected ':'" in problem and err.context_mark:
                 location = mark_location(file, err.context_mark)
-            return Problem(message.format(ctx=ctx), location, hint.format(ctx=ctx))
+            # replace, not format: the texts quote `{` and `}` as they are
+            return Problem(message.replace("{ctx}", str(ctx)), location, hint)
     detail = f"{problem} ({context})" if context else problem
     return Problem(f"invalid YAML: {detail}", location, "check the YAML syntax at this position")
 

@@ -229,7 +229,8 @@ GOLDEN = {
 <project>/stacks/netwrok)
           hint: did you mean 'stacks/network'? Paths are relative to the runbook's directory""",
     "bad-timezone": """\
-        bad-timezone.yaml:9:15: error: `schedules.nightly.timezone`: unknown time zone 'Europe/Pariss'
+        bad-timezone.yaml:9:15: error: `schedules.nightly.timezone`: unknown time zone \
+'Europe/Pariss'
           hint: did you mean 'Europe/Paris'? Use an IANA name such as Europe/Paris, \
 America/New_York or UTC""",
 }
