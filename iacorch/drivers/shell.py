@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from iacorch.drivers.base import StageContext
+from iacorch.model.masking import Masker
 from iacorch.model.results import StageResult, StageSpec
 from iacorch.model.status import ActionType, StageStatus
 from iacorch.process import ProcessResult, which
@@ -70,6 +71,32 @@ def parse_outputs(text: str) -> tuple[dict[str, Any], str | None]:
     return outputs, None
 
 
+def masked_outputs(text: str, masker: Masker) -> str:
+    """The output lines as they may stay on disk: each JSON line decoded before masking,
+    so that a secret is found whatever escaping the script's JSON used."""
+    lines = []
+    for line in text.splitlines():
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            lines.append(masker.mask(line))
+            continue
+        lines.append(masker.mask(json.dumps(masker.mask_value(value), ensure_ascii=False)))
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _keep_masked(output_path: Path, masker: Masker) -> str:
+    """Read what the script wrote to $IACORCH_OUTPUT and leave only a masked copy behind:
+    the file stays in the state directory, where secrets must not."""
+    try:
+        text = output_path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    if masker.secrets:
+        output_path.write_text(masked_outputs(text, masker), encoding="utf-8")
+    return text
+
+
 def exit_hint(exit_code: int, what: str) -> str:
     """What an exit code usually means, for the person reading the failure."""
     if exit_code == 127:
@@ -116,11 +143,11 @@ class ShellDriver:
         argv = command(action, which("bash", env))
         cwd = ctx.resolve(action["cwd"]) if action.get("cwd") else ctx.root_dir
         result = ctx.run(argv, cwd=cwd, env=env)
+        text = _keep_masked(output_path, ctx.masker)
         failed = self._failure(ctx, action, result)
         if failed is not None:
             return failed
-        outputs, problem = parse_outputs(
-            output_path.read_text(encoding="utf-8", errors="replace"))
+        outputs, problem = parse_outputs(text)
         if problem is not None:
             return StageResult.failure(f"{output_path}: {problem}", hint=_OUTPUT_HINT,
                                        exit_code=0, output_tail=result.tail)
