@@ -241,17 +241,20 @@ def _decision_command(decision: str) -> click.Command:
     @click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE",
                   help="An answer the gate asks for (approve only).")
     @click.option("--resume", "then_resume", is_flag=True, help="Resume the run right after.")
+    @click.option("--json", "json_events", is_flag=True, help="With --resume: JSON events.")
+    @click.option("--quiet", "-q", is_flag=True, help="With --resume: no tool output.")
     @store_option
     @click.pass_context
     def command(ctx: click.Context, run_id: str, gate: str, comment: str | None,
-                inputs: tuple[str, ...], then_resume: bool, store_url: str | None) -> None:
+                inputs: tuple[str, ...], then_resume: bool, json_events: bool, quiet: bool,
+                store_url: str | None) -> None:
         _decide(decision, run_id, gate, comment, inputs, store_url)
         if then_resume:
             from iacorch.cli.run_commands import resume
 
             ctx.invoke(resume, run_id=run_id, store_url=store_url, rerun_interrupted=False,
-                       concurrency=None, lock_timeout=0.0, json_events=False, quiet=False,
-                       reports=(), summary=None)
+                       concurrency=None, lock_timeout=0.0, json_events=json_events,
+                       quiet=quiet, reports=(), summary=None)
 
     command.help = ("Approve a gate a run is waiting at (identity: $IACORCH_USER or login)."
                     if decision == "approve" else "Reject a gate: the run fails at it.")

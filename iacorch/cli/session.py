@@ -33,6 +33,7 @@ RUN_EXIT_CODES: dict[RunStatus, int] = {
     RunStatus.DIED: 1,
 }
 _KILL_WINDOW = 3.0
+_NOTHING_TO_UNDO = ("approval gate", "`rollback: none`")  # by design, not worth a line
 
 
 def exit_code_for(status: RunStatus, interrupt_signal: int | None) -> int:
@@ -161,7 +162,8 @@ def print_summary(outcome: RunOutcome, runtime: Runtime) -> None:
         for stage_id, error in undo.failed.items():
             click.echo(f"  undo FAILED: {stage_id}: {error}", err=True)
         for stage_id, why in undo.not_undone.items():
-            click.echo(f"  not undone: {stage_id} ({why})", err=True)
+            if why not in _NOTHING_TO_UNDO:
+                click.echo(f"  not undone: {stage_id} ({why})", err=True)
         if undo.failed:
             click.echo(f"  fix the cause, then continue with: iacorch rollback {outcome.run_id}",
                        err=True)
