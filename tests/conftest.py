@@ -86,7 +86,7 @@ def project(tmp_path: Path) -> Project:
     return Project(tmp_path)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def require_tool():
     """`require_tool("terraform")`: the tool's path, or skip (locally) / fail (in CI)."""
     return find_tool

@@ -35,13 +35,8 @@ TERRAFORM_HOSTS = {"web": [{"name": "web-1", "ip": "127.0.0.1", "role": "fronten
 
 
 @pytest.fixture(scope="module")
-def ansible_playbook() -> str:
-    found = shutil.which("ansible-playbook")
-    if found is None:
-        if os.environ.get("IACORCH_REQUIRE_TOOLS") == "1":
-            pytest.fail("ansible-playbook is not on PATH and IACORCH_REQUIRE_TOOLS=1")
-        pytest.skip("ansible-playbook is not on PATH")
-    return found
+def ansible_playbook(require_tool) -> str:
+    return require_tool("ansible-playbook")
 
 
 @pytest.fixture(scope="module")

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytestmark = pytest.mark.integration
 
-STACK = """
-variable "label" {
-  type = string
-}
-
-resource "terraform_data" "record" {
-  input = var.label
-}
-
-output "label" {
-  value = terraform_data.record.output
-}
-"""
+STACK = (Path(__file__).parent / "fixtures" / "terraform" / "label" / "main.tf").read_text()
 
 RUNBOOK = """
 version: 1

@@ -34,13 +34,8 @@ SECRET = "hunter2-integration-pw"
 
 
 @pytest.fixture(scope="module")
-def terraform() -> str:
-    found = shutil.which("terraform")
-    if found is None:
-        if os.environ.get("IACORCH_REQUIRE_TOOLS") == "1":
-            pytest.fail("terraform is not on PATH and IACORCH_REQUIRE_TOOLS=1")
-        pytest.skip("terraform is not on PATH")
-    return found
+def terraform(require_tool) -> str:
+    return require_tool("terraform")
 
 
 @pytest.fixture(scope="module")
