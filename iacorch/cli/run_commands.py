@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,13 +97,9 @@ def _execute(operation: Operation, runbook: str, var_flags: tuple[str, ...],
                    f"(workspace {plan.workspace}, plan {plan.plan_hash[:12]})", err=True)
     options = RunOptions(operation=operation, only=only, targets=targets,
                          concurrency=concurrency)
-    try:
-        with forward_interrupts(runtime):
-            outcome = start_run(plan, runtime, options, lock_timeout=lock_timeout,
-                                run_id=run_id)
-    finally:
-        close_sinks(runtime)
-    _finish(runtime, outcome, reports, summary, plan)
+    _drive(runtime, plan, None,
+           lambda: start_run(plan, runtime, options, lock_timeout=lock_timeout, run_id=run_id),
+           reports, summary)
 
 
 def write_and_summarise(runtime: Runtime, outcome: RunOutcome, reports: tuple[str, ...],
@@ -121,6 +118,28 @@ def _finish(runtime: Runtime, outcome: RunOutcome, reports: tuple[str, ...],
 
         notify_run_end(plan, runtime, outcome)
     raise click.exceptions.Exit(exit_code_for(outcome.status, runtime.interrupt_signal))
+
+
+def _drive(runtime: Runtime, plan: Plan, header: str | None, work: Callable[[], RunOutcome],
+           reports: tuple[str, ...] = (), summary: str | None = None) -> None:
+    """Run `work` with interrupts forwarded, then report and exit with the outcome's code."""
+    if header:
+        click.echo(header, err=True)
+    try:
+        with forward_interrupts(runtime):
+            outcome = work()
+    finally:
+        close_sinks(runtime)
+    _finish(runtime, outcome, reports, summary, plan)
+
+
+def _existing(run_id: str, store_url: str | None, json_events: bool,
+              quiet: bool) -> tuple[RunRecord, Plan, Runtime]:
+    """A recorded run, the plan it was started with, and a runtime to continue it."""
+    run = open_store(store_url).get_run(run_id)
+    plan = _plan_of(run)
+    _check_tools(plan)
+    return run, plan, build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
 
 
 @click.command()
@@ -207,19 +226,11 @@ def resume(run_id: str, store_url: str | None, rerun_interrupted: bool,
     """Continue a failed, interrupted, suspended or killed run where it stopped."""
     from iacorch.engine.runs import resume_run
 
-    store = open_store(store_url)
-    run = store.get_run(run_id)
-    plan = _plan_of(run)
-    _check_tools(plan)
-    runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
-    click.echo(f"run {run.id}: resuming {run.runbook_path}", err=True)
-    try:
-        with forward_interrupts(runtime):
-            outcome = resume_run(plan, run, runtime, rerun_interrupted=rerun_interrupted,
-                                 lock_timeout=lock_timeout, concurrency=concurrency)
-    finally:
-        close_sinks(runtime)
-    _finish(runtime, outcome, reports, summary, plan)
+    run, plan, runtime = _existing(run_id, store_url, json_events, quiet)
+    _drive(runtime, plan, f"run {run.id}: resuming {run.runbook_path}",
+           lambda: resume_run(plan, run, runtime, rerun_interrupted=rerun_interrupted,
+                              lock_timeout=lock_timeout, concurrency=concurrency),
+           reports, summary)
 
 
 def _plan_of(run: RunRecord) -> Plan:
@@ -263,14 +274,9 @@ def destroy(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str, ...]
     _check_tools(plan)
     runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
     run_id = runs.new_run_id(runtime.clock())
-    click.echo(f"run {run_id}: destroy {runbook} (workspace {plan.workspace})", err=True)
-    try:
-        with forward_interrupts(runtime):
-            outcome = runs.destroy(plan, runtime, run_id=run_id, lock_timeout=lock_timeout,
-                                   concurrency=concurrency)
-    finally:
-        close_sinks(runtime)
-    _finish(runtime, outcome, (), None, plan)
+    _drive(runtime, plan, f"run {run_id}: destroy {runbook} (workspace {plan.workspace})",
+           lambda: runs.destroy(plan, runtime, run_id=run_id, lock_timeout=lock_timeout,
+                                concurrency=concurrency))
 
 
 @click.command()
@@ -284,18 +290,9 @@ def rollback(run_id: str, store_url: str | None, concurrency: int | None, json_e
     """Roll back a failed or finished run; run it again to continue a failed rollback."""
     from iacorch.engine import runs
 
-    store = open_store(store_url)
-    run = store.get_run(run_id)
-    plan = _plan_of(run)
-    _check_tools(plan)
-    runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
-    click.echo(f"run {run.id}: rolling back {run.runbook_path}", err=True)
-    try:
-        with forward_interrupts(runtime):
-            outcome = runs.rollback_run(plan, run, runtime, concurrency=concurrency)
-    finally:
-        close_sinks(runtime)
-    _finish(runtime, outcome, (), None, plan)
+    run, plan, runtime = _existing(run_id, store_url, json_events, quiet)
+    _drive(runtime, plan, f"run {run.id}: rolling back {run.runbook_path}",
+           lambda: runs.rollback_run(plan, run, runtime, concurrency=concurrency))
 
 
 @click.command()
@@ -311,20 +308,11 @@ def retry(run_id: str, from_stage: str, store_url: str | None, concurrency: int 
     """Re-run a stage and everything downstream of it, keeping the rest of the run."""
     from iacorch.engine import runs
 
-    store = open_store(store_url)
-    run = store.get_run(run_id)
-    plan = _plan_of(run)
-    _check_tools(plan)
-    runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
+    run, plan, runtime = _existing(run_id, store_url, json_events, quiet)
     chosen = runs.reset_from(plan, run, runtime, from_stage)
-    click.echo(f"run {run.id}: running again {', '.join(chosen)}", err=True)
-    try:
-        with forward_interrupts(runtime):
-            outcome = runs.resume_run(plan, store.get_run(run.id), runtime,
-                                      rerun_interrupted=True, concurrency=concurrency)
-    finally:
-        close_sinks(runtime)
-    _finish(runtime, outcome, (), None, plan)
+    _drive(runtime, plan, f"run {run.id}: running again {', '.join(chosen)}",
+           lambda: runs.resume_run(plan, runtime.store.get_run(run.id), runtime,
+                                   rerun_interrupted=True, concurrency=concurrency))
 
 
 @click.command("mark-done")
