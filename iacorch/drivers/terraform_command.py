@@ -141,7 +141,9 @@ class TerraformCommand:
         return argv
 
     def select_workspace(self, name: str) -> list[str]:
-        return [self.action.binary, "workspace", "select", "-or-create", "-no-color", name]
+        # `--`: a workspace rendered from a var such as "-destroy" is a name, not a flag
+        return [self.action.binary, "workspace", "select", "-or-create", "-no-color", "--",
+                name]
 
     def plan(self, out: Path | None = None, *, detailed_exitcode: bool = False,
              refresh_only: bool = False, lock: bool = True) -> list[str]:

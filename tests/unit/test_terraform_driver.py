@@ -226,7 +226,7 @@ def test_init_and_workspace_argv(tmp_path: Path) -> None:
                           f"-backend-config={tmp_path / 'work' / 'terraform' / 'backend.json'}"]
     assert command(tmp_path).init() == ["terraform", "init", "-input=false", "-no-color"]
     assert cmd.select_workspace("eu") == ["terraform", "workspace", "select", "-or-create",
-                                          "-no-color", "eu"]
+                                          "-no-color", "--", "eu"]
     assert cmd.output() == ["terraform", "output", "-json", "-no-color"]
 
 
