@@ -195,3 +195,27 @@ def run_watching_argv(project, *args: str, env: dict[str, str] | None = None,  #
     output = log.read_text(errors="replace")
     log.unlink()
     return code, output, watch
+
+
+def cli_in_process(*args: str) -> tuple[int, str]:
+    """The CLI's main() in this process: its error boundary and exit codes, without the
+    cost of starting Python (for checks that run hundreds of times)."""
+    import contextlib
+    import io
+
+    from iacorch.cli.main import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            main(list(args))
+        except SystemExit as done:
+            return (done.code if isinstance(done.code, int) else 1), out.getvalue()
+    return 0, out.getvalue()
+
+
+@pytest.fixture
+def cli_main(monkeypatch, tmp_path):  # noqa: ANN001, ANN201
+    """`cli_main(*args)` -> (exit code, output); crash logs go to the test's tmp dir."""
+    monkeypatch.setenv("IACORCH_HOME", str(tmp_path / ".iacorch-in-process"))
+    return cli_in_process
