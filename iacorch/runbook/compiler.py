@@ -209,6 +209,12 @@ class _Compiler:
             return None
         count = len(self.problems)
         for name in refs.unknown_names:
+            dashed = self._dashed_stage(refs, name)
+            if dashed is not None:
+                head, _, tail = dashed.partition("-")
+                self.problem(f"`stages.{dashed}` in a template reads as `stages.{head}` minus "
+                             f"`{tail}`", path, f"write ids with `-` as stages['{dashed}']")
+                continue
             self.problem(f"`{name}` is not defined in templates", path,
                          did_you_mean(name, ROOTS) or "templates can use "
                          f"{', '.join(sorted(ROOTS))}; quote `{{{{` meant as text with "
@@ -276,10 +282,8 @@ class _Compiler:
                          "add `for_each:` to this stage, or use a var instead of `item`")
         elif ref.root == "stages" and name is not None:
             if name not in self.runbook.stages:
-                close = difflib.get_close_matches(name, list(self.runbook.stages), n=1)
                 self.problem(f"template refers to stage `{name}`, which does not exist", path,
-                             f"did you mean `stages.{close[0]}`?" if close else
-                             "stage ids with `-` are written stages['my-stage']")
+                             self._stage_hint(name))
                 return None
             if name == stage_id and section == "stages":
                 self.problem(f"stage `{stage_id}` refers to its own outputs", path,
@@ -289,6 +293,23 @@ class _Compiler:
             self._check_output_name(name, ref.path[1:], path)
             return name
         return None
+
+    def _dashed_stage(self, refs: Any, name: str) -> str | None:
+        """The stage id `a-b` when a template wrote `stages.a-b` (`stages.a` minus `b`)."""
+        for head in refs.stage_ids:
+            for stage_id in self.runbook.stages:
+                if stage_id.startswith(f"{head}-") and f"-{name}" in stage_id:
+                    return stage_id
+        return None
+
+    def _stage_hint(self, name: str) -> str:
+        stages = list(self.runbook.stages)
+        dashed = next((s for s in stages if s.startswith(f"{name}-")), None)
+        if dashed is not None:  # `stages.go-live` reads as `stages.go - live`
+            return f"write ids with `-` as stages['{dashed}'], not stages.{dashed}"
+        close = difflib.get_close_matches(name, stages, n=1)
+        return f"did you mean `stages.{close[0]}`?" if close else \
+            f"stages: {', '.join(stages[:10])}"
 
     def _check_output_name(self, target: str, rest: tuple[str, ...], path: Sequence[Any]) -> None:
         stage = self.runbook.stages[target]

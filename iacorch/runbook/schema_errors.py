@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from iacorch.errors import Problem
-from iacorch.runbook.source import Document, implicit_typing_hint
+from iacorch.runbook.source import Document, implicit_typing
 
 Detail = dict[str, Any]
 
@@ -91,20 +91,19 @@ def _problem(document: Document, path: tuple[Any, ...], details: list[Detail],
     if "extra_forbidden" in kinds:
         return Problem(f"unknown key `{path[-1]}` in {_parent_name(path)}",
                        document.locate(path, key=True),
-                       _unknown_key_hint(str(path[-1]), _known_keys(model, path[:-1])))
+                       _unknown_key_hint(str(path[-1]), _known_keys(model, path[:-1]), model))
     if "missing" in kinds:
         where = document.locate(path[:-1], key=True) if len(path) > 1 else document.locate(path)
         return Problem(f"missing required key `{path[-1]}` in {_parent_name(path)}", where,
                        _missing_hint(path))
     value = _value_at(document.data, path)
     where = ".".join(str(p) for p in path) or "the runbook"
-    message, hint = _describe_details(details, value, path)
-    typing_hint = implicit_typing_hint(document, path)
-    return Problem(f"`{where}`: {message}", document.locate(path), typing_hint or hint)
+    message, hint = _describe_details(document, details, value, path)
+    return Problem(f"`{where}`: {message}", document.locate(path), hint)
 
 
-def _describe_details(details: list[Detail], value: Any, path: tuple[Any, ...]
-                      ) -> tuple[str, str]:
+def _describe_details(document: Document, details: list[Detail], value: Any,
+                      path: tuple[Any, ...]) -> tuple[str, str]:
     """(one sentence, hint) for the errors at one place."""
     key = str(path[-1]) if path else "value"
     if all(_is_mismatch(d) for d in details):
@@ -114,12 +113,13 @@ def _describe_details(details: list[Detail], value: Any, path: tuple[Any, ...]
             nouns.insert(0, options[0] if len(options) == 1 else
                          f"one of {_join([repr(o) for o in options], 'or')}")
         message = f"expected {_join(nouns, 'or')}, got {describe(value)}"
-        return message, _mismatch_hint(nouns, options, value, key, path)
+        advice = _mismatch_hint(nouns, options, value, key, path)
+        return message, _with_typing(document, path, advice, nouns, options)
     detail = details[0]
     kind, ctx = detail["type"], detail.get("ctx") or {}
     error = ctx.get("error")
     if kind == "value_error" and hasattr(error, "hint"):
-        return error.message, error.hint
+        return error.message, _with_typing(document, path, error.hint, [], [])
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         bound = next(iter(ctx.values()))
         word = {"greater_than_equal": "at least", "greater_than": "more than",
@@ -131,6 +131,23 @@ def _describe_details(details: list[Detail], value: Any, path: tuple[Any, ...]
     message = str(detail.get("msg") or "invalid value").removeprefix("Value error, ")
     message = message.replace("Input should be", "expected")
     return f"{message}, got {describe(value)}", _SCHEMA_HINT
+
+
+def _with_typing(document: Document, path: tuple[Any, ...], advice: str, nouns: list[str],
+                 options: list[str]) -> str:
+    """Put first how YAML typed an unquoted value, when that is the surprise behind the error:
+    `no` read as false, `1.10` as 1.1, `~` as null."""
+    found = implicit_typing(document, path)
+    if found is None:
+        return advice
+    explanation, text, kind = found
+    if "text" in nouns or (text and text in options):
+        quoted = f"write '{text}' in quotes if you meant the text" if text else \
+            "write '' for empty text"
+        return f"{explanation}; {quoted}"
+    if kind == "number" and any(n in nouns for n in ("a whole number", "a number")):
+        return advice  # a number where a number belongs: YAML's reading is no surprise
+    return f"{explanation}; {advice}"
 
 
 def _options(detail: Detail, key: str) -> list[str]:
@@ -171,16 +188,43 @@ def _mismatch_hint(nouns: list[str], options: list[str], value: Any, key: str,
     return _SCHEMA_HINT
 
 
-def _unknown_key_hint(name: str, known: list[str]) -> str:
+def _unknown_key_hint(name: str, known: list[str], model: type[BaseModel]) -> str:
     close = difflib.get_close_matches(name, known, n=1)
     if close:
         return f"did you mean `{close[0]}`?"
+    home = _home_of(name, model)
+    if home:
+        return f"`{name}` belongs {home}"
     if not known:
         return _SCHEMA_HINT
     shown = sorted(known)
     if len(shown) > 10:
         return f"allowed here: {', '.join(shown[:10])}, ... (`iacorch schema` lists all)"
     return f"allowed here: {', '.join(shown)}"
+
+
+# Where a key that is unknown in one place belongs instead, most general place first.
+_HOMES: tuple[tuple[tuple[str, ...], str], ...] = (
+    ((), "at the top level of the runbook"),
+    (("stages", "*"), "directly under a stage"),
+    (("stages", "*", "terraform"), "`terraform:`"),
+    (("stages", "*", "pulumi"), "`pulumi:`"),
+    (("stages", "*", "ansible"), "`ansible:`"),
+    (("stages", "*", "shell"), "`shell:`"),
+    (("stages", "*", "http"), "`http:`"),
+    (("vars", "*"), "inside a var, e.g. `vars: {env: {default: dev}}`"),
+    (("secrets", "*"), "inside a secret, e.g. `secrets: {token: {env: TOKEN}}`"),
+    (("schedules", "*"), "inside a schedule"),
+)
+
+
+def _home_of(name: str, model: type[BaseModel]) -> str | None:
+    homes = [home for path, home in _HOMES if name in _known_keys(model, path)]
+    actions = [home for home in homes if home.startswith("`")]
+    places = [home for home in homes if not home.startswith("`")]
+    if actions:
+        places.append(f"inside {_join(actions, 'or')}")
+    return _join(places, "or") if places else None
 
 
 _MISSING_HINTS = {

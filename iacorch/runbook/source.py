@@ -127,22 +127,34 @@ class Document:
         return None
 
 
-def implicit_typing_hint(doc: Document, path: Sequence[str | int]) -> str | None:
-    """Explain a YAML 1.1 implicit type (`no` -> false, `1.10` -> 1.1) at `path`, if any."""
+def implicit_typing(doc: Document, path: Sequence[str | int]) -> tuple[str, str, str] | None:
+    """(explanation, source text, "null"|"boolean"|"number") when YAML 1.1 typed the plain
+    scalar at `path` (`no` -> false, `1.10` -> 1.1, `~` -> null), else None."""
     found = doc.scalar_text(path)
     if found is None:
         return None
     text, tag = found
     if tag == _NULL:
         if not text:
-            return "the value is empty, which YAML reads as null; write '' for empty text"
-        return f"YAML read `{text}` as null; write '{text}' in quotes if you meant the text"
+            return "the value is empty, which YAML reads as null", text, "null"
+        return f"YAML read `{text}` as null", text, "null"
     if tag not in (_BOOL, _INT, _FLOAT):
         return None
     value = _builders()[tag](ScalarNode(tag, text))
-    kind = "the boolean" if tag == _BOOL else "the number"
+    kind = "boolean" if tag == _BOOL else "number"
     shown = str(value).lower() if tag == _BOOL else repr(value)
-    return f"YAML read `{text}` as {kind} {shown}; write '{text}' in quotes if you meant the text"
+    return f"YAML read `{text}` as the {kind} {shown}", text, kind
+
+
+def implicit_typing_hint(doc: Document, path: Sequence[str | int]) -> str | None:
+    """Explain a YAML 1.1 implicit type (`no` -> false, `1.10` -> 1.1) at `path`, if any."""
+    found = implicit_typing(doc, path)
+    if found is None:
+        return None
+    explanation, text, _ = found
+    if not text:
+        return f"{explanation}; write '' for empty text"
+    return f"{explanation}; write '{text}' in quotes if you meant the text"
 
 
 def load_document(path: Path | str) -> Document:
@@ -465,10 +477,10 @@ class _Converter:
         first = next(k for k, _ in mapping.value
                      if isinstance(k, ScalarNode) and k.value == key and k is not second)
         path = _path_to(self._root, mapping)
-        where = f"`{'.'.join(path)}`" if path else "the top level of the runbook"
+        where = f"in `{'.'.join(path)}`" if path else "at the top level of the runbook"
         what = "stages" if path in (("stages",), ("finally",)) else "keys"
         self._problems.append(Problem(
-            f"key `{key}` appears twice in {where}",
+            f"key `{key}` appears twice {where}",
             mark_location(self._file, second.start_mark),
             f"remove or rename one of the {what}; YAML would silently keep only the last",
             (mark_location(self._file, first.start_mark),)))

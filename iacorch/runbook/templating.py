@@ -209,6 +209,7 @@ _SYNTAX_HINT = "check that every `{{` has its `}}` and every `{%` its `%}`"
 _END_TAG = re.compile(r"looking for the following tags: .*'(end\w+)'")
 _OPEN_BLOCK = re.compile(r"innermost block that needs to be closed is '(\w+)'")
 _UNKNOWN_TAG = re.compile(r"^Encountered unknown tag '(\w+)'")
+_UNEXPECTED_CHAR = re.compile(r"unexpected char (?:'(.)'|\"(.)\") at \d+")
 _EXPECTED_END = re.compile(r"expected token 'end of (print statement|statement block)', got '(.*)'")
 
 
@@ -234,6 +235,9 @@ def syntax_problem(exc: TemplateSyntaxError) -> TemplateProblem:
         hint = "an expression is one value: join text with `~`, or move text out of `{{ }}`"
     elif text.startswith("unexpected '"):
         message = f"unexpected `{text.split(chr(39))[1]}`"
+    elif found := _UNEXPECTED_CHAR.match(text):
+        message = f"unexpected character `{found.group(1) or found.group(2)}` in an expression"
+        hint = "inside `{{ }}` write an expression; quote text as '...'"
     return TemplateProblem(f"template syntax error: {message}{where}", line, hint)
 
 

@@ -65,6 +65,12 @@ _SYNTAX: tuple[tuple[tuple[str, ...], str, str], ...] = (
      "write `&name` and `*name` with letters, digits, `-` or `_`"),
     (("end of stream",), "the file ends in the middle of a value",
      "close the quote, bracket or block that is still open"),
+    (("directive",), "a line starting with `%` is read as a YAML directive",
+     "quote the value, or remove the `%` line"),
+    (("while scanning a block scalar",), "text after `|` or `>` must start on the next line",
+     "put the text on the following lines, indented under the key"),
+    (("found unexpected ':'",), "a `:` here cannot be read as part of the value",
+     "quote the value, e.g. 'host:port'"),
 )
 _NON_PRINTABLE = re.compile(
     "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -119,7 +125,7 @@ def syntax_problem(err: yaml.YAMLError, file: str, text: str) -> Problem:
                        "put the value in quotes; plain text cannot start with `@`, `` ` `` or `%`")
     ctx = err.context_mark.line + 1 if err.context_mark else location.line
     for fragments, message, hint in _SYNTAX:
-        if any(fragment in problem for fragment in fragments):
+        if any(fragment in f"{problem} ({context})" for fragment in fragments):
             if "could not find expected ':'" in problem and err.context_mark:
                 location = mark_location(file, err.context_mark)
             # replace, not format: the texts quote `{` and `}` as they are

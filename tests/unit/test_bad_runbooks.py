@@ -217,7 +217,7 @@ GOLDEN = {
     "on-timeout-no": """\
         on-timeout-no.yaml:8:17: error: `stages.go-live.on_timeout`: expected one of 'reject', \
 'cancel' or 'approve', got the boolean false
-          hint: YAML read `no` as the boolean false; write 'no' in quotes if you meant the text""",
+          hint: YAML read `no` as the boolean false; use one of: reject, cancel, approve""",
     "wrong-type-stage": """\
         wrong-type-stage.yaml:5:10: error: `stages.build`: expected a mapping, got 'make'
           hint: a stage is a mapping, e.g. `build: {kind: provision, shell: {run: make}}`""",
