@@ -256,12 +256,12 @@ REFUSED_ENV = ["TF_CLI_ARGS", "TF_CLI_ARGS_apply", "TF_CLI_CONFIG_FILE", "LD_PRE
                "ANSIBLE_LOOKUP_PLUGINS", "ANSIBLE_ACTION_PLUGINS", "ANSIBLE_LIBRARY",
                "BASH_ENV", "NODE_OPTIONS", "PATH"]
 MISSED_LOADERS = {
-    "TERRAFORM_CONFIG": "Terraform's older name for TF_CLI_CONFIG_FILE (a CLI config can "
-                        "install providers from any directory)",
-    "ANSIBLE_PYTHON_INTERPRETER": "runs any program as the interpreter of every module",
+    "ANSIBLE_PYTHON_INTERPRETER": "runs any program as the interpreter of every module "
+                                  "(on hosts that do not set ansible_python_interpreter)",
     "ANSIBLE_COLLECTIONS_PATH": "loads modules and plugins from any directory",
     "ANSIBLE_VAULT_PASSWORD_FILE": "an executable vault password file is run",
-    "PYTHONUSERBASE": ".pth files in its site-packages run code when Python starts",
+    "PYTHONUSERBASE": ".pth files in its site-packages run code when ansible-playbook's "
+                      "Python starts",
 }
 
 
