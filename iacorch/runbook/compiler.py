@@ -6,7 +6,6 @@ all of them at once; the graph is built only once the stages make sense.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -18,19 +17,17 @@ from iacorch.model.plan import ApprovalGate, Plan, PlannedStage, RetryPolicy
 from iacorch.model.runbook import STAGE_ID, Runbook, Stage
 from iacorch.model.status import ActionType, StageKind
 from iacorch.runbook.checks import Finding, check_env, check_paths, check_shape, project_root
+from iacorch.runbook.references import ReferenceChecker
 from iacorch.runbook.schema_errors import describe
 from iacorch.runbook.sections import check_drift, check_schedules
 from iacorch.runbook.source import Document, load_document
 from iacorch.runbook.templating import (
-    ROOTS,
     TemplateProblem,
     Templates,
     did_you_mean,
     is_template,
 )
 from iacorch.runbook.variables import check_defaults, load_var_file, resolve_vars
-
-_SYNTAX_HINT = "check the {{ }} and {% %} pairs"
 
 
 def compile_runbook(path: str | Path, *, cli_vars: Mapping[str, str] | None = None,
@@ -92,6 +89,7 @@ class _Compiler:
         self.problems: list[Problem] = []
         self.root = Path(document.path).resolve().parent
         self.project = project_root(self.root)
+        self.refs = ReferenceChecker(runbook, templates, self.problem)
 
     def problem(self, message: str, path: Sequence[Any], hint: str, *,
                 key: bool = False) -> None:
@@ -107,6 +105,7 @@ class _Compiler:
                 self._check_stage(section, stage_id, stage)
         self.report(check_schedules(self.runbook))
         self.report(check_drift(self.runbook))
+        self.refs.notify()
         for stage_id in self.runbook.finally_:
             if stage_id in self.runbook.stages:
                 self.problem(f"stage id `{stage_id}` is used in both `stages` and `finally`",
@@ -133,7 +132,8 @@ class _Compiler:
     # -- per-stage shape -------------------------------------------------
     def _check_stage(self, section: str, stage_id: str, stage: Stage) -> None:
         self.report(check_shape(section, stage_id, stage))
-        actions = [((section, stage_id), stage.action_type)]
+        actions: list[tuple[tuple[str, ...], ActionType | None]] = [
+            ((section, stage_id), stage.action_type)]
         if not isinstance(stage.rollback, str):
             actions.append(((section, stage_id, "rollback"), stage.rollback.action_type))
         for where, action in actions:
@@ -156,8 +156,9 @@ class _Compiler:
         if stage.for_each is None:
             return [(stage_id, None)]
         where = ("stages", stage_id, "for_each")
-        literal = not is_template(stage.for_each)
-        items = stage.for_each if literal else self._render_for_each(stage.for_each, where)
+        literal = not isinstance(stage.for_each, str) or not is_template(stage.for_each)
+        items = self._render_for_each(stage.for_each, where) \
+            if isinstance(stage.for_each, str) and not literal else stage.for_each
         if isinstance(items, dict):
             pairs = [(str(k), {"key": k, "value": v}, k) for k, v in items.items()]
         elif isinstance(items, list):
@@ -185,7 +186,7 @@ class _Compiler:
 
     def _render_for_each(self, source: str, where: tuple[Any, ...]) -> Any:
         """The items of a templated for_each, or None after reporting why there are none."""
-        refs = self._references(source, where)
+        refs = self.refs.template(source, where)
         if refs is None:
             return None
         if any(r.root != "vars" for r in refs.items):
@@ -200,35 +201,6 @@ class _Compiler:
             return None
 
     # -- references and dependencies -------------------------------------
-    def _references(self, source: str, path: Sequence[Any]) -> Any:
-        """What the template at `path` uses; None after reporting why it cannot be used."""
-        try:
-            refs = self.templates.references(source)
-        except TemplateProblem as exc:
-            self.problem(exc.message, path, exc.hint or _SYNTAX_HINT)
-            return None
-        count = len(self.problems)
-        for name in refs.unknown_names:
-            dashed = self._dashed_stage(refs, name)
-            if dashed is not None:
-                head, _, tail = dashed.partition("-")
-                self.problem(f"`stages.{dashed}` in a template reads as `stages.{head}` minus "
-                             f"`{tail}`", path, f"write ids with `-` as stages['{dashed}']")
-                continue
-            self.problem(f"`{name}` is not defined in templates", path,
-                         did_you_mean(name, ROOTS) or "templates can use "
-                         f"{', '.join(sorted(ROOTS))}; quote `{{{{` meant as text with "
-                         "{% raw %}...{% endraw %}")
-        for kind, names in (("filter", refs.unknown_filters), ("test", refs.unknown_tests)):
-            for name in names:
-                self.problem(f"template uses `{name}`, which is not a known {kind}", path,
-                             did_you_mean(name, self.templates.known(kind))
-                             or f"known {kind}s: {', '.join(self.templates.known(kind)[:12])}, ...")
-        if refs.unsafe_attributes:
-            self.problem(f"template uses the private attribute `{refs.unsafe_attributes[0]}`",
-                         path, "the template sandbox refuses names starting with `_`")
-        return refs if len(self.problems) == count else None
-
     def _plan_stages(self, section: str, stages: Mapping[str, Stage],
                      expansions: Mapping[str, list[tuple[str, Any]]]) -> dict[str, PlannedStage]:
         planned: dict[str, PlannedStage] = {}
@@ -256,75 +228,16 @@ class _Compiler:
             else:
                 needs.append(need)
         for path, source in _template_strings(raw, (section, stage_id)):
-            refs = self._references(source, path)
+            refs = self.refs.template(source, path)
             if refs is None:
                 continue
             in_rollback = len(path) > 2 and path[2] == "rollback"
             for ref in refs.items:
-                target = self._check_reference(section, stage_id, stage, ref, path)
+                target = self.refs.stage_reference(section, stage_id, stage, ref, path)
                 if target and section == "stages" and not in_rollback:
                     needs.append(target)
         ordered = dict.fromkeys(needs)
         return tuple(e for need in ordered for e, _ in expansions.get(need, [(need, None)]))
-
-    def _check_reference(self, section: str, stage_id: str, stage: Stage, ref: Any,
-                         path: Sequence[Any]) -> str | None:
-        name = ref.path[0] if ref.path else None
-        if ref.root in ("vars", "secrets") and name is not None:
-            known = self.runbook.vars if ref.root == "vars" else self.runbook.secrets
-            if name not in known:
-                close = difflib.get_close_matches(name, list(known), n=1)
-                self.problem(f"`{ref.root}.{name}` is not declared", path,
-                             f"did you mean `{ref.root}.{close[0]}`?" if close else
-                             f"declare it under `{ref.root}:` at the top of the runbook")
-        elif ref.root == "item" and stage.for_each is None and path[2:3] != ("rollback",):
-            self.problem("`item` is only defined in stages with `for_each`", path,
-                         "add `for_each:` to this stage, or use a var instead of `item`")
-        elif ref.root == "stages" and name is not None:
-            if name not in self.runbook.stages:
-                self.problem(f"template refers to stage `{name}`, which does not exist", path,
-                             self._stage_hint(name))
-                return None
-            if name == stage_id and section == "stages":
-                self.problem(f"stage `{stage_id}` refers to its own outputs", path,
-                             "a stage's outputs exist only after it ran; use a var, or split "
-                             "the stage in two")
-                return None
-            self._check_output_name(name, ref.path[1:], path)
-            return name
-        return None
-
-    def _dashed_stage(self, refs: Any, name: str) -> str | None:
-        """The stage id `a-b` when a template wrote `stages.a-b` (`stages.a` minus `b`)."""
-        for head in refs.stage_ids:
-            for stage_id in self.runbook.stages:
-                if stage_id.startswith(f"{head}-") and f"-{name}" in stage_id:
-                    return stage_id
-        return None
-
-    def _stage_hint(self, name: str) -> str:
-        stages = list(self.runbook.stages)
-        dashed = next((s for s in stages if s.startswith(f"{name}-")), None)
-        if dashed is not None:  # `stages.go-live` reads as `stages.go - live`
-            return f"write ids with `-` as stages['{dashed}'], not stages.{dashed}"
-        close = difflib.get_close_matches(name, stages, n=1)
-        return f"did you mean `stages.{close[0]}`?" if close else \
-            f"stages: {', '.join(stages[:10])}"
-
-    def _check_output_name(self, target: str, rest: tuple[str, ...], path: Sequence[Any]) -> None:
-        stage = self.runbook.stages[target]
-        if not rest or rest[0] not in ("outputs", "status"):
-            if rest:
-                self.problem(f"`stages.{target}.{rest[0]}` does not exist", path,
-                             "a stage has `outputs` and `status`")
-            return
-        if rest[0] != "outputs" or len(rest) < 2:
-            return
-        known = (list(stage.inputs or {}) if stage.is_approval else stage.outputs)
-        if stage.for_each is not None or known is None or rest[1] in known:
-            return
-        self.problem(f"stage `{target}` has no output `{rest[1]}`", path,
-                     f"its outputs are: {', '.join(known) or '(none)'}")
 
     def _planned(self, section: str, base_id: str, stage_id: str, item: Any, stage: Stage,
                  raw: Mapping[str, Any], deps: tuple[str, ...]) -> PlannedStage:

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from iacorch.errors import Problem
+from iacorch.model.runbook import RuleError
 from iacorch.runbook.source import Document, implicit_typing
 
 Detail = dict[str, Any]
@@ -93,8 +94,8 @@ def _problem(document: Document, path: tuple[Any, ...], details: list[Detail],
                        document.locate(path, key=True),
                        _unknown_key_hint(str(path[-1]), _known_keys(model, path[:-1]), model))
     if "missing" in kinds:
-        where = document.locate(path[:-1], key=True) if len(path) > 1 else document.locate(path)
-        return Problem(f"missing required key `{path[-1]}` in {_parent_name(path)}", where,
+        parent = document.locate(path[:-1], key=True) if len(path) > 1 else document.locate(path)
+        return Problem(f"missing required key `{path[-1]}` in {_parent_name(path)}", parent,
                        _missing_hint(path))
     value = _value_at(document.data, path)
     where = ".".join(str(p) for p in path) or "the runbook"
@@ -118,7 +119,7 @@ def _describe_details(document: Document, details: list[Detail], value: Any,
     detail = details[0]
     kind, ctx = detail["type"], detail.get("ctx") or {}
     error = ctx.get("error")
-    if kind == "value_error" and hasattr(error, "hint"):
+    if kind == "value_error" and isinstance(error, RuleError):
         return error.message, _with_typing(document, path, error.hint, [], [])
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         bound = next(iter(ctx.values()))

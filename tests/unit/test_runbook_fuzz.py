@@ -77,7 +77,7 @@ def generated_runbook(draw: st.DrawFn) -> str:
                       "      expect: {status: [200, 204], body_contains: ok}",
                       "      until: {attempts: 3, interval: 250ms}", "    timeout: 30s"]
     lines += ["finally:", "  report: {shell: {run: \"echo {{ run.status }}\"}}",
-              "notify:", "  ops: {webhook: \"https://hooks.example/{{ run.id }}\"}",
+              "notify:", "  ops: {webhook: \"https://hooks.example/{{ runbook.name }}\"}",
               "schedules:", "  nightly: {cron: \"0 2 * * *\", action: drift, notify: [ops]}"]
     return "\n".join(lines) + "\n"
 
