@@ -56,6 +56,8 @@ def check_shape(section: str, stage_id: str, stage: Stage) -> Iterator[Finding]:
     if section == "stages" and stage.kind is None:
         yield Finding(f"stage `{stage_id}` has no `kind`", where,
                       "add `kind:` provision, configure, deploy, verify or approval", key=True)
+    if section == "finally":
+        yield from _check_final(stage_id, stage)
     actions = stage.action_types
     if stage.is_approval:
         if actions:
@@ -78,6 +80,23 @@ def check_shape(section: str, stage_id: str, stage: Stage) -> Iterator[Finding]:
             yield Finding(f"`{name}` belongs to approval gates, but `{stage_id}` is "
                           f"`kind: {stage.kind or 'finally'}`", (*where, name),
                           "set `kind: approval` or remove the key", key=True)
+
+
+def _check_final(stage_id: str, stage: Stage) -> Iterator[Finding]:
+    """`finally:` stages start together once the run has ended: no gates, loops or order."""
+    where = ("finally", stage_id)
+    if stage.is_approval:
+        yield Finding(f"`finally` stage `{stage_id}` cannot be an approval gate", (*where, "kind"),
+                      "nobody waits for a gate after the run has ended; remove `kind: approval`",
+                      key=True)
+    if stage.for_each is not None:
+        yield Finding(f"`for_each` is not supported in `finally` stage `{stage_id}`",
+                      (*where, "for_each"), "loop inside the action, e.g. in its shell script",
+                      key=True)
+    if stage.needs:
+        yield Finding(f"`needs` has no effect in `finally` stage `{stage_id}`",
+                      (*where, "needs"), "finally stages start together once the run has "
+                      "ended; remove `needs`", key=True)
 
 
 def _check_gate(where: tuple[str, str], stage: Stage) -> Iterator[Finding]:
@@ -144,14 +163,12 @@ def check_paths(path: tuple[Any, ...], action_type: ActionType, action: Mapping[
 def _path_hint(root: Path, entry: str) -> str:
     """Did-you-mean from the files next to where the missing path was looked for."""
     relative = "paths are relative to the runbook's directory"
-    parent = (root / entry).parent
     try:
-        siblings = os.listdir(parent)
+        siblings = os.listdir((root / entry).parent)
     except OSError:
-        return relative[0].upper() + relative[1:]
+        return relative
     close = difflib.get_close_matches(Path(entry).name, siblings, n=1)
     if not close:
-        return relative[0].upper() + relative[1:]
-    suggestion = str(Path(entry).parent / close[0]) if Path(entry).parent != Path(".") \
-        else close[0]
+        return relative
+    suggestion = str(Path(entry).parent / close[0])
     return f"did you mean {suggestion!r}? P{relative[1:]}"

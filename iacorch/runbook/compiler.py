@@ -52,7 +52,8 @@ def validate_model(document: Document) -> Runbook:
 
     if not isinstance(document.data, dict):
         raise RunbookError.single("a runbook is a mapping of keys such as `version` and `stages`",
-                                  document.locate(()))
+                                  document.locate(()), "start with `version: 1`, `name:` and "
+                                  "`stages:`")
     try:
         return Runbook.model_validate(document.data)
     except ValidationError as exc:
@@ -95,6 +96,11 @@ class _Compiler:
                 key: bool = False) -> None:
         self.problems.append(Problem(message, self.document.locate(path, key=key), hint))
 
+    def sorted_problems(self) -> list[Problem]:
+        """In the order a person reads the file, whichever check found them."""
+        return sorted(self.problems, key=lambda p: (p.location.line, p.location.column)
+                      if p.location else (0, 0))
+
     def report(self, findings: Iterable[Finding]) -> None:
         self.problems.extend(_locate(self.document, finding) for finding in findings)
 
@@ -114,12 +120,12 @@ class _Compiler:
         forward = self._plan_stages("stages", self.runbook.stages, expansions)
         finals = self._plan_stages("finally", self.runbook.finally_, expansions)
         if self.problems:
-            raise RunbookError(self.problems)
+            raise RunbookError(self.sorted_problems())
         order, layers = self._order(forward)
         ordered = {sid: forward[sid] for sid in order}
         workspace = self._workspace()
         if self.problems:
-            raise RunbookError(self.problems)
+            raise RunbookError(self.sorted_problems())
         return Plan(
             name=self.runbook.name, path=Path(self.document.path), root=self.root,
             vars=self.vars, secret_names=frozenset(self.runbook.secrets), stages=ordered,

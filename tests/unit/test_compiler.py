@@ -235,3 +235,45 @@ def test_approval_outputs_are_its_inputs(tmp_path):
           go: {kind: deploy, shell: {run: "echo {{ stages.gate.outputs.regoin }}"}}
         """)
     assert "no output `regoin`" in found[0].message
+
+
+def test_var_file_values_are_located_in_the_var_file(tmp_path):
+    path = write(tmp_path, BASE)
+    var_file = tmp_path / "prod.yaml"
+    var_file.write_text("env: prod\nreplicas: many\n")
+    with pytest.raises(UsageError) as caught:
+        compile_runbook(path, var_files=[str(var_file)])
+    assert caught.value.exit_code == 64
+    assert caught.value.message == "var `replicas` must be an integer, got 'many'"
+    assert (caught.value.location.file, caught.value.location.line) == (str(var_file), 2)
+    assert "declared `type: int` at" in caught.value.hint
+    var_file.write_text("env: prod\nreplica: 3\n")
+    with pytest.raises(UsageError, match="unknown var `replica`") as caught:
+        compile_runbook(path, var_files=[str(var_file)])
+    assert caught.value.location.line == 2 and caught.value.hint == "did you mean `replicas`?"
+
+
+def test_cli_var_errors_name_the_declaration_but_are_not_located_in_the_runbook(tmp_path):
+    with pytest.raises(UsageError) as caught:
+        compile_text(tmp_path, BASE, cli_vars={"replicas": "many"})
+    assert caught.value.location is None  # the mistake is on the command line
+    assert caught.value.hint.endswith("plan.yaml:6:3")
+
+
+def test_every_problem_of_a_runbook_is_reported_at_once(tmp_path):
+    found = problems(tmp_path, """
+        version: 1
+        name: demo
+        stages:
+          a: {kind: provision, needs: [zz], shell: {run: "echo {{ vars.nope }}"}}
+          b: {kind: provision, shell: {run: "true"}, http: {url: "http://x"}}
+        schedules:
+          nightly: {cron: "0 99 * * *"}
+        drift:
+          ignore: [{stage: c, reason: r}]
+        """)
+    assert [(p.location.line, p.location.column) for p in found] == [  # in reading order
+        (4, 32), (4, 50), (5, 46), (7, 19), (9, 20)]
+    assert [p.message.split(" ")[0] for p in found] == [
+        "stage", "`vars.nope`", "stage", "`schedules.nightly.cron`:", "`drift.ignore`"]
+    assert all(p.hint for p in found)
