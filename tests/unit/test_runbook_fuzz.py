@@ -4,11 +4,12 @@ Valid runbooks (the examples in plans/ and generated ones) are mutated the way p
 and tools break files: lines deleted, duplicated, swapped or re-indented, characters
 flipped, YAML and Jinja syntax inserted, scalars replaced by values of other types, bytes
 corrupted. Hypothesis runs derandomized, so CI sees the same inputs every time; the number
-tried is printed (`pytest -s tests/unit/test_runbook_fuzz.py` or see the summary line).
+tried is printed after the module's tests, capture or not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections import Counter
@@ -188,6 +189,19 @@ def mutated_runbook(draw: st.DrawFn) -> tuple[str, bytes]:
 # --- the properties -------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module", autouse=True)
+def report_inputs_tried(request: pytest.FixtureRequest):
+    """After the module, print how many inputs were tried and how they ended (for the docs)."""
+    yield
+    total = sum(STATS.values())
+    if not total:
+        return
+    summary = ", ".join(f"{count} {outcome}" for outcome, count in STATS.most_common())
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print(f"\nrunbook fuzz: {total} mutated inputs tried: {summary}")
+
+
 def check_outcome(compile_one: Callable[[], object]) -> str:
     """Run one compile; it must finish in time and succeed or fail as a located user error."""
     started = time.perf_counter()
@@ -241,12 +255,3 @@ def test_mutated_runbook_files_compile_or_fail_cleanly(case, tmp_path_factory):
     path = directory / "runbook.yaml"
     path.write_bytes(case[1])
     STATS["file " + check_outcome(lambda: compile_runbook(path))] += 1
-
-
-def test_report_inputs_tried(capsys):
-    """Print what the fuzz tests tried (for the docs); runs last in this module."""
-    total = sum(STATS.values())
-    summary = ", ".join(f"{count} {outcome}" for outcome, count in STATS.most_common())
-    with capsys.disabled():
-        print(f"\nrunbook fuzz: {total} mutated inputs tried: {summary}")
-    assert total > 0 or not STATS
