@@ -231,6 +231,36 @@ def _scratch_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def unsafe_yaml(variables: Mapping[str, Any]) -> str:
+    """Extra vars as YAML with every text value tagged `!unsafe`.
+
+    Ansible templates the strings of extra vars again when a play uses them; values
+    from a runbook (rendered already, possibly carrying user input) must stay data.
+    """
+    import yaml
+
+    class UnsafeDumper(yaml.SafeDumper):
+        pass
+
+    class Key(str):
+        """A mapping key: a variable name, which stays plain."""
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+        return dumper.represent_scalar("!unsafe", value)
+
+    def key(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+        return dumper.represent_str(str(value))
+
+    def mapping(dumper: yaml.SafeDumper, value: dict[str, Any]) -> yaml.Node:
+        return dumper.represent_dict({Key(k): v for k, v in value.items()})
+
+    UnsafeDumper.add_representer(str, text)
+    UnsafeDumper.add_representer(Key, key)
+    UnsafeDumper.add_representer(dict, mapping)
+    plain = json.loads(json.dumps(dict(variables), default=str))  # only JSON types remain
+    return yaml.dump(plain, Dumper=UnsafeDumper, sort_keys=False, allow_unicode=True)
+
+
 def _sweep_orphans(base: Path) -> None:
     """Remove scratch dirs left by an iacorch that was killed: they hold secrets in clear."""
     for leftover in base.glob("iacorch-ansible-*-*"):
@@ -321,8 +351,7 @@ def _run(ctx: StageContext, *, dry_run: bool) -> _Play | StageResult:
         variables_file = variables if isinstance(variables, Path) else None
         if isinstance(variables, dict) and variables:
             write_private(artifact_dir / "extra_vars.json", masked_json(ctx.masker, variables))
-            variables_file = write_private(scratch / "extra_vars.json",
-                                           json.dumps(variables, default=str))
+            variables_file = write_private(scratch / "extra_vars.yml", unsafe_yaml(variables))
         vault_file = (write_private(scratch / "vault_password", action.vault_password)
                       if action.vault_password else None)
         check = dry_run or action.check

@@ -67,7 +67,6 @@ class GateOutcome:
     verdict: GateVerdict
     reason: str
     outputs: Mapping[str, Any] = field(default_factory=dict)
-    saved_plans: Mapping[str, str] = field(default_factory=dict)
 
 
 def gate_hash(plan_hash: str, gate_id: str, planned: Mapping[str, Mapping[str, Any]]) -> str:
@@ -105,7 +104,7 @@ class GateKeeper:
         if state.decision is GateDecision.APPROVED:
             return GateOutcome(GateVerdict.APPROVED,
                                f"approved by {', '.join(state.approved_by)}",
-                               dict(state.inputs or {}), saved)
+                               dict(state.inputs or {}))
         if state.decision is GateDecision.REJECTED:
             self.discard(saved)
             return GateOutcome(GateVerdict.REJECTED, f"rejected by {state.rejected_by}")
@@ -122,7 +121,7 @@ class GateKeeper:
                                 data={"on_timeout": action})
         if action == "approve":
             return GateOutcome(GateVerdict.APPROVED, "approved by its timeout (on_timeout: "
-                               "approve)", {}, saved)
+                               "approve)")
         self.discard(saved)
         if action == "cancel":
             return GateOutcome(GateVerdict.CANCELLED, "nobody decided in time (on_timeout: "

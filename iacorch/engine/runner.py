@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -85,7 +87,11 @@ class Runner:
         self.previous = previous
         self.templates = Templates()
         self.gates = GateKeeper(self)
-        self.saved_plans: dict[str, str] = _approved_plans(self.state)
+        self.saved_plans: dict[str, str] = {}
+        self.approved_sha256: dict[str, str] = {}
+        for gate_id, details in self.state.gate_details.items():
+            if self.state.statuses.get(gate_id) is StageStatus.SUCCEEDED:
+                self._take_approved_plans(details)
         self.selected = scheduler.select_stages(plan, only=self.options.only,
                                                 targets=self.options.targets)
         self.retry_at: dict[str, float] = {}
@@ -188,14 +194,16 @@ class Runner:
         except TemplateProblem as exc:
             self._template_failed(stage, exc)
             return None
+        saved_plan = self.saved_plans.get(stage.id) if operation is Operation.APPLY else None
+        if saved_plan is not None and not self._saved_plan_intact(stage, saved_plan):
+            return None
         attempt = self.state.attempts.get(stage.id, 0) + 1
         self.state.attempts[stage.id] = attempt
         spec = build_spec(self.plan, stage, stage.action_type, rendered, run_id=self.run_id,
                           operation=operation, attempt=attempt,
                           work_dir=str(self.rt.stage_dir(self.run_id, stage.id)),
                           state_dir=str(self.rt.state_dir), secrets=self.secrets,
-                          saved_plan=self.saved_plans.get(stage.id)
-                          if operation is Operation.APPLY else None)
+                          saved_plan=saved_plan)
         self.state.statuses[stage.id] = StageStatus.RUNNING
         self.state.started[stage.id] = self.rt.clock()
         self.journal.stage_started(stage.id, attempt, self.state.started[stage.id])
@@ -285,7 +293,7 @@ class Runner:
         outcome = self.gates.open(stage)
         details = self.state.gate_details.get(stage.id, {})
         if outcome.verdict is GateVerdict.APPROVED:
-            self.saved_plans.update(outcome.saved_plans)
+            self._take_approved_plans(details)
             self.state.outputs[stage.id] = dict(outcome.outputs)
             self._settle(stage.id, StageStatus.SUCCEEDED, outcome.reason,
                          StageResult(StageStatus.SUCCEEDED, outputs=outcome.outputs,
@@ -300,6 +308,27 @@ class Runner:
             self.journal.stage_finished(stage.id, 0, StageStatus.WAITING_APPROVAL,
                                         started_at=None, finished_at=self.rt.clock(),
                                         details=details)
+
+    def _take_approved_plans(self, gate_details: Mapping[str, Any]) -> None:
+        """Remember the saved plans an approved gate showed, and their sha256."""
+        for stage_id, info in gate_details.get("planned", {}).items():
+            if info.get("saved_plan"):
+                self.saved_plans[stage_id] = info["saved_plan"]
+                if info.get("sha256"):
+                    self.approved_sha256[stage_id] = info["sha256"]
+
+    def _saved_plan_intact(self, stage: PlannedStage, path: str) -> bool:
+        """The file about to be applied is byte for byte the plan that was approved."""
+        expected = self.approved_sha256.get(stage.id)
+        if expected is None or not os.path.isfile(path):
+            return True  # the driver reports a missing plan; pulumi plans carry no hash
+        with open(path, "rb") as handle:
+            actual = hashlib.sha256(handle.read()).hexdigest()
+        if actual == expected:
+            return True
+        self._fail_final(stage, None, f"the saved plan {path} is not the one approved "
+                         f"(sha256 {actual[:12]}, approved {expected[:12]}); nothing was applied")
+        return False
 
     # -- helpers -------------------------------------------------------------
     def context_for(self, stage: PlannedStage | None, status: str = "running") -> dict[str, Any]:
@@ -379,16 +408,6 @@ class Runner:
         return RunOutcome(self.run_id, self._provisional_status(), dict(self.state.statuses),
                           dict(self.state.errors), self.elapsed(),
                           self.plan.deadline, waiting)
-
-
-def _approved_plans(state: RunState) -> dict[str, str]:
-    """Saved plans behind gates already approved in an earlier process of this run."""
-    found: dict[str, str] = {}
-    for gate_id, details in state.gate_details.items():
-        if state.statuses.get(gate_id) is StageStatus.SUCCEEDED:
-            found.update({sid: info["saved_plan"] for sid, info in
-                          details.get("planned", {}).items() if info.get("saved_plan")})
-    return found
 
 
 def _flatten_values(values: Any) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
@@ -12,10 +13,12 @@ _MIN_SECRET_LENGTH = 3
 
 
 def _encodings(secret: str) -> set[str]:
+    """The secret as tools print it: plain, URL- and base64-encoded, escaped in JSON."""
     raw = secret.encode()
     return {secret, quote(secret, safe=""), quote_plus(secret),
             base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode(),
-            secret.encode("unicode_escape").decode()}
+            secret.encode("unicode_escape").decode(),
+            json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
 
 
 class Masker:

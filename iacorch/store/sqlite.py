@@ -89,7 +89,7 @@ class SqliteStore:
         try:
             self._conn = self._open(synchronous.upper(), quick_check_max_bytes,
                                     dict(pragmas or {}))
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise self._error(exc) from exc
         except OSError as exc:
             raise StoreError(f"cannot read {self.path}: {exc.strerror}",
@@ -133,7 +133,11 @@ class SqliteStore:
 
     # --- plumbing -----------------------------------------------------------------------
 
-    def _error(self, exc: sqlite3.Error) -> StoreError:
+    def _error(self, exc: sqlite3.Error | UnicodeDecodeError) -> StoreError:
+        if isinstance(exc, UnicodeDecodeError):
+            # sqlite3 cannot decode the error text of a file whose schema bytes are damaged
+            return StoreError(f"{self.path} is damaged: its schema text is not valid UTF-8",
+                              hint=RESTORE_HINT)
         return translate(exc, self.path, self.busy_timeout)
 
     def _db(self) -> sqlite3.Connection:
@@ -145,14 +149,14 @@ class SqliteStore:
     def _exec(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         try:
             return self._db().execute(sql, params)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise self._error(exc) from exc
 
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
                 return self._db().execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, UnicodeDecodeError) as exc:
                 raise self._error(exc) from exc
 
     def _records(self, decode: Callable[[tuple[Any, ...]], Any], sql: str,

@@ -224,11 +224,6 @@ def test_an_edited_runbook_cannot_resume_an_approved_run(project, tf_gated):  # 
     assert applied_labels(project) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the gate binds approvals to the saved plan's sha256 (gates.py:gate_hash), but "
-    "nothing checks that sha256 again before applying: engine/runner.py:Runner._submit "
-    "passes saved_plans[stage] to the driver as is, so a plan file swapped after the "
-    "approval is applied"))
 def test_a_saved_plan_swapped_after_approval_is_refused(project, tf_gated, tmp_path):  # noqa: ANN001
     import os
     import subprocess

@@ -137,7 +137,6 @@ ANSIBLE_RETEMPLATES = (
     "\"{{ lookup('pipe', ...) }}\" runs a command on the controller")
 
 
-@pytest.mark.xfail(strict=True, reason=ANSIBLE_RETEMPLATES)
 def test_ansible_extra_vars_are_not_templated_again(project, require_tool):  # noqa: ANN001
     require_tool("ansible-playbook")
     shutil.copytree(FIXTURES / "playbooks", project.root / "playbooks")

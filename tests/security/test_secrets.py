@@ -203,11 +203,6 @@ def test_outputs_a_script_wrote_stay_on_disk_only_masked(project, canaries):  # 
     assert '"plain": "ok"' in kept and "***" in kept
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "model/masking.py:_encodings masks a secret's base64, URL and unicode_escape forms but "
-    "not its JSON-escaped forms (\\\" \\\\ \\u00e9): a secret with a quote, a backslash or a "
-    "non-ASCII letter that a tool prints as JSON (Ansible's default output of a debug task, "
-    "a script's json.dumps) reaches stage logs, Ansible artifacts and the console in clear"))
 def test_a_secret_printed_json_escaped_is_masked(project, canaries):  # noqa: ANN001
     project.write("quoted.yaml", """
         version: 1
