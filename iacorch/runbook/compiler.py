@@ -29,6 +29,9 @@ from iacorch.runbook.templating import (
 )
 from iacorch.runbook.variables import check_defaults, load_var_file, resolve_vars
 
+MAX_FOR_EACH = 1000  # each item is a stage that runs a tool; more is a loop for the tool itself
+_MAX_ITEM_PROBLEMS = 10
+
 
 def compile_runbook(path: str | Path, *, cli_vars: Mapping[str, str] | None = None,
                     var_files: Sequence[str] = (), templates: Templates | None = None) -> Plan:
@@ -175,17 +178,27 @@ class _Compiler:
                              where, 'give it a list, e.g. `for_each: [eu, us]`, or a list var: '
                              '`for_each: "{{ vars.regions }}"`')
             return [(stage_id, None)]
+        if len(pairs) > MAX_FOR_EACH:
+            self.problem(f"`for_each` gives {len(pairs):,} items; a stage expands to at most "
+                         f"{MAX_FOR_EACH:,}", where,
+                         "split the list across stages, or loop inside the action")
+            return [(stage_id, None)]
         expanded: dict[str, Any] = {}
+        before, repeated = len(self.problems), set()
         for key, item, index in pairs:
             at = (*where, index) if literal else where
+            if len(self.problems) >= _MAX_ITEM_PROBLEMS + before:
+                break  # enough to show what is wrong with these items
             if not STAGE_ID.match(key):
                 self.problem(f"for_each item {key!r} cannot name a stage", at,
                              "items must be short names: letters, digits, `_`, `-`; give "
                              "mapping items a `name:`", key=literal and isinstance(items, dict))
             elif key in expanded:
-                self.problem(f"`for_each` gives the item `{key}` twice", at,
-                             "remove the repeated item; each item names one stage, like "
-                             f"`{stage_id}[{key}]`")
+                if key not in repeated:
+                    self.problem(f"`for_each` gives the item `{key}` twice", at,
+                                 "remove the repeated item; each item names one stage, like "
+                                 f"`{stage_id}[{key}]`")
+                repeated.add(key)
             else:
                 expanded[key] = item
         return [(f"{stage_id}[{key}]", item) for key, item in expanded.items()]
@@ -306,7 +319,7 @@ class _Compiler:
             return str(self.templates.render(source, {"vars": self.vars}))
         except TemplateProblem as exc:
             self.problem(f"`workspace` cannot be computed: {exc.message}", ("workspace",),
-                         "the workspace can only use vars")
+                         exc.hint or "the workspace can only use vars")
             return "default"
 
 

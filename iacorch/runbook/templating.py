@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 import shlex
 from collections.abc import Iterator, Mapping
@@ -91,9 +92,31 @@ def _shell_finalize(value: Any) -> str:
     return shlex.quote(to_text(value))
 
 
+MAX_BUILT = 1_000_000  # characters or items one `*` may build; digits one `**` may make
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, also refusing `'a' * 10**10` and `10 ** 10**8`: one line of a runbook
+    must not take the machine's memory or minutes of CPU when it renders."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for sequence, count in ((left, right), (right, left)):
+                if (isinstance(sequence, str | list | tuple) and isinstance(count, int)
+                        and len(sequence) * count > MAX_BUILT):
+                    raise SecurityError(f"`*` would build more than {MAX_BUILT:,} items")
+        elif (operator == "**" and isinstance(left, int) and isinstance(right, int)
+              and abs(left) > 1 and right * math.log10(abs(left)) > MAX_BUILT / 100):
+            raise SecurityError(f"`**` would make a number of more than {MAX_BUILT // 100:,} "
+                                "digits")
+        return super().call_binop(context, operator, left, right)
+
+
 def _new_environment(**options: Any) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
-                                        keep_trailing_newline=True, **options)
+    env = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True,
+                   **options)
     env.filters["tojson"] = lambda v: json.dumps(v, sort_keys=True, default=str)
     env.filters["raw"] = lambda v: _ShellRaw(to_text(v))
     return env
@@ -173,7 +196,9 @@ class Templates:
         try:
             return self._compile(source, shell)(context)
         except SecurityError as exc:
-            raise TemplateProblem(f"refused by the template sandbox: {exc}") from None
+            raise TemplateProblem(f"refused by the template sandbox: {exc}",
+                                  hint="templates cannot reach Python internals or build huge "
+                                  "values") from None
         except TemplateError as exc:
             raise TemplateProblem(exc.message or type(exc).__name__) from None
         except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
