@@ -326,7 +326,7 @@ def test_every_audit_mutation_of_a_real_store_is_caught_naming_the_first_bad_row
         with contextlib.closing(sqlite3.connect(target, isolation_level=None)) as raw:
             kind, first_bad = mutate(raw, rng, n)
         kinds.add(kind.split()[0])
-        if number % 100 == 0:    # now and then through a real process, the rest in-process
+        if number % 200 == 0:    # now and then through a real process, the rest in-process
             result = project.run("audit", "verify", "--store", str(target))
             code, text = result.code, result.text
         else:
