@@ -33,7 +33,9 @@ DANGEROUS_ENV = ("TF_CLI_ARGS", "TF_CLI_ARGS_*", "TF_CLI_CONFIG_FILE", "LD_PRELO
                  "PYTHONHOME", "PERL5LIB", "PERL5OPT", "RUBYOPT", "NODE_OPTIONS", "BASH_ENV",
                  "ENV", "ANSIBLE_*_PLUGINS", "ANSIBLE_CALLBACKS_ENABLED",
                  "ANSIBLE_*_PLUGIN_PATH", "ANSIBLE_LIBRARY", "ANSIBLE_MODULE_UTILS",
-                 "ANSIBLE_CONFIG", "PULUMI_HOME", "GIT_SSH_COMMAND", "PATH")
+                 "ANSIBLE_CONFIG", "ANSIBLE_PYTHON_INTERPRETER", "ANSIBLE_COLLECTIONS_PATH*",
+                 "ANSIBLE_ROLES_PATH", "ANSIBLE_VAULT_PASSWORD_FILE", "ANSIBLE_*_PATH",
+                 "PYTHONUSERBASE", "PULUMI_HOME", "GIT_SSH_COMMAND", "PATH")
 
 # Fields that name files or directories, relative to the runbook.
 PATH_FIELDS: dict[ActionType, tuple[str, ...]] = {

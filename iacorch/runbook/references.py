@@ -87,7 +87,13 @@ class ReferenceChecker:
     def stage_reference(self, section: str, stage_id: str, stage: Stage, ref: Reference,
                          path: Sequence[Any]) -> str | None:
         name = ref.path[0] if ref.path else None
-        if ref.root in ("vars", "secrets") and name is not None:
+        if ref.root == "secrets" and _in_shell_argv(path):
+            self._problem(f"`secrets.{name}` in `shell.argv` would put the secret on a command "
+                          "line, where `ps` and /proc show it", path,
+                          f"pass it in `env:` (e.g. TOKEN: \"{{{{ secrets.{name} }}}}\") and "
+                          "read $TOKEN, or use `run:`, where secrets arrive as environment "
+                          "variables")
+        elif ref.root in ("vars", "secrets") and name is not None:
             self._declared(ref.root, name, path)
         elif ref.root == "item" and stage.for_each is None and path[2:3] != ("rollback",):
             self._problem("`item` is only defined in stages with `for_each`", path,
@@ -146,3 +152,9 @@ class ReferenceChecker:
         self._problem(f"stage `{target}` has no output `{rest[1]}`", path,
                       f"its outputs are: {', '.join(known) or '(none)'}")
 
+
+
+def _in_shell_argv(path: Sequence[Any]) -> bool:
+    """`stages.X.shell.argv[i]`, also inside a rollback action."""
+    parts = list(path)
+    return any(parts[i] == "shell" and parts[i + 1] == "argv" for i in range(len(parts) - 1))

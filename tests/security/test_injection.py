@@ -254,7 +254,7 @@ REFUSED_ENV = ["TF_CLI_ARGS", "TF_CLI_ARGS_apply", "TF_CLI_CONFIG_FILE", "LD_PRE
                "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONSTARTUP", "ANSIBLE_CALLBACK_PLUGINS",
                "ANSIBLE_LOOKUP_PLUGINS", "ANSIBLE_ACTION_PLUGINS", "ANSIBLE_LIBRARY",
                "BASH_ENV", "NODE_OPTIONS", "PATH"]
-MISSED_LOADERS = {
+OTHER_LOADERS = {
     "ANSIBLE_PYTHON_INTERPRETER": "runs any program as the interpreter of every module "
                                   "(on hosts that do not set ansible_python_interpreter)",
     "ANSIBLE_COLLECTIONS_PATH": "loads modules and plugins from any directory",
@@ -287,9 +287,7 @@ def test_a_dangerous_stage_env_is_refused_at_compile_time(project, cli_main, act
     assert code == 0, text
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.xfail(
-    strict=True, reason=f"runbook/checks.py:DANGEROUS_ENV misses {name}: {why}"))
-    for name, why in MISSED_LOADERS.items()])
+@pytest.mark.parametrize("name", list(OTHER_LOADERS))
 def test_other_code_loading_env_is_refused_too(project, cli_main, name):  # noqa: ANN001
     code, text = cli_main("validate", str(env_runbook(project, "shell", name, allow=False)))
     assert code == 65, text
@@ -331,11 +329,6 @@ def test_a_secret_in_a_script_never_reaches_a_command_line(project, canaries, wa
     assert watch.hits() == {}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/rendering.py:render_action renders `{{ secrets.X }}` in shell.argv to the "
-    "secret's value, so it is on the child's command line (ps, /proc/<pid>/cmdline); the "
-    "compiler should refuse secrets in argv (hint: pass it in `env:`) as it is refused "
-    "nowhere else"))
 def test_a_secret_in_argv_never_reaches_a_command_line(project, canaries, watch_argv):  # noqa: ANN001
     project.write("argv.yaml", """
         version: 1
