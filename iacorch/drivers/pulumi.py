@@ -12,32 +12,26 @@ import json
 import os
 import re
 import secrets
-import signal
 import subprocess
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from contextlib import suppress
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
 from iacorch.drivers.base import StageContext
-from iacorch.model.results import ChangeSummary, ResourceChange, StageResult
+from iacorch.model.results import ChangeSummary, StageResult
 from iacorch.model.runbook import PulumiAction
 from iacorch.model.status import ActionType, StageStatus
+
+from .pulumi_cli import TAIL_LINES, InterruptibleCommand, Watcher
+from .pulumi_events import ANSI, EngineEventLog, change_summary, op_name
 
 MISSING_CLI = ("the pulumi CLI is not on PATH; "
                "install it from https://www.pulumi.com/docs/install/")
 _NO_CHANGES_EXPECTED = "no changes were expected"
-_QUIET_OPS = frozenset({"same", "read", "refresh"})
-_REPLACE_STEPS = {"create-replacement": "replace", "delete-replaced": "replace"}
-_PROGRESS_STATUS = {"started": "started", "done": "complete", "failed": "errored"}
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_POLL_SECONDS = 0.05
-_TAIL_LINES = 40
 
 CommandFactory = Callable[[Any], Any]
 
@@ -48,22 +42,6 @@ def _import_automation() -> Any:
     return pulumi.automation
 
 
-def _op(value: Any) -> str:
-    """An OpType or its text (summary keys come back as plain strings) -> the text."""
-    return str(getattr(value, "value", value))
-
-
-def change_summary(counts: Mapping[Any, int] | None,
-                   resources: tuple[ResourceChange, ...] = ()) -> ChangeSummary:
-    """Pulumi's op counts -> add/change/destroy/unchanged; a replace adds and destroys."""
-    ops = {_op(k): int(v) for k, v in (counts or {}).items()}
-    return ChangeSummary(
-        add=ops.get("create", 0) + ops.get("import", 0) + ops.get("replace", 0),
-        change=ops.get("update", 0),
-        destroy=ops.get("delete", 0) + ops.get("replace", 0),
-        unchanged=ops.get("same", 0), resources=resources)
-
-
 def config_text(value: Any) -> str:
     """A rendered config value as Pulumi stores it: text, with structures as JSON."""
     if isinstance(value, str):
@@ -71,206 +49,6 @@ def config_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return json.dumps(value)
-
-
-class InterruptibleCommand:
-    """The `pulumi` CLI for the Automation API, each run in its own session.
-
-    Same interface as `pulumi.automation.PulumiCommand` (`command`, `version`,
-    `run`), plus `interrupt` (one SIGINT: Pulumi finishes in-flight steps, saves
-    its state and releases the lock) and `kill`. Once stopping, only `pulumi
-    cancel` may start, so no new update begins after an interrupt.
-    """
-
-    def __init__(self, automation: Any, command: str, version: Any,
-                 popen: Callable[..., Any] = subprocess.Popen) -> None:
-        self.command, self.version = command, version
-        self._automation, self._popen = automation, popen
-        self._running: set[Any] = set()
-        self._lock = threading.Lock()
-        self._stopping = False
-
-    @classmethod
-    def create(cls, automation: Any) -> InterruptibleCommand:
-        """Find the CLI and check its version; FileNotFoundError when it is not on PATH."""
-        probe = automation.PulumiCommand()
-        return cls(automation, probe.command, probe.version)
-
-    def run(self, args: list[str], cwd: str, additional_env: Mapping[str, str],
-            on_output: Callable[[str], Any] | None = None,
-            on_error: Callable[[str], Any] | None = None) -> Any:
-        """Run one CLI command; a non-zero exit raises the Automation API's CommandError."""
-        from pulumi.automation.errors import create_command_error
-
-        if self._stopping and args[:1] != ["cancel"]:
-            raise create_command_error(self._automation.CommandResult(
-                stdout="", stderr="error: not started: iacorch is stopping this stage", code=-2))
-        options = args[:args.index("--")] if "--" in args else args
-        if "--non-interactive" not in options:
-            args = ["--non-interactive", *args]
-        env = {**os.environ, **additional_env, "PULUMI_AUTOMATION_API": "true"}
-        out: list[str] = []
-        err: list[str] = []
-        with self._popen([self.command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         cwd=cwd, env=env, encoding="utf-8", start_new_session=True) as proc:
-            with self._lock:
-                self._running.add(proc)
-            try:
-                pumps = [threading.Thread(target=_pump, args=(proc.stdout, on_output, out)),
-                         threading.Thread(target=_pump, args=(proc.stderr, on_error, err))]
-                for pump in pumps:
-                    pump.start()
-                for pump in pumps:
-                    pump.join()
-                code = proc.wait()
-            finally:
-                with self._lock:
-                    self._running.discard(proc)
-        result = self._automation.CommandResult(
-            stdout="\n".join(out), stderr="\n".join(err), code=code)
-        if code != 0:
-            raise create_command_error(result)
-        return result
-
-    @property
-    def running(self) -> bool:
-        """True while a CLI process started by this command has not been reaped."""
-        with self._lock:
-            return any(proc.returncode is None for proc in self._running)
-
-    def interrupt(self) -> None:
-        """One SIGINT to the CLI itself; it tells its plugins to stop."""
-        self._stopping = True
-        self._signal(signal.SIGINT, group=False)
-
-    def kill(self) -> None:
-        """SIGKILL to the CLI's whole process group (plugins and program included)."""
-        self._stopping = True
-        self._signal(signal.SIGKILL, group=True)
-
-    def _signal(self, signum: int, *, group: bool) -> None:
-        with self._lock:
-            for proc in self._running:
-                if proc.returncode is None:
-                    with suppress(ProcessLookupError):
-                        if group:
-                            os.killpg(proc.pid, signum)
-                        else:
-                            os.kill(proc.pid, signum)
-
-
-def _pump(stream: Any, callback: Callable[[str], Any] | None, sink: list[str]) -> None:
-    for line in iter(stream.readline, ""):
-        line = line.rstrip()
-        if callback:
-            callback(line)
-        sink.append(line)
-    stream.close()
-
-
-class EngineEventLog:
-    """Engine events -> one log line per resource event, progress events, and a record."""
-
-    def __init__(self, ctx: StageContext, total: int | None = None) -> None:
-        self._ctx, self._total = ctx, total
-        self.steps: dict[str, tuple[str, tuple[str, ...]]] = {}  # urn -> op, changed keys
-        self.errors: list[str] = []
-        self.summary: dict[str, int] | None = None
-        self.completed = 0
-
-    def __call__(self, event: Any) -> None:
-        if event.summary_event is not None:
-            self.summary = {_op(k): v for k, v in event.summary_event.resource_changes.items()}
-        diagnostic = event.diagnostic_event
-        if diagnostic is not None and diagnostic.severity == "error":
-            self.errors.append(self._ctx.masker.mask(_ANSI.sub("", diagnostic.message).strip()))
-        for step, state in ((event.resource_pre_event, "started"),
-                            (event.res_outputs_event, "done"),
-                            (event.res_op_failed_event, "failed")):
-            if step is not None:
-                self._step(step.metadata, state)
-
-    def _step(self, meta: Any, state: str) -> None:
-        op = _step_op(meta, finished=state != "started")
-        keys = tuple(sorted({*(meta.diffs or ()), *(meta.detailed_diff or {})}))
-        if state == "started":
-            self.steps.setdefault(meta.urn, (op, keys))
-        else:
-            self.steps[meta.urn] = (op, keys)
-        if op in _QUIET_OPS:
-            return
-        if state != "started":
-            self.completed += 1
-        name = self._ctx.masker.mask(meta.urn.rsplit("::", 1)[-1])
-        self._ctx.log(f"{meta.type} {name}: {op}" + ("..." if state == "started" else f" {state}"))
-        # The shape the Terraform driver's resource events have, plus Pulumi's type and name.
-        self._ctx.on_progress({"kind": "resource", "address": self._ctx.masker.mask(meta.urn),
-                               "status": _PROGRESS_STATUS[state], "action": op,
-                               "type": meta.type, "name": name,
-                               "completed": self.completed, "total": self._total})
-
-    def changes(self) -> tuple[ResourceChange, ...]:
-        """Resources the operation changes (or would change), in event order."""
-        return tuple(ResourceChange(self._ctx.masker.mask(urn), op)
-                     for urn, (op, _) in self.steps.items() if op not in _QUIET_OPS)
-
-    def record(self) -> list[list[Any]]:
-        """The changes as sorted [urn, op, changed keys]: stable across identical previews."""
-        return sorted([urn, op, list(keys)] for urn, (op, keys) in self.steps.items()
-                      if op not in _QUIET_OPS)
-
-
-def _step_op(meta: Any, *, finished: bool) -> str:
-    """The step's op; a finished refresh step says what reality did to the resource."""
-    op = _REPLACE_STEPS.get(_op(meta.op), _op(meta.op))
-    if op != "refresh" or not finished:
-        return op
-    if meta.old is not None and meta.new is None:
-        return "delete"
-    drifted = meta.old is not None and meta.new is not None and (
-        meta.old.outputs != meta.new.outputs)
-    return "update" if drifted or meta.diffs or meta.detailed_diff else "refresh"
-
-
-class _Watcher:
-    """On cancel or timeout: one SIGINT to the CLI, then a kill when the grace runs out."""
-
-    def __init__(self, ctx: StageContext, command: Any, grace: float) -> None:
-        self._ctx, self._command, self._grace = ctx, command, grace
-        self.reason: str | None = None          # "interrupted" or "timed out"
-        self.killed = False
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="pulumi-watcher", daemon=True)
-
-    def __enter__(self) -> _Watcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def _watch(self) -> None:
-        timeout = self._ctx.remaining_timeout()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._done.wait(_POLL_SECONDS):
-            if self._ctx.cancel.interrupted or (
-                    deadline is not None and time.monotonic() >= deadline):
-                break
-        else:
-            return
-        self.reason = "interrupted" if self._ctx.cancel.interrupted else "timed out"
-        self._ctx.log(f"pulumi: {self.reason}; asking the CLI to stop cleanly (SIGINT)")
-        self._command.interrupt()
-        give_up = time.monotonic() + self._grace
-        while not self._done.wait(_POLL_SECONDS):
-            if not self._command.running:
-                continue      # stopped; the Automation API may still be collecting events
-            if self._ctx.cancel.killed or time.monotonic() >= give_up:
-                self._ctx.log("pulumi: the CLI did not stop; killing it")
-                self.killed = True
-                self._command.kill()
-                return
 
 
 _PASSPHRASE_VARS = ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE")
@@ -337,14 +115,14 @@ class _Stage:
     """One stage attempt on one stack: its workspace, output streams and error mapping."""
 
     def __init__(self, ctx: StageContext, action: PulumiAction, automation: Any, command: Any,
-                 env: tuple[dict[str, str], str | None], watcher: _Watcher) -> None:
+                 env: tuple[dict[str, str], str | None], watcher: Watcher) -> None:
         self.ctx, self.action, self.auto, self.command = ctx, action, automation, command
         self.watcher = watcher
         self.project_dir = ctx.resolve(action.dir)
         self.env, self.backend = env
         self.stack: Any = None
         self.created = False
-        self.tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.events: EngineEventLog | None = None     # of the running operation
 
     def open(self, *, create: bool) -> bool:
@@ -370,7 +148,7 @@ class _Stage:
         return any(secret and secret in text for secret in self.ctx.spec.secret_values)
 
     def line(self, text: str) -> None:
-        masked = self.ctx.masker.mask(_ANSI.sub("", text))
+        masked = self.ctx.masker.mask(ANSI.sub("", text))
         self.tail.append(masked)
         self.ctx.on_line(masked)
 
@@ -510,7 +288,7 @@ class PulumiDriver:
             return StageResult.failure(f"cannot prepare the local Pulumi backend: {exc}",
                                        hint=f"check that {ctx.spec.state_dir} is writable")
         grace = self._grace if self._grace is not None else ctx.process.sigint_grace
-        with _Watcher(ctx, command, grace) as watcher:
+        with Watcher(ctx, command, grace) as watcher:
             stage = _Stage(ctx, action, automation, command, env, watcher)
             try:
                 return body(stage)
@@ -545,7 +323,7 @@ class PulumiDriver:
         result = stage.stack.up(**stage.streams(events, refresh=stage.action.refresh))
         outputs, sensitive = stage.outputs(result.outputs)
         counts = events.summary or result.summary.resource_changes or {}
-        applied = {_op(k): v for k, v in counts.items()}
+        applied = {op_name(k): v for k, v in counts.items()}
         return StageResult(StageStatus.SUCCEEDED, outputs=outputs, sensitive_outputs=sensitive,
                            changes=changes, details=stage.details(applied=applied))
 

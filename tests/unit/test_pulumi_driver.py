@@ -21,13 +21,9 @@ from pulumi import automation as auto
 from semver import VersionInfo
 
 from iacorch.drivers.base import StageContext
-from iacorch.drivers.pulumi import (
-    MISSING_CLI,
-    InterruptibleCommand,
-    PulumiDriver,
-    change_summary,
-    config_text,
-)
+from iacorch.drivers.pulumi import MISSING_CLI, PulumiDriver, config_text
+from iacorch.drivers.pulumi_cli import InterruptibleCommand
+from iacorch.drivers.pulumi_events import change_summary
 from iacorch.model.masking import Masker
 from iacorch.model.results import StageResult, StageSpec
 from iacorch.model.status import ActionType, Operation, StageStatus
