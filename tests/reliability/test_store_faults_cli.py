@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import hashlib
 import io
+import json
 import os
 import random
 import re
@@ -166,9 +167,9 @@ def test_random_byte_flips_never_crash_and_never_lose_the_store_silently(
     rng = random.Random(4242)
     trials = 1000 if long_tests else 200
     outcomes: collections.Counter[str] = collections.Counter()
-    target = tmp_path / "flipped" / "state.db"
-    target.parent.mkdir()
-    for _ in range(trials):
+    for trial in range(trials):
+        target = tmp_path / f"flipped-{trial}" / "state.db"   # no -wal/-shm of an earlier copy
+        target.parent.mkdir()
         shutil.copy(pristine, target)
         for _ in range(rng.randint(1, 4)):
             flip(target, rng.randrange(size))
@@ -181,9 +182,12 @@ def test_random_byte_flips_never_crash_and_never_lose_the_store_silently(
                 assert "hint:" in text or "BROKEN" in text, text
                 outcomes[f"{args[0]} refused"] += 1
             elif args[0] == "runs":
-                assert ran in text, "a readable store must still list its run"
+                # SQLite keeps no page checksums: a flip inside a record may change a value
+                # (even the run id) unnoticed, but the run must not vanish
+                assert len(json.loads(text)) == 1, "the run vanished from a readable store"
                 outcomes["runs read"] += 1
         assert target.read_bytes() == flipped, "a read-only command rewrote the file"
+        shutil.rmtree(target.parent)
     print(f"STORE FLIPS: {trials} damaged copies, outcomes {dict(outcomes)}")
     assert outcomes["runs refused"] > 0, "no flip ever hit a page the store reads"
 
