@@ -102,3 +102,38 @@ def test_one_sigint_reaches_the_child_and_resume_finishes(project, tree, tool_pr
     assert len((project.root / "ints").read_text().split()) == 1
     assert project.runs()[0]["status"] == "succeeded"
     assert project.run("audit", "verify").code == 0
+
+
+PATIENT = """
+version: 1
+name: patient
+stages:
+  long:
+    kind: provision
+    idempotent: true
+    shell:
+      run: |
+        trap 'echo "$EPOCHREALTIME" >> ints' INT
+        touch started
+        for i in $(seq 30); do sleep 0.1 || true; done
+  later: {kind: verify, needs: [long], shell: {run: "touch later.done"}}
+"""
+
+
+def test_a_second_ctrl_c_is_not_forwarded(project, tree):  # noqa: ANN001
+    """A child that keeps running after its SIGINT still gets only that one when the user
+    presses Ctrl-C again: a second SIGINT makes Terraform abandon its state."""
+    project.write("patient.yaml", PATIENT)
+    started = tree.start("apply", "patient.yaml")
+    tree.wait_for((project.root / "started").exists, what="the long task to start")
+    time.sleep(0.2)
+    os.killpg(started.proc.pid, signal.SIGINT)
+    tree.wait_for((project.root / "ints").exists, timeout=5, what="the first SIGINT")
+    time.sleep(0.3)
+    assert started.proc.poll() is None, "the run ended before the second Ctrl-C"
+    os.killpg(started.proc.pid, signal.SIGINT)      # impatient: Ctrl-C again
+    code = started.wait(timeout=30)
+    assert code == 130, started.output
+    assert "still stopping" in started.output
+    assert len((project.root / "ints").read_text().split()) == 1, "a second SIGINT went on"
+    assert not (project.root / "later.done").exists()
