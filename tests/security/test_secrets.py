@@ -220,3 +220,37 @@ def test_a_secret_printed_json_escaped_is_masked(project, canaries):  # noqa: AN
     result = project.run("apply", "quoted.yaml", env={"QUOTED_TOKEN": canaries.quoted})
     assert result.code == 0, result.text
     assert scan_home(project, canaries, result.text) == {}
+
+
+GATED_SECRET = """
+version: 1
+name: gated-secret
+secrets: {token: {env: CANARY_TOKEN}}
+stages:
+  go: {kind: approval, approvers: [alice]}
+  stack:
+    kind: provision
+    needs: [go]
+    terraform: {dir: stack, vars: {token: "{{ secrets.token }}"}}
+"""
+
+
+def test_a_plan_kept_for_approval_is_private_and_gone_once_applied(project, require_tool,
+                                                                  canaries):  # noqa: ANN001
+    """A saved plan holds the variable values Terraform needs to apply it, secrets
+    included: while it waits for the gate it is readable by its owner only, and it is
+    removed once applied; nothing else iacorch wrote holds the canary."""
+    require_tool("terraform")
+    shutil.copytree(FIXTURES / "secret_stack", project.root / "stack")
+    project.write("gated.yaml", GATED_SECRET)
+    env = {"CANARY_TOKEN": canaries.env}
+    waiting = project.run("apply", "gated.yaml", env={**env, "IACORCH_USER": "carol"})
+    assert waiting.code == 3, waiting.text
+    run_id = project.runs()[0]["id"]
+    plans = list(Path(project.env["IACORCH_HOME"]).rglob("tfplan"))
+    assert len(plans) == 1 and plans[0].stat().st_mode & 0o077 == 0, plans
+    approved = project.run("approve", run_id, "go", "--resume",
+                           env={**env, "IACORCH_USER": "alice"})
+    assert approved.code == 0, approved.text
+    assert list(Path(project.env["IACORCH_HOME"]).rglob("tfplan")) == []
+    assert scan_home(project, canaries, waiting.text, approved.text) == {}
