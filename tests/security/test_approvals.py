@@ -132,9 +132,9 @@ def test_an_expired_gate_only_approves_itself_when_written_so(project):  # noqa:
 
     One runbook per `on_timeout`, all waiting at once, so that one wait covers them.
     """
-    opened = time.monotonic()
     runs = {}
     for on_timeout in EXPIRY:
+        opened = time.monotonic()          # the gate opens during this apply: expiry after it
         extra = "    timeout: 3s" + (f"\n    on_timeout: {on_timeout}" if on_timeout else "")
         name = f"expiry-{on_timeout or 'default'}"
         project.write(f"{name}.yaml", GATE.format(require=2, extra=extra).replace(
