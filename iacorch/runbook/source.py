@@ -195,7 +195,7 @@ def _load(data: bytes, shown: Path) -> Document:
     text = _decode(data, file)
     try:
         with _gc_paused():
-            alias_marks = _scan(_Loader(text), file)
+            alias_marks = _scan(_Loader(text), file, text)
             composer = _Loader(text)
             try:
                 root = composer.get_single_node()
@@ -207,6 +207,39 @@ def _load(data: bytes, shown: Path) -> Document:
     except yaml.YAMLError as err:
         raise RunbookError([syntax_problem(err, file, text)]) from None
     return Document(shown, converted, root)
+
+
+def _deep_flow_guard(next_event: Callable[[], Any], file: str, text: str, depth: int,
+                     seen: int) -> Any:
+    """The next event; libyaml >= 0.2.6 refuses deep flow nesting while it scans ahead,
+    before the events reach our limit: report that at the bracket our limit would name."""
+    try:
+        return next_event()
+    except yaml.YAMLError as err:
+        if "maximum nesting depth" not in str(err):
+            raise
+        raise _error(offset_location(file, text, _flow_too_deep(text, seen, depth)),
+                     f"the runbook nests deeper than {MAX_DEPTH} levels here",
+                     "no runbook needs this much nesting; look for unclosed brackets or "
+                     "generated input") from None
+
+
+def _flow_too_deep(text: str, start: int, depth: int) -> int:
+    """Offset of the first `[` or `{` after `start` nested deeper than MAX_DEPTH."""
+    quote = ""
+    for offset in range(start, len(text)):
+        char = text[offset]
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return offset
+        elif char in "]}":
+            depth -= 1
+    return 0
 
 
 @contextmanager
@@ -248,13 +281,15 @@ def _decode(data: bytes, file: str) -> str:
     return text
 
 
-def _scan(parser: Any, file: str) -> list[Mark]:
+def _scan(parser: Any, file: str, text: str) -> list[Mark]:
     """Check the shape of the event stream; return the position of every alias, in order."""
     depth = nodes = documents = 0
     aliases: list[Mark] = []
     next_event = parser.get_event
+    seen = 0  # where the last event ended
     try:
-        while (event := next_event()) is not None:
+        while (event := _deep_flow_guard(next_event, file, text, depth, seen)) is not None:
+            seen = event.end_mark.index
             kind = type(event)
             if kind is ScalarEvent:
                 nodes += 1
