@@ -128,7 +128,7 @@ class Started:
 class Tree:
     """Starts the real CLI for a `project` and watches every process it leaves behind."""
 
-    def __init__(self, project) -> None:  # noqa: ANN001 - tests/conftest.py's Project
+    def __init__(self, project) -> None:  # tests/conftest.py's Project
         self.project = project
         self.marker = f"IACORCH_HOME={project.env['IACORCH_HOME']}".encode()
         self.count = 0
@@ -172,7 +172,7 @@ class Tree:
 
 
 @pytest.fixture
-def tree(project) -> Iterator[Tree]:  # noqa: ANN001
+def tree(project) -> Iterator[Tree]:
     watched = Tree(project)
     yield watched
     for started in watched.started:
@@ -183,5 +183,5 @@ def tree(project) -> Iterator[Tree]:  # noqa: ANN001
 
 
 @pytest.fixture
-def terraform(require_tool) -> str:  # noqa: ANN001
+def terraform(require_tool) -> str:
     return require_tool("terraform")

@@ -109,16 +109,16 @@ def read_ledger(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
-def ledger_reached(ledger: Path, stages: int, proc) -> Callable[[], bool]:  # noqa: ANN001
+def ledger_reached(ledger: Path, stages: int, proc) -> Callable[[], bool]:
     """Progress counts distinct stages, so that reruns after a resume do not count."""
     return lambda: len(set(read_ledger(ledger))) >= stages or proc.poll() is not None
 
 
-def stage_states(project, run_id: str) -> dict[str, dict]:  # noqa: ANN001
+def stage_states(project, run_id: str) -> dict[str, dict]:
     return {s["id"]: s for s in project.show(run_id)["stages"]}
 
 
-def kill_and_resume(project, tree, seed: int, kills: int) -> Campaign:  # noqa: ANN001
+def kill_and_resume(project, tree, seed: int, kills: int) -> Campaign:
     rng = random.Random(seed)
     ledger = project.root / "ledger"
     targets = sorted(rng.sample(range(1, STAGES - 3), kills))
@@ -153,7 +153,7 @@ def kill_and_resume(project, tree, seed: int, kills: int) -> Campaign:  # noqa: 
     return campaign
 
 
-def check_campaign(project, tree, campaign: Campaign, tmp_path: Path) -> None:  # noqa: ANN001
+def check_campaign(project, tree, campaign: Campaign, tmp_path: Path) -> None:
     ledger = read_ledger(project.root / "ledger")
     counts = collections.Counter(ledger)
     every = {stage_id(n) for n in range(1, STAGES + 1)}
@@ -192,7 +192,7 @@ def check_campaign(project, tree, campaign: Campaign, tmp_path: Path) -> None:  
     assert audit.code == 0, audit.text
 
 
-def run_campaigns(project, tree, tmp_path: Path, seeds: dict[int, int]) -> int:  # noqa: ANN001
+def run_campaigns(project, tree, tmp_path: Path, seeds: dict[int, int]) -> int:
     survived = 0
     for seed, kills in seeds.items():
         for leftover in ("ledger", "stack", ".iacorch"):
@@ -215,14 +215,14 @@ def run_campaigns(project, tree, tmp_path: Path, seeds: dict[int, int]) -> int: 
 
 
 def test_kill_9_at_random_moments_then_resume_loses_and_repeats_nothing(
-        project, tree, terraform, tmp_path, long_tests):  # noqa: ANN001
+        project, tree, terraform, tmp_path, long_tests):
     seeds = LONG_SEEDS if long_tests else CI_SEEDS
     survived = run_campaigns(project, tree, tmp_path, seeds)
     print(f"KILLS SURVIVED: {survived}")
     assert survived >= (20 if long_tests else 5) - 1, "too few kills landed mid-run"
 
 
-def test_the_runbook_is_valid_and_has_the_promised_shape(project, tree):  # noqa: ANN001
+def test_the_runbook_is_valid_and_has_the_promised_shape(project, tree):
     project.write("crash.yaml", crash_runbook(project.root / "ledger"))
     tree.copy_fixture("ledger_stack", "stack")
     graph = project.run("graph", "crash.yaml", "--format", "json")

@@ -56,7 +56,7 @@ class Stamped:
         return next(t for t, line in self.lines if re.search(pattern, line))
 
 
-def start_together(project, *commands: tuple[str, ...]) -> list[Stamped]:  # noqa: ANN001
+def start_together(project, *commands: tuple[str, ...]) -> list[Stamped]:
     """Start every command at once (spawned back to back), follow each to its end."""
     racers = [Stamped(subprocess.Popen(project.argv(*args), cwd=project.root, env=project.env,
                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -71,13 +71,13 @@ def start_together(project, *commands: tuple[str, ...]) -> list[Stamped]:  # noq
     return racers
 
 
-def ledger_events(project) -> list[tuple[str, str, str, float]]:  # noqa: ANN001
+def ledger_events(project) -> list[tuple[str, str, str, float]]:
     path = project.root / "ledger"
     rows = [line.split() for line in path.read_text().splitlines()] if path.exists() else []
     return [(what, env, run, float(at)) for what, env, run, at in rows]
 
 
-def intervals(project) -> dict[str, tuple[float, float]]:  # noqa: ANN001
+def intervals(project) -> dict[str, tuple[float, float]]:
     """run id -> (start, end) of its `work` stage, from the ledger."""
     seen: dict[str, dict[str, float]] = collections.defaultdict(dict)
     for what, _env, run, at in ledger_events(project):
@@ -87,7 +87,7 @@ def intervals(project) -> dict[str, tuple[float, float]]:  # noqa: ANN001
 
 
 def test_two_applies_started_together_exactly_one_runs_the_other_exits_5_at_once(
-        project, long_tests):  # noqa: ANN001
+        project, long_tests):
     project.write("race.yaml", HOLD)
     trials = 20 if long_tests else 3
     for trial in range(trials):
@@ -107,7 +107,7 @@ def test_two_applies_started_together_exactly_one_runs_the_other_exits_5_at_once
     print(f"RACES: {trials} pairs of simultaneous applies, one winner each")
 
 
-def test_with_lock_timeout_the_second_waits_then_runs(project):  # noqa: ANN001
+def test_with_lock_timeout_the_second_waits_then_runs(project):
     project.write("race.yaml", HOLD)
     racers = start_together(project, ("apply", "race.yaml", "--lock-timeout", "30s"),
                             ("apply", "race.yaml", "--lock-timeout", "30s"))
@@ -119,7 +119,7 @@ def test_with_lock_timeout_the_second_waits_then_runs(project):  # noqa: ANN001
     assert [r["status"] for r in project.runs()] == ["succeeded", "succeeded"]
 
 
-def test_the_same_runbook_in_two_workspaces_runs_side_by_side(project):  # noqa: ANN001
+def test_the_same_runbook_in_two_workspaces_runs_side_by_side(project):
     project.write("race.yaml", HOLD)
     racers = start_together(project, ("apply", "race.yaml", "--var", "env=blue"),
                             ("apply", "race.yaml", "--var", "env=green"))
@@ -143,7 +143,7 @@ def fan_out(name: str, stages: int = 8) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_two_runbooks_in_parallel_on_one_store_do_not_interfere(project, long_tests):  # noqa: ANN001
+def test_two_runbooks_in_parallel_on_one_store_do_not_interfere(project, long_tests):
     project.write("alpha.yaml", fan_out("alpha"))
     project.write("beta.yaml", fan_out("beta"))
     rounds = 5 if long_tests else 1

@@ -50,7 +50,7 @@ HOW = {"ctrl-c": (signal.SIGINT, 130), "sigterm": (signal.SIGTERM, 143)}
 
 
 @pytest.fixture
-def tool_project(project, tree, require_tool, request):  # noqa: ANN001
+def tool_project(project, tree, require_tool, request):
     tool = request.param
     if tool == "terraform":
         require_tool("terraform")
@@ -66,7 +66,7 @@ def tool_project(project, tree, require_tool, request):  # noqa: ANN001
 @pytest.mark.parametrize("how", list(HOW))
 @pytest.mark.parametrize("tool_project", list(ACTIONS), indirect=True)
 def test_one_sigint_reaches_the_child_and_resume_finishes(project, tree, tool_project, how,
-                                                         tmp_path):  # noqa: ANN001
+                                                         tmp_path):
     sig, expected_code = HOW[how]
     started = tree.start("apply", "sig.yaml")
     tree.wait_for((project.root / "started").exists, timeout=60, what="the long task to start")
@@ -120,7 +120,7 @@ stages:
 """
 
 
-def test_a_second_ctrl_c_is_not_forwarded(project, tree):  # noqa: ANN001
+def test_a_second_ctrl_c_is_not_forwarded(project, tree):
     """A child that keeps running after its SIGINT still gets only that one when the user
     presses Ctrl-C again: a second SIGINT makes Terraform abandon its state."""
     project.write("patient.yaml", PATIENT)

@@ -46,12 +46,12 @@ stages:
 """
 
 
-def ledger(project) -> collections.Counter[str]:  # noqa: ANN001
+def ledger(project) -> collections.Counter[str]:
     path = project.root / "ledger"
     return collections.Counter(path.read_text().split() if path.exists() else [])
 
 
-def state_files(project) -> dict[str, str]:  # noqa: ANN001
+def state_files(project) -> dict[str, str]:
     """Content hashes of state.db and its side files."""
     home = Path(project.env["IACORCH_HOME"])
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
@@ -59,7 +59,7 @@ def state_files(project) -> dict[str, str]:  # noqa: ANN001
 
 
 @pytest.fixture
-def ran(project):  # noqa: ANN001
+def ran(project):
     """A project whose store holds one succeeded run; returns that run's id."""
     project.write("store.yaml", RUNBOOK.replace("{pause}", "0"))
     result = project.run("apply", "store.yaml")
@@ -68,11 +68,11 @@ def ran(project):  # noqa: ANN001
     return project.runs()[0]["id"]
 
 
-def db_path(project) -> Path:  # noqa: ANN001
+def db_path(project) -> Path:
     return Path(project.env["IACORCH_HOME"]) / "state.db"
 
 
-def assert_refused(result, *fragments: str) -> None:  # noqa: ANN001
+def assert_refused(result, *fragments: str) -> None:
     """A clear, non-zero, non-crash refusal naming what is wrong and what to do."""
     assert result.code not in (0, 70), result.text
     assert "Traceback" not in result.text and "internal error" not in result.text
@@ -81,7 +81,7 @@ def assert_refused(result, *fragments: str) -> None:  # noqa: ANN001
         assert fragment in result.err, result.err
 
 
-def refused_everywhere(project, run_id: str, *fragments: str) -> None:  # noqa: ANN001
+def refused_everywhere(project, run_id: str, *fragments: str) -> None:
     """apply (a real process), then resume, runs, show and audit verify (the CLI's main()
     in this process, to keep the suite fast) all refuse; nothing runs or changes."""
     before = state_files(project)
@@ -112,7 +112,7 @@ def cli_in_process(*args: str) -> tuple[int, str]:
 # --- damaged files ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("keep", ["50 bytes", "half", "one page short"])
-def test_a_truncated_store_is_refused_by_every_command(project, ran, keep):  # noqa: ANN001
+def test_a_truncated_store_is_refused_by_every_command(project, ran, keep):
     db = db_path(project)
     size = db.stat().st_size
     os.truncate(db, {"50 bytes": 50, "half": size // 2, "one page short": size - 4096}[keep])
@@ -137,7 +137,7 @@ def flip(path: Path, offset: int) -> None:
 @pytest.mark.parametrize(("where", "fragment"), [
     ("magic", "not an SQLite database"), ("page size", "damaged header"),
     ("runs table", "is damaged"), ("audit table", "is damaged")])
-def test_flipped_bytes_are_refused_by_every_command(project, ran, where, fragment):  # noqa: ANN001
+def test_flipped_bytes_are_refused_by_every_command(project, ran, where, fragment):
     db = db_path(project)
     offset = {"magic": 3, "page size": 16,
               "runs table": (_root_page(db, "runs") - 1) * 4096,
@@ -146,7 +146,7 @@ def test_flipped_bytes_are_refused_by_every_command(project, ran, where, fragmen
     refused_everywhere(project, ran, fragment)
 
 
-def test_a_flipped_byte_in_the_schema_text_is_refused_as_damage(project, ran):  # noqa: ANN001
+def test_a_flipped_byte_in_the_schema_text_is_refused_as_damage(project, ran):
     db = db_path(project)
     sql = b"CREATE INDEX drift_by_runbook ON drift"
     offset = db.read_bytes().index(sql) + 4     # CREA|T|E: T -> 0xAB, no longer UTF-8
@@ -155,7 +155,7 @@ def test_a_flipped_byte_in_the_schema_text_is_refused_as_damage(project, ran):  
 
 
 def test_random_byte_flips_never_crash_and_never_lose_the_store_silently(
-        project, ran, tmp_path, long_tests, monkeypatch):  # noqa: ANN001
+        project, ran, tmp_path, long_tests, monkeypatch):
     """Seeded random flips anywhere in the file: refused clearly, or (a flip in unused
     space, or one SQLite cannot see) read as before; never a crash, never an empty store."""
     monkeypatch.setenv("IACORCH_HOME", str(tmp_path / "crash-logs"))
@@ -192,7 +192,7 @@ def test_random_byte_flips_never_crash_and_never_lose_the_store_silently(
     assert outcomes["runs refused"] > 0, "no flip ever hit a page the store reads"
 
 
-def test_a_newer_schema_is_refused_and_not_downgraded(project, ran):  # noqa: ANN001
+def test_a_newer_schema_is_refused_and_not_downgraded(project, ran):
     with contextlib.closing(sqlite3.connect(db_path(project))) as raw:
         raw.execute("PRAGMA user_version = 7")
     refused_everywhere(project, ran, "newer iacorch (schema 7")
@@ -200,7 +200,7 @@ def test_a_newer_schema_is_refused_and_not_downgraded(project, ran):  # noqa: AN
 
 # --- a killed run and a lost WAL ---------------------------------------------------------------
 
-def killed_mid_run(project, tree) -> str:  # noqa: ANN001
+def killed_mid_run(project, tree) -> str:
     """Apply, kill -9 the process group while `second` runs; the run id.
 
     The store is not opened afterwards: the next process to open it would recover the
@@ -215,7 +215,7 @@ def killed_mid_run(project, tree) -> str:  # noqa: ANN001
     return re.search(r"^run (\S+): apply", started.output, re.MULTILINE).group(1)
 
 
-def test_a_lost_wal_is_refused_and_resume_works_once_it_is_back(project, tree, tmp_path):  # noqa: ANN001
+def test_a_lost_wal_is_refused_and_resume_works_once_it_is_back(project, tree, tmp_path):
     run_id = killed_mid_run(project, tree)
     wal = db_path(project).with_name("state.db-wal")
     assert wal.stat().st_size > 0, "the killed process left committed pages in the WAL"
@@ -237,7 +237,7 @@ def test_a_lost_wal_is_refused_and_resume_works_once_it_is_back(project, tree, t
 
 
 @contextlib.contextmanager
-def _second_is_quick(project) -> Iterator[None]:  # noqa: ANN001
+def _second_is_quick(project) -> Iterator[None]:
     """Make `sleep 30` in stage second return at once, without changing the runbook."""
     bin_dir = project.root / "fastbin"
     bin_dir.mkdir(exist_ok=True)
@@ -261,7 +261,7 @@ def _without_dac_override() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
-def test_a_read_only_store_is_refused_and_left_alone(project, ran):  # noqa: ANN001
+def test_a_read_only_store_is_refused_and_left_alone(project, ran):
     db = db_path(project)
     before = db.read_bytes()
     db.chmod(0o444)
@@ -302,7 +302,7 @@ def write_lock_held(db: Path) -> Iterator[subprocess.Popen[str]]:
         holder.communicate(input="", timeout=30)
 
 
-def test_a_store_locked_by_another_process_is_refused_naming_it(project, ran):  # noqa: ANN001
+def test_a_store_locked_by_another_process_is_refused_naming_it(project, ran):
     with write_lock_held(db_path(project)) as holder:
         result = project.run("apply", "store.yaml")
         assert_refused(result, "is locked by another process", f"pid {holder.pid}")
@@ -311,7 +311,7 @@ def test_a_store_locked_by_another_process_is_refused_naming_it(project, ran):  
     assert project.run("audit", "verify").code == 0
 
 
-def test_a_store_locked_mid_run_stops_cleanly_and_resume_finishes(project, tree):  # noqa: ANN001
+def test_a_store_locked_mid_run_stops_cleanly_and_resume_finishes(project, tree):
     project.write("store.yaml", RUNBOOK.replace("{pause}", "0.2"))
     started = tree.start("apply", "store.yaml")
     tree.wait_for((project.root / "second.started").exists, what="stage second to start")
@@ -335,7 +335,7 @@ def test_a_store_locked_mid_run_stops_cleanly_and_resume_finishes(project, tree)
 # --- a full disk ---------------------------------------------------------------------------
 
 @pytest.fixture
-def small_disk(tmp_path) -> Iterator[Callable[..., Path]]:  # noqa: ANN001
+def small_disk(tmp_path) -> Iterator[Callable[..., Path]]:
     """Mounts a small tmpfs on demand (root with CAP_SYS_ADMIN); skips where one cannot."""
     mounted: list[Path] = []
 
@@ -355,7 +355,7 @@ def small_disk(tmp_path) -> Iterator[Callable[..., Path]]:  # noqa: ANN001
         subprocess.run(["umount", "-l", str(point)], capture_output=True)
 
 
-def on_disk(project, disk: Path) -> None:  # noqa: ANN001
+def on_disk(project, disk: Path) -> None:
     project.env["IACORCH_HOME"] = str(disk)
 
 
@@ -377,7 +377,7 @@ stages:
 
 
 def test_a_full_disk_stops_the_run_cleanly_and_resume_finishes_once_space_is_freed(
-        project, small_disk):  # noqa: ANN001
+        project, small_disk):
     disk = small_disk("4m")
     on_disk(project, disk)
     project.write("store.yaml", CHATTY)           # stage second logs about 1 MB
@@ -402,7 +402,7 @@ def test_a_full_disk_stops_the_run_cleanly_and_resume_finishes_once_space_is_fre
 
 
 def test_out_of_inodes_when_a_stage_starts_is_a_clear_error_not_a_crash(
-        project, small_disk):  # noqa: ANN001
+        project, small_disk):
     disk = small_disk("4m", inodes=12)
     on_disk(project, disk)
     project.write("store.yaml", RUNBOOK.replace("{pause}", "0"))

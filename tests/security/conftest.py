@@ -83,7 +83,7 @@ def canaries() -> Canaries:
 
 
 @pytest.fixture
-def watch_argv():  # noqa: ANN201
+def watch_argv():
     """`watch_argv(project, *args)`: run the CLI reading every child's argv meanwhile."""
     return run_watching_argv
 
@@ -125,7 +125,7 @@ def receiver() -> Iterator[Receiver]:
             self.end_headers()
             self.wfile.write(body)
 
-        do_GET = do_POST = do_PUT = _answer  # noqa: N815
+        do_GET = do_POST = do_PUT = _answer
 
         def log_message(self, *args: object) -> None:
             pass
@@ -140,7 +140,7 @@ def receiver() -> Iterator[Receiver]:
         server.server_close()
 
 
-def project_pids(project) -> list[int]:  # noqa: ANN001
+def project_pids(project) -> list[int]:
     """Every process of this project's runs, found by the IACORCH_HOME in its environment."""
     marker = f"IACORCH_HOME={project.env['IACORCH_HOME']}".encode()
     found = []
@@ -161,7 +161,7 @@ class ArgvWatch:
 
     seen: dict[int, bytes] = field(default_factory=dict)
 
-    def poll(self, project) -> None:  # noqa: ANN001
+    def poll(self, project) -> None:
         for pid in project_pids(project):
             try:
                 argv = (Path("/proc") / str(pid) / "cmdline").read_bytes()
@@ -176,7 +176,7 @@ class ArgvWatch:
                 for argv in self.seen.values() if canary_hits(argv)}
 
 
-def run_watching_argv(project, *args: str, env: dict[str, str] | None = None,  # noqa: ANN001
+def run_watching_argv(project, *args: str, env: dict[str, str] | None = None,
                       timeout: float = 180) -> tuple[int, str, ArgvWatch]:
     """Run the CLI, reading every child's /proc/<pid>/cmdline every few milliseconds."""
     log = project.root / f"watched-{time.monotonic_ns()}.out"
@@ -215,7 +215,7 @@ def cli_in_process(*args: str) -> tuple[int, str]:
 
 
 @pytest.fixture
-def cli_main(monkeypatch, tmp_path):  # noqa: ANN001, ANN201
+def cli_main(monkeypatch, tmp_path):
     """`cli_main(*args)` -> (exit code, output); crash logs go to the test's tmp dir."""
     monkeypatch.setenv("IACORCH_HOME", str(tmp_path / ".iacorch-in-process"))
     return cli_in_process

@@ -35,11 +35,11 @@ stages:
 """
 
 
-def as_user(project, user: str, *args: str):  # noqa: ANN001, ANN201
+def as_user(project, user: str, *args: str):
     return project.run(*args, env={"IACORCH_USER": user})
 
 
-def gated(project, require: int = 1, extra: str = "", name: str = "gate.yaml",  # noqa: ANN001
+def gated(project, require: int = 1, extra: str = "", name: str = "gate.yaml",
           starter: str = "carol") -> str:
     """Start a run that stops at the gate; its id."""
     project.write(name, GATE.format(require=require, extra=extra))
@@ -48,19 +48,19 @@ def gated(project, require: int = 1, extra: str = "", name: str = "gate.yaml",  
     return project.runs()[0]["id"]
 
 
-def ran_after(project) -> bool:  # noqa: ANN001
+def ran_after(project) -> bool:
     path = project.root / "ledger"
     return path.exists() and "after" in path.read_text().split()
 
 
-def decisions(project) -> list[str]:  # noqa: ANN001
+def decisions(project) -> list[str]:
     db = sqlite3.connect(Path(project.env["IACORCH_HOME"]) / "state.db")
     with contextlib.closing(db):
         return [f"{who}:{what}" for who, what in db.execute(
             "SELECT identity, decision FROM approvals ORDER BY id")]
 
 
-def test_an_identity_not_in_approvers_is_refused(project):  # noqa: ANN001
+def test_an_identity_not_in_approvers_is_refused(project):
     run_id = gated(project)
     for who in ("mallory", "Alice", "alice2", " alice", "alice,bob"):
         refused = as_user(project, who, "approve", run_id, "go")
@@ -70,7 +70,7 @@ def test_an_identity_not_in_approvers_is_refused(project):  # noqa: ANN001
     assert still.code == 3 and not ran_after(project)
 
 
-def test_the_starter_cannot_approve_unless_the_gate_allows_it(project):  # noqa: ANN001
+def test_the_starter_cannot_approve_unless_the_gate_allows_it(project):
     run_id = gated(project)
     own = as_user(project, "carol", "approve", run_id, "go")
     assert own.code == 1 and "started this run and cannot approve it" in own.err
@@ -80,7 +80,7 @@ def test_the_starter_cannot_approve_unless_the_gate_allows_it(project):  # noqa:
     assert project.run("resume", allowed).code == 0 and ran_after(project)
 
 
-def test_one_person_cannot_satisfy_require_2(project):  # noqa: ANN001
+def test_one_person_cannot_satisfy_require_2(project):
     run_id = gated(project, require=2)
     assert as_user(project, "alice", "approve", run_id, "go").code == 0
     twice = as_user(project, "alice", "approve", run_id, "go", "--comment", "me again")
@@ -91,7 +91,7 @@ def test_one_person_cannot_satisfy_require_2(project):  # noqa: ANN001
     assert decisions(project) == ["alice:approve", "bob:approve"]
 
 
-def test_a_gate_already_passed_takes_no_more_decisions(project):  # noqa: ANN001
+def test_a_gate_already_passed_takes_no_more_decisions(project):
     run_id = gated(project)
     assert as_user(project, "alice", "approve", run_id, "go", "--resume").code == 0
     for user, verb in (("bob", "approve"), ("alice", "approve"), ("bob", "reject")):
@@ -100,7 +100,7 @@ def test_a_gate_already_passed_takes_no_more_decisions(project):  # noqa: ANN001
     assert decisions(project) == ["alice:approve"]
 
 
-def test_an_approval_for_run_a_does_not_approve_run_b(project):  # noqa: ANN001
+def test_an_approval_for_run_a_does_not_approve_run_b(project):
     run_a = gated(project)
     run_b = gated(project)
     assert run_a != run_b
@@ -112,7 +112,7 @@ def test_an_approval_for_run_a_does_not_approve_run_b(project):  # noqa: ANN001
     assert project.run("resume", run_b).code == 0
 
 
-def test_an_approval_bound_to_another_gate_hash_does_not_count(project):  # noqa: ANN001
+def test_an_approval_bound_to_another_gate_hash_does_not_count(project):
     """A decision recorded for what the gate showed earlier (another plan) is ignored."""
     run_id = gated(project)
     assert as_user(project, "alice", "approve", run_id, "go").code == 0
@@ -127,7 +127,7 @@ def test_an_approval_bound_to_another_gate_hash_does_not_count(project):  # noqa
 EXPIRY = {None: (1, False), "cancel": (130, False), "approve": (0, True)}
 
 
-def test_an_expired_gate_only_approves_itself_when_written_so(project):  # noqa: ANN001
+def test_an_expired_gate_only_approves_itself_when_written_so(project):
     """The default (reject) and `cancel` never approve; only `on_timeout: approve` does.
 
     One runbook per `on_timeout`, all waiting at once, so that one wait covers them.
@@ -181,7 +181,7 @@ stages:
 
 
 @pytest.fixture
-def tf_gated(project, require_tool):  # noqa: ANN001
+def tf_gated(project, require_tool):
     require_tool("terraform")
     project.write("stack/main.tf", STACK)
     project.write("tfgate.yaml", TF_GATE)
@@ -192,7 +192,7 @@ def tf_gated(project, require_tool):  # noqa: ANN001
     return run_id
 
 
-def applied_labels(project) -> list[str]:  # noqa: ANN001
+def applied_labels(project) -> list[str]:
     import json
 
     state = project.root / "stack" / "terraform.tfstate"
@@ -202,13 +202,13 @@ def applied_labels(project) -> list[str]:  # noqa: ANN001
             for r in json.loads(state.read_text())["resources"]]
 
 
-def saved_plan_of(project, run_id: str) -> Path:  # noqa: ANN001
+def saved_plan_of(project, run_id: str) -> Path:
     found = list((Path(project.env["IACORCH_HOME"]) / "runs" / run_id).rglob("tfplan"))
     assert len(found) == 1, found
     return found[0]
 
 
-def test_a_stack_edited_after_approval_is_not_what_gets_applied(project, tf_gated):  # noqa: ANN001
+def test_a_stack_edited_after_approval_is_not_what_gets_applied(project, tf_gated):
     project.write("stack/main.tf", STACK.replace("input = var.label",
                                                  'input = "${var.label}-edited"'))
     resumed = project.run("resume", tf_gated)
@@ -216,7 +216,7 @@ def test_a_stack_edited_after_approval_is_not_what_gets_applied(project, tf_gate
     assert applied_labels(project) == ["blue"], "the edited, unapproved config was applied"
 
 
-def test_an_edited_runbook_cannot_resume_an_approved_run(project, tf_gated):  # noqa: ANN001
+def test_an_edited_runbook_cannot_resume_an_approved_run(project, tf_gated):
     project.write("tfgate.yaml", TF_GATE.replace('label: "{{ vars.label }}"',
                                                  'label: "{{ vars.label }}-edited"'))
     resumed = project.run("resume", tf_gated)
@@ -224,7 +224,7 @@ def test_an_edited_runbook_cannot_resume_an_approved_run(project, tf_gated):  # 
     assert applied_labels(project) == []
 
 
-def test_a_saved_plan_swapped_after_approval_is_refused(project, tf_gated, tmp_path):  # noqa: ANN001
+def test_a_saved_plan_swapped_after_approval_is_refused(project, tf_gated, tmp_path):
     import os
     import subprocess
 
@@ -288,7 +288,7 @@ def mutate(raw: sqlite3.Connection, rng: random.Random, n: int) -> tuple[str, in
 
 
 @pytest.fixture
-def real_store(project, tmp_path) -> Path:  # noqa: ANN001
+def real_store(project, tmp_path) -> Path:
     """A state.db made by the CLI: runs, gates, approvals, a rejection, a failed stage."""
     run_id = gated(project, require=2)
     as_user(project, "alice", "approve", run_id, "go", "--comment", "looks right")
@@ -312,7 +312,7 @@ def real_store(project, tmp_path) -> Path:  # noqa: ANN001
 
 
 def test_every_audit_mutation_of_a_real_store_is_caught_naming_the_first_bad_row(
-        project, real_store, tmp_path, cli_main, long_tests):  # noqa: ANN001
+        project, real_store, tmp_path, cli_main, long_tests):
     n = audit_rows(real_store)
     assert n >= 20, "the store should hold a realistic audit log"
     rng = random.Random(20261127)
@@ -339,7 +339,7 @@ def test_every_audit_mutation_of_a_real_store_is_caught_naming_the_first_bad_row
 
 
 def test_what_the_chain_cannot_catch_needs_the_head_printed_by_the_run(
-        project, cli_main):  # noqa: ANN001
+        project, cli_main):
     """Tail truncation verifies; only the chain head printed at the end of a run shows it."""
     project.write("one.yaml", "version: 1\nname: one\nstages:\n"
                               "  a: {kind: provision, shell: {run: 'true'}}\n")

@@ -60,7 +60,7 @@ def assert_nothing_ran(root: Path) -> None:
     assert pwned == [], f"a value was executed: {pwned}"
 
 
-def test_shell_run_and_argv_receive_values_as_literal_data(project):  # noqa: ANN001
+def test_shell_run_and_argv_receive_values_as_literal_data(project):
     values = hostile_values(project.root)
     quoted = " ".join(f"{{{{ vars.p{n} }}}}" for n in range(len(values)))
     stages = f"""
@@ -88,7 +88,7 @@ def test_shell_run_and_argv_receive_values_as_literal_data(project):  # noqa: AN
     print(f"INPUTS: {len(values)} hostile values through shell run and argv")
 
 
-def test_terraform_vars_are_data_not_flags_or_expressions(project, require_tool):  # noqa: ANN001
+def test_terraform_vars_are_data_not_flags_or_expressions(project, require_tool):
     require_tool("terraform")
     shutil.copytree(FIXTURES / "echo_stack", project.root / "stack")
     values = hostile_values(project.root)
@@ -111,7 +111,7 @@ def test_terraform_vars_are_data_not_flags_or_expressions(project, require_tool)
 
 
 @pytest.mark.parametrize("workspace", ["-destroy", "-or-create=false"])
-def test_a_workspace_that_looks_like_a_flag_is_a_name(project, require_tool, workspace):  # noqa: ANN001
+def test_a_workspace_that_looks_like_a_flag_is_a_name(project, require_tool, workspace):
     require_tool("terraform")
     shutil.copytree(FIXTURES / "echo_stack", project.root / "stack")
     project.write("ws.yaml", """
@@ -137,7 +137,7 @@ ANSIBLE_RETEMPLATES = (
     "\"{{ lookup('pipe', ...) }}\" runs a command on the controller")
 
 
-def test_ansible_extra_vars_are_not_templated_again(project, require_tool):  # noqa: ANN001
+def test_ansible_extra_vars_are_not_templated_again(project, require_tool):
     require_tool("ansible-playbook")
     shutil.copytree(FIXTURES / "playbooks", project.root / "playbooks")
     values = hostile_values(project.root)
@@ -160,7 +160,7 @@ def test_ansible_extra_vars_are_not_templated_again(project, require_tool):  # n
         assert_nothing_ran(project.root)
 
 
-def test_http_bodies_carry_values_verbatim(project, receiver):  # noqa: ANN001
+def test_http_bodies_carry_values_verbatim(project, receiver):
     values = hostile_values(project.root)
     stages = f"""
   as-json:
@@ -187,7 +187,7 @@ def test_http_bodies_carry_values_verbatim(project, receiver):  # noqa: ANN001
     assert_nothing_ran(project.root)
 
 
-def test_a_header_value_cannot_add_a_header(project, receiver):  # noqa: ANN001
+def test_a_header_value_cannot_add_a_header(project, receiver):
     project.write("hdr.yaml", f"""
         version: 1
         name: hdr
@@ -219,7 +219,7 @@ SANDBOX_ESCAPES = [
 
 
 @pytest.mark.parametrize("template", SANDBOX_ESCAPES)
-def test_template_sandbox_escapes_are_refused(project, template):  # noqa: ANN001
+def test_template_sandbox_escapes_are_refused(project, template):
     body = json.dumps({"version": 1, "name": "escape", "stages": {"a": {
         "kind": "provision", "shell": {"run": f"echo {template} > rendered.txt"}}}})
     project.write("escape.yaml", body)
@@ -264,7 +264,7 @@ OTHER_LOADERS = {
 }
 
 
-def env_runbook(project, action: str, name: str, allow: bool) -> Path:  # noqa: ANN001
+def env_runbook(project, action: str, name: str, allow: bool) -> Path:
     (project.root / "stack").mkdir(exist_ok=True)
     (project.root / "stack" / "main.tf").write_text("")
     (project.root / "play.yml").write_text("- hosts: all\n  tasks: []\n")
@@ -276,7 +276,7 @@ def env_runbook(project, action: str, name: str, allow: bool) -> Path:  # noqa: 
 @pytest.mark.parametrize("action", list(ACTION_BODIES))
 @pytest.mark.parametrize("name", REFUSED_ENV)
 def test_a_dangerous_stage_env_is_refused_at_compile_time(project, cli_main, action,
-                                                        name):  # noqa: ANN001
+                                                        name):
     path = env_runbook(project, action, name, allow=False)
     code, text = cli_main("validate", str(path))
     assert code == 65, text
@@ -288,13 +288,13 @@ def test_a_dangerous_stage_env_is_refused_at_compile_time(project, cli_main, act
 
 
 @pytest.mark.parametrize("name", list(OTHER_LOADERS))
-def test_other_code_loading_env_is_refused_too(project, cli_main, name):  # noqa: ANN001
+def test_other_code_loading_env_is_refused_too(project, cli_main, name):
     code, text = cli_main("validate", str(env_runbook(project, "shell", name, allow=False)))
     assert code == 65, text
     assert f"`{name}`" in text
 
 
-def test_a_dangerous_env_in_a_rollback_action_is_refused(project):  # noqa: ANN001
+def test_a_dangerous_env_in_a_rollback_action_is_refused(project):
     project.write("rb.yaml", """
         version: 1
         name: rb
@@ -312,7 +312,7 @@ def test_a_dangerous_env_in_a_rollback_action_is_refused(project):  # noqa: ANN0
 
 # --- secrets and command lines ---------------------------------------------------------------
 
-def test_a_secret_in_a_script_never_reaches_a_command_line(project, canaries, watch_argv):  # noqa: ANN001
+def test_a_secret_in_a_script_never_reaches_a_command_line(project, canaries, watch_argv):
     project.write("argv.yaml", """
         version: 1
         name: argv
@@ -329,7 +329,7 @@ def test_a_secret_in_a_script_never_reaches_a_command_line(project, canaries, wa
     assert watch.hits() == {}
 
 
-def test_a_secret_in_argv_never_reaches_a_command_line(project, canaries, watch_argv):  # noqa: ANN001
+def test_a_secret_in_argv_never_reaches_a_command_line(project, canaries, watch_argv):
     project.write("argv.yaml", """
         version: 1
         name: argv

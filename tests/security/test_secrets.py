@@ -75,7 +75,7 @@ stages:
 
 
 @pytest.fixture
-def secret_project(project, require_tool, receiver, canaries):  # noqa: ANN001
+def secret_project(project, require_tool, receiver, canaries):
     require_tool("terraform")
     require_tool("ansible-playbook")
     shutil.copytree(FIXTURES / "secret_stack", project.root / "stack")
@@ -88,7 +88,7 @@ def secret_project(project, require_tool, receiver, canaries):  # noqa: ANN001
     return project
 
 
-def files_iacorch_wrote(project) -> list[Path]:  # noqa: ANN001
+def files_iacorch_wrote(project) -> list[Path]:
     """Everything under IACORCH_HOME, and the reports asked for under out/."""
     roots = [Path(project.env["IACORCH_HOME"]), project.root / "out"]
     return sorted(p for root in roots if root.exists() for p in root.rglob("*") if p.is_file())
@@ -105,7 +105,7 @@ def readable_bytes(path: Path) -> list[tuple[str, bytes]]:
 
 
 def test_no_canary_in_any_byte_iacorch_wrote(secret_project, canaries, receiver,
-                                            watch_argv):  # noqa: ANN001
+                                            watch_argv):
     project = secret_project
     reports = ("--report", "out/{}.xml", "--report", "out/{}.json", "--summary", "out/{}.md")
     console: dict[str, str] = {}
@@ -172,7 +172,7 @@ def test_no_canary_in_any_byte_iacorch_wrote(secret_project, canaries, receiver,
     assert hits == {}, "canary found:\n" + "\n".join(f"  {k}: {v}" for k, v in hits.items())
 
 
-def scan_home(project, canaries, *outputs: str) -> dict[str, list[str]]:  # noqa: ANN001
+def scan_home(project, canaries, *outputs: str) -> dict[str, list[str]]:
     """Canary hits in the given console outputs and every file under IACORCH_HOME."""
     hits = {f"console {n}": canaries.hits(text.encode()) for n, text in enumerate(outputs)}
     for path in files_iacorch_wrote(project):
@@ -181,7 +181,7 @@ def scan_home(project, canaries, *outputs: str) -> dict[str, list[str]]:  # noqa
     return {where: found for where, found in hits.items() if found}
 
 
-def test_outputs_a_script_wrote_stay_on_disk_only_masked(project, canaries):  # noqa: ANN001
+def test_outputs_a_script_wrote_stay_on_disk_only_masked(project, canaries):
     """$IACORCH_OUTPUT is a file in the state dir: what the script wrote there stays."""
     project.write("out.yaml", """
         version: 1
@@ -203,7 +203,7 @@ def test_outputs_a_script_wrote_stay_on_disk_only_masked(project, canaries):  # 
     assert '"plain": "ok"' in kept and "***" in kept
 
 
-def test_a_secret_printed_json_escaped_is_masked(project, canaries):  # noqa: ANN001
+def test_a_secret_printed_json_escaped_is_masked(project, canaries):
     project.write("quoted.yaml", """
         version: 1
         name: quoted
@@ -236,7 +236,7 @@ stages:
 
 
 def test_a_plan_kept_for_approval_is_private_and_gone_once_applied(project, require_tool,
-                                                                  canaries):  # noqa: ANN001
+                                                                  canaries):
     """A saved plan holds the variable values Terraform needs to apply it, secrets
     included: while it waits for the gate it is readable by its owner only, and it is
     removed once applied; nothing else iacorch wrote holds the canary."""
