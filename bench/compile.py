@@ -34,6 +34,8 @@ from typing import Any
 
 import yaml
 from common import (
+    Code,
+    add_code_options,
     alternate,
     log,
     median,
@@ -185,7 +187,7 @@ else:
 """
 
 
-def bench_memory(sizes: list[int], workdir: Path) -> list[dict[str, Any]]:
+def bench_memory(sizes: list[int], workdir: Path, code: Code) -> list[dict[str, Any]]:
     """Per size, in fresh interpreters: tracemalloc peak/retained and peak RSS growth.
 
     Per-stage figures divide by the size, so fixed costs inflate the small sizes; the
@@ -200,7 +202,8 @@ def bench_memory(sizes: list[int], workdir: Path) -> list[dict[str, Any]]:
         found: dict[str, Any] = {}
         for mode in ("rss", "traced"):
             out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(path), str(warmup),
-                                  mode], capture_output=True, text=True, check=True)
+                                  mode], capture_output=True, text=True, check=True,
+                                 env=code.env())
             found.update(json.loads(out.stdout))
         growth_kib = max(found["rss_peak_kib"] - found["rss_before_kib"], 0)
         mib = 2**20
@@ -238,10 +241,11 @@ def startup_commands() -> dict[str, list[str]]:
     return commands
 
 
-def bench_startup(rounds: int) -> list[dict[str, Any]]:
+def bench_startup(rounds: int, code: Code) -> list[dict[str, Any]]:
     """Each command's median wall time and median ratio to the baseline, alternating."""
     commands = startup_commands()
-    samples = alternate({name: lambda argv=argv: run_command(argv)[0]
+    env = code.env()  # every command gets the same PYTHONPATH, the baseline too
+    samples = alternate({name: lambda argv=argv: run_command(argv, env=env)[0]
                          for name, argv in commands.items()}, rounds)
     baseline = next(iter(commands))
     rows = []
@@ -263,6 +267,7 @@ def main() -> None:
                         help="alternating rounds per size (default: more for small sizes)")
     parser.add_argument("--startup-rounds", type=int)
     parser.add_argument("--no-write", action="store_true", help="do not write the results file")
+    add_code_options(parser)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (
         [100, 1000] if args.quick else [100, 1000, 10_000])
@@ -272,9 +277,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="iacorch-bench-compile-") as tmp:
         workdir = Path(tmp)
+        code = Code(workdir, args.ref, args.worktree)
+        code.activate()
+        log(f"measuring iacorch at {code.describe}")
         compile_rows = bench_compile(sizes, rounds, workdir)
-        memory_rows = bench_memory(sizes, workdir)
-    startup_rows = bench_startup(startup_rounds)
+        memory_rows = bench_memory(sizes, workdir, code)
+        startup_rows = bench_startup(startup_rounds, code)
 
     print(table(["stages", "deps", "yaml.load s", "compile s", "compile/yaml.load", "target",
                  "yaml.load GC paused s", "compile/that"],
@@ -294,7 +302,7 @@ def main() -> None:
                 [[r["command"], r["seconds"]["median"], r["ratio_to_baseline"],
                   f"<= {r['target']:g}x" if r["target"] else ""] for r in startup_rows]))
     if not args.no_write:
-        path = write_results("compile", {
+        path = write_results("compile", code, {
             "quick": args.quick, "seed": SEED,
             "command": " ".join(["python", "bench/compile.py", *sys.argv[1:]]),
             "compile": compile_rows, "memory": memory_rows, "startup": startup_rows})
