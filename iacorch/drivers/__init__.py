@@ -53,6 +53,7 @@ def missing_tools(plan: Plan) -> dict[str, list[str]]:
     import shutil
 
     missing: dict[str, list[str]] = {}
+    found: dict[str, str | None] = {}
     stages = [*plan.stages.values(), *plan.finally_stages.values()]
     for stage in stages:
         if stage.action_type is None:
@@ -61,7 +62,9 @@ def missing_tools(plan: Plan) -> dict[str, list[str]]:
             if "{{" in tool:
                 continue
             # a path such as ../scripts/check runs from the runbook's directory
-            found = shutil.which(str(plan.root / tool)) if "/" in tool else shutil.which(tool)
-            if found is None:
+            program = str(plan.root / tool) if "/" in tool else tool
+            if program not in found:
+                found[program] = shutil.which(program)
+            if found[program] is None:
                 missing.setdefault(tool, []).append(stage.id)
     return missing

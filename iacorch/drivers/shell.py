@@ -138,9 +138,9 @@ class ShellDriver:
                                        hint="give the program and its arguments as a list")
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         output_path = ctx.work_dir / OUTPUT_FILE
-        output_path.write_text("")        # a retry must not see the last attempt's outputs
+        output_path.unlink(missing_ok=True)   # a retry must not see the last attempt's outputs
         env = child_env(ctx.spec, action, output_path)
-        argv = command(action, which("bash", env))
+        argv = command(action, which("bash", env) if action.get("run") is not None else None)
         cwd = ctx.resolve(action["cwd"]) if action.get("cwd") else ctx.root_dir
         result = ctx.run(argv, cwd=cwd, env=env)
         text = _keep_masked(output_path, ctx.masker)

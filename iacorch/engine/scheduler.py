@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import heapq
+from collections.abc import Iterable, Iterator, Mapping
 
 from iacorch.model.plan import Plan
 from iacorch.model.status import StageKind, StageStatus
@@ -71,7 +72,7 @@ def blocked_stages(plan: Plan, statuses: Mapping[str, StageStatus],
 
 
 class ReadyQueue:
-    """`ready_stages` kept incrementally: O(dependents) per change instead of O(stages).
+    """`ready_stages` kept incrementally: O(log n) per change instead of O(stages).
 
     Pure bookkeeping with no I/O; the run loop tells it what settled and asks what
     may start. A need outside the selection never holds a stage back.
@@ -83,6 +84,7 @@ class ReadyQueue:
         self._dependents = plan.dependents()
         self._unmet: dict[str, int] = {}
         self._ready: set[str] = set()
+        self._heap: list[tuple[int, str]] = []   # may hold stale entries; _ready decides
         for stage_id, stage in plan.stages.items():
             if stage_id not in selected or statuses.get(
                     stage_id, StageStatus.PENDING) is not StageStatus.PENDING:
@@ -91,11 +93,28 @@ class ReadyQueue:
                         and not statuses.get(need, StageStatus.PENDING).is_done)
             self._unmet[stage_id] = unmet
             if unmet == 0:
-                self._ready.add(stage_id)
+                self._push(stage_id)
 
-    def ready(self) -> list[str]:
-        """Stages that may start now, in plan order."""
-        return sorted(self._ready, key=self._order.__getitem__)
+    def _push(self, stage_id: str) -> None:
+        self._ready.add(stage_id)
+        heapq.heappush(self._heap, (self._order[stage_id], stage_id))
+
+    def ready(self) -> Iterator[str]:
+        """Stages that may start now, in plan order, produced lazily.
+
+        Stop iterating whenever you like: stages not started stay ready.
+        """
+        taken: set[tuple[int, str]] = set()
+        try:
+            while self._heap:
+                entry = heapq.heappop(self._heap)
+                if entry[1] in self._ready and entry not in taken:
+                    taken.add(entry)
+                    yield entry[1]
+        finally:
+            for entry in taken:
+                if entry[1] in self._ready:
+                    heapq.heappush(self._heap, entry)
 
     def started(self, stage_id: str) -> None:
         self._ready.discard(stage_id)
@@ -104,7 +123,7 @@ class ReadyQueue:
     def requeue(self, stage_id: str) -> None:
         """A stage going back to pending (a retry): its needs are still met."""
         self._unmet[stage_id] = 0
-        self._ready.add(stage_id)
+        self._push(stage_id)
 
     def done(self, stage_id: str) -> None:
         """`stage_id` finished for good (succeeded, skipped, marked done)."""
@@ -113,4 +132,4 @@ class ReadyQueue:
             if child in self._unmet:
                 self._unmet[child] -= 1
                 if self._unmet[child] == 0:
-                    self._ready.add(child)
+                    self._push(child)

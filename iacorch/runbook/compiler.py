@@ -20,7 +20,7 @@ from iacorch.runbook.checks import Finding, check_env, check_paths, check_shape,
 from iacorch.runbook.references import ReferenceChecker
 from iacorch.runbook.schema_errors import describe
 from iacorch.runbook.sections import check_drift, check_schedules
-from iacorch.runbook.source import Document, load_document
+from iacorch.runbook.source import Document, gc_paused, load_document
 from iacorch.runbook.templating import (
     TemplateProblem,
     Templates,
@@ -75,7 +75,8 @@ def compile_document(document: Document, *, cli_vars: Mapping[str, str] | None =
     values = resolve_vars(runbook.vars, cli_vars=cli_vars, file_vars=file_vars,
                           file_origins=file_origins,
                           declared_at=lambda name: document.locate(("vars", name), key=True))
-    return _Compiler(document, runbook, values, templates or Templates()).compile()
+    with gc_paused():
+        return _Compiler(document, runbook, values, templates or Templates()).compile()
 
 
 def _locate(document: Document, finding: Finding) -> Problem:
@@ -251,7 +252,7 @@ class _Compiler:
             if refs is None:
                 continue
             in_rollback = len(path) > 2 and path[2] == "rollback"
-            for ref in refs.items:
+            for ref in sorted(refs.items, key=lambda r: (r.root, r.path)):  # a stable hash
                 target = self.refs.stage_reference(section, stage_id, stage, ref, path)
                 if target and section == "stages" and not in_rollback:
                     needs.append(target)

@@ -277,3 +277,28 @@ def test_every_problem_of_a_runbook_is_reported_at_once(tmp_path):
     assert [p.message.split(" ")[0] for p in found] == [
         "stage", "`vars.nope`", "stage", "`schedules.nightly.cron`:", "`drift.ignore`"]
     assert all(p.hint for p in found)
+
+
+def test_plan_hash_is_the_same_in_every_process(tmp_path):
+    """Python randomises str hashes per process: no set order may reach the hash."""
+    import subprocess
+    import sys
+
+    path = write(tmp_path, """
+        version: 1
+        name: demo
+        stages:
+          a: {kind: provision, shell: {run: "true"}}
+          b: {kind: provision, shell: {run: "true"}}
+          c: {kind: provision, shell: {run: "true"}}
+          d:
+            kind: verify
+            shell:
+              run: "echo {{ stages.c.outputs.x }} {{ stages.a.outputs.y }} {{ stages.b.outputs.z }}"
+        """)
+    code = ("import sys; from iacorch.runbook.compiler import compile_runbook; "
+            "print(compile_runbook(sys.argv[1]).plan_hash)")
+    hashes = {subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                             text=True, env={"PYTHONHASHSEED": str(seed), "PATH": "/usr/bin"},
+                             check=True).stdout for seed in range(6)}
+    assert len(hashes) == 1

@@ -162,3 +162,32 @@ def test_inputs_are_validated():
         check_inputs(QUORUM, {"region": "mars"})
     with pytest.raises(ApprovalError, match="unknown input"):
         check_inputs(QUORUM, {"zone": "a"})
+
+
+def test_ready_queue_matches_the_pure_rule_through_a_run():
+    statuses: dict[str, StageStatus] = {}
+    selected = set(DIAMOND.stages)
+    queue = scheduler.ReadyQueue(DIAMOND, statuses, selected)
+    order = []
+    while True:
+        ready = list(queue.ready())
+        assert ready == scheduler.ready_stages(DIAMOND, statuses, selected)
+        if not ready:
+            break
+        stage_id = ready[0]
+        queue.started(stage_id)
+        statuses[stage_id] = S.SUCCEEDED
+        queue.done(stage_id)
+        order.append(stage_id)
+    assert order == ["a", "b", "c", "d"]
+
+
+def test_ready_queue_keeps_what_was_not_started_and_requeues_retries():
+    queue = scheduler.ReadyQueue(DIAMOND, {"a": S.SUCCEEDED}, set(DIAMOND.stages))
+    for _first in queue.ready():
+        break                                      # stop early: nothing is lost
+    assert list(queue.ready()) == ["b", "c"]
+    queue.started("b")
+    assert list(queue.ready()) == ["c"]
+    queue.requeue("b")
+    assert list(queue.ready()) == ["b", "c"]
