@@ -13,6 +13,17 @@ from pathlib import Path
 import pytest
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", default=False,
+                     help="run the long variants of the reliability and security tests "
+                          "(same as IACORCH_LONG_TESTS=1)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers",
+                            "long_only: runs only with --long or IACORCH_LONG_TESTS=1")
+
+
 def find_tool(name: str) -> str:
     """The tool's path; skip when missing locally, fail in CI (IACORCH_REQUIRE_TOOLS=1)."""
     found = shutil.which(name)

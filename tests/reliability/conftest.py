@@ -1,9 +1,8 @@
 """Helpers for the reliability suite: the long-variant switch, process-tree watching,
 Terraform lock checks and CLI runs whose output goes to a file.
 
-The long variants (more kill points, more race rounds) run with `pytest --long`
-(when pytest is pointed at tests/reliability or tests/security) or with
-IACORCH_LONG_TESTS=1 set, which works from anywhere.
+The long variants (more kill points, more race rounds) run with `pytest --long` or
+with IACORCH_LONG_TESTS=1 set (the option is registered in tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -21,17 +20,6 @@ from pathlib import Path
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--long", action="store_true", default=False,
-                     help="run the long variants of the reliability and security tests "
-                          "(same as IACORCH_LONG_TESTS=1)")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers",
-                            "long_only: runs only with --long or IACORCH_LONG_TESTS=1")
 
 
 def long_enabled(config: pytest.Config) -> bool:
