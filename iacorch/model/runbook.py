@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -141,9 +142,20 @@ class AnsibleAction(Strict):
 
 class ShellAction(Strict):
     run: Templated | None = None
-    argv: list[Any] | None = None
+    argv: list[str | int | float] | None = None
     env: dict[str, Any] = {}
     cwd: str | None = None
+
+    @field_validator("argv", mode="before")
+    @classmethod
+    def _plain_arguments(cls, argv: Any) -> Any:
+        for item in argv if isinstance(argv, list) else ():
+            if isinstance(item, bool) or item is None:
+                shown = {True: "true", False: "false", None: "null"}[item]
+                raise RuleError(f"an argv item reads as {shown}, not as text: YAML turned "
+                                f"`{shown}` into a {'boolean' if item is not None else 'null'}",
+                                f"write it in quotes: argv: [\"{shown}\"]")
+        return argv
 
     @model_validator(mode="after")
     def _run_or_argv(self) -> ShellAction:

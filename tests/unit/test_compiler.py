@@ -302,3 +302,15 @@ def test_plan_hash_is_the_same_in_every_process(tmp_path):
                              text=True, env={"PYTHONHASHSEED": str(seed), "PATH": "/usr/bin"},
                              check=True).stdout for seed in range(6)}
     assert len(hashes) == 1
+
+
+def test_unquoted_true_in_argv_is_explained(tmp_path):
+    found = problems(tmp_path, """
+        version: 1
+        name: demo
+        stages:
+          a: {kind: verify, shell: {argv: [true]}}
+        """)
+    assert "reads as true" in found[0].message
+    assert found[0].hint == 'write it in quotes: argv: ["true"]'
+    assert (found[0].location.line, found[0].location.column) == (4, 35)
