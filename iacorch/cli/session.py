@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from iacorch.engine.rollback import NOTHING_TO_UNDO_CHECK
 from iacorch.model.status import RunStatus
 
 if TYPE_CHECKING:
@@ -33,7 +34,8 @@ RUN_EXIT_CODES: dict[RunStatus, int] = {
     RunStatus.DIED: 1,
 }
 _KILL_WINDOW = 3.0
-_NOTHING_TO_UNDO = ("approval gate", "`rollback: none`")  # by design, not worth a line
+# undo notes that say "by design" rather than "needs a human": not worth a summary line
+_NOTHING_TO_UNDO = ("approval gate", "`rollback: none`", NOTHING_TO_UNDO_CHECK)
 
 
 def exit_code_for(status: RunStatus, interrupt_signal: int | None) -> int:

@@ -15,6 +15,7 @@ from iacorch.model.plan import Plan, PlannedStage
 from iacorch.model.status import ActionType, Operation, StageStatus
 
 _STACK_TOOLS = (ActionType.TERRAFORM, ActionType.PULUMI)
+NOTHING_TO_UNDO_CHECK = "a read-only HTTP check changes nothing"
 
 
 class UndoKind(StrEnum):
@@ -57,6 +58,8 @@ def undo_step(stage: PlannedStage, *, stack_existed: bool | None, has_previous: 
                             note="existed before: re-apply the last successful inputs")
         return UndoStep(stage.id, UndoKind.NOTHING,
                         note="existed before, and no successful run holds its earlier inputs")
+    if stage.action_type is ActionType.HTTP and stage.idempotent:
+        return UndoStep(stage.id, UndoKind.NOTHING, note=NOTHING_TO_UNDO_CHECK)
     return UndoStep(stage.id, UndoKind.NOTHING,
                     note=f"{stage.action_type} stages have no automatic rollback; "
                          "give the stage a `rollback:` action")
