@@ -10,7 +10,7 @@ from typing import Any
 from iacorch.model.plan import Plan, PlannedStage
 from iacorch.model.results import StageSpec
 from iacorch.model.status import ActionType, Operation, StageStatus
-from iacorch.runbook.templating import Templates, shell_raw, to_text
+from iacorch.runbook.templating import TemplateProblem, Templates, shell_raw, to_text
 
 from .secrets import secret_env_name
 
@@ -70,20 +70,53 @@ def template_context(plan: Plan, run: RunInfo, stages: Mapping[str, Any],
     }
 
 
+class UnkeptOutput:
+    """A sensitive output of a stage finished in an earlier process of the run.
+
+    The store never keeps sensitive values, so after a resume they are unknown:
+    using one fails with this explanation instead of passing a placeholder along.
+    """
+
+    def __init__(self, stage_id: str, name: str) -> None:
+        self.stage_id, self.name = stage_id, name
+
+    def problem(self) -> TemplateProblem:
+        return TemplateProblem(
+            f"output `{self.name}` of stage `{self.stage_id}` is sensitive, so the store did "
+            "not keep it, and that stage finished before this process started",
+            hint=f"run that stage again with the rest: iacorch retry RUN --from {self.stage_id}")
+
+    def __str__(self) -> str:
+        raise self.problem()
+
+
+def _refuse_unkept(value: Any) -> None:
+    if isinstance(value, UnkeptOutput):
+        raise value.problem()
+    if isinstance(value, dict):
+        for item in value.values():
+            _refuse_unkept(item)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_unkept(item)
+
+
 def render_action(templates: Templates, action_type: ActionType, action: Mapping[str, Any],
                   context: Mapping[str, Any], secrets: Mapping[str, str]) -> dict[str, Any]:
     """Render an action; in `shell.run`, values are quoted and secrets become env references."""
     if action_type is not ActionType.SHELL:
-        return templates.render(dict(action), context)
-    if "run" not in action:
         rendered = templates.render(dict(action), context)
+    elif "run" not in action:
+        rendered = templates.render(dict(action), context)
+        _refuse_unkept(rendered)
         rendered["argv"] = [to_text(item) for item in rendered.get("argv") or []]
-        return rendered
-    rendered = templates.render({k: v for k, v in action.items() if k != "run"}, context)
-    shell_context = dict(context)
-    shell_context["secrets"] = {name: shell_raw(f'"${{{secret_env_name(name)}}}"')
-                                for name in secrets}
-    rendered["run"] = templates.render(action["run"], shell_context, shell=True)
+    else:
+        rendered = templates.render({k: v for k, v in action.items() if k != "run"}, context)
+        shell_context = dict(context)
+        shell_context["secrets"] = {name: shell_raw(f'"${{{secret_env_name(name)}}}"')
+                                    for name in secrets}
+        rendered["run"] = templates.render(action["run"], shell_context, shell=True)
+    _refuse_unkept(rendered)
     return rendered
 
 

@@ -182,7 +182,8 @@ class Runner:
             self._settle(stage.id, StageStatus.SKIPPED,
                          f"not fully planned: an input is known only after apply ({exc.message})")
         else:
-            self._fail_final(stage, None, f"template error in {stage.location}: {exc.message}")
+            message = f"template error in {stage.location}: {exc.message}"
+            self._fail_final(stage, StageResult.failure(message, hint=exc.hint), message)
 
     def _submit(self, executor: LocalExecutor, stage: PlannedStage, context: Mapping[str, Any],
                 operation: Operation) -> Future[StageResult] | None:

@@ -17,6 +17,7 @@ from iacorch.store.base import RunRecord, StageRecord, pid_alive
 
 from .journal import Journal
 from .locks import RunLock, lock_key
+from .rendering import UnkeptOutput
 from .runner import Runner, RunOptions, RunOutcome, RunState
 from .runtime import Runtime
 from .secrets import resolve_secrets
@@ -195,7 +196,9 @@ def _state_from_store(plan: Plan, runtime: Runtime, run_id: str,
             state.gate_details[stage_id] = dict(record.details)
         if record.status.is_done and not stage.is_finally:
             state.statuses[stage_id] = record.status
-            state.outputs[stage_id] = dict(record.outputs)
+            state.outputs[stage_id] = {
+                name: UnkeptOutput(stage_id, name) if name in record.sensitive_outputs
+                else value for name, value in record.outputs.items()}
         elif record.status in (StageStatus.RUNNING, StageStatus.INTERRUPTED) \
                 and not stage.idempotent and not rerun_interrupted:
             unsure.append(stage_id)

@@ -99,3 +99,40 @@ def test_non_idempotent_interrupted_stage_needs_confirmation(project):
     accepted = project.run("resume", run_id, "--rerun-interrupted")
     assert accepted.code == 0, accepted.text
     assert ledger(project) == ["first", "long", "long", "last"]
+
+
+def test_a_sensitive_output_from_before_a_crash_is_not_replaced_by_a_placeholder(project):
+    project.write("sens.yaml", """
+        version: 1
+        name: sens
+        secrets: {token: {env: SENS_TOKEN}}
+        stages:
+          issue:
+            kind: provision
+            shell:
+              run: |
+                echo "{\\"credential\\": \\"$IACORCH_SECRET_TOKEN-x\\"}" >> "$IACORCH_OUTPUT"
+          wait:
+            kind: configure
+            needs: [issue]
+            idempotent: true
+            shell: {run: "touch started; sleep 5"}
+          use:
+            kind: deploy
+            needs: [wait]
+            shell: {env: {CRED: "{{ stages.issue.outputs.credential }}"},
+                    run: 'echo "$CRED" > used'}
+        """)
+    env = {"SENS_TOKEN": "s3cret-canary"}
+    proc = project.start("apply", "sens.yaml", env=env)
+    wait_for(project.root / "started")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=10)
+    resumed = project.run("resume", project.runs()[0]["id"], env=env)
+    assert resumed.code == 1, resumed.text
+    assert "`credential` of stage `issue` is sensitive" in resumed.err
+    assert "iacorch retry RUN --from issue" in resumed.err
+    assert not (project.root / "used").exists()     # never a placeholder passed along
+    retried = project.run("retry", project.runs()[0]["id"], "--from", "issue", env=env)
+    assert retried.code == 0, retried.text
+    assert (project.root / "used").read_text().strip() == "s3cret-canary-x"
