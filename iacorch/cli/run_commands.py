@@ -62,10 +62,10 @@ def run_options(command: F) -> F:
     return var_options(store_option(command))
 
 
-def _check_tools(plan: object) -> None:
+def _check_tools(plan: Plan) -> None:
     from iacorch.drivers import missing_tools
 
-    missing = missing_tools(plan)  # type: ignore[arg-type]
+    missing = missing_tools(plan)
     if missing:
         tool, stages = next(iter(missing.items()))
         raise ToolMissingError(

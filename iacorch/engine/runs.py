@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets as random_tokens
 import time
 from collections.abc import Mapping
@@ -212,7 +211,7 @@ def _state_from_store(plan: Plan, runtime: Runtime, run_id: str,
 
 
 def _details(plan: Plan, options: RunOptions) -> Mapping[str, Any]:
-    return {"deadline": plan.deadline, "pid": os.getpid(), "mocked": options.mock,
+    return {"deadline": plan.deadline, "mocked": options.mock,
             "selection": {"only": list(options.only), "targets": list(options.targets)}}
 
 

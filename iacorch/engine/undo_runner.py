@@ -54,6 +54,7 @@ class UndoRunner:
         self.done: set[str] = set(done or ())
         self.workers = concurrency or plan.concurrency
         self.templates = Templates()
+        self.dependents = plan.dependents()
         self.failed: dict[str, str] = {}
         self.not_undone: dict[str, str] = {}
         self.undone: list[str] = []
@@ -89,7 +90,7 @@ class UndoRunner:
 
     def _start(self, executor: LocalExecutor, stage_id: str) -> Future[StageResult] | None:
         step = self.steps[stage_id]
-        blocker = next((d for d in self._dependents(stage_id) if d in self.failed), None)
+        blocker = next((d for d in self.dependents.get(stage_id, ()) if d in self.failed), None)
         if blocker is not None:
             self._record(stage_id, StageStatus.SKIPPED,
                          f"not undone: the undo of {blocker}, which depends on it, failed")
@@ -141,9 +142,6 @@ class UndoRunner:
         if reason:
             data["reason"] = self.masker.mask(reason)
         self.rt.emit(Event(EventKind.STAGE_FINISHED, self.run_id, stage_id, data))
-
-    def _dependents(self, stage_id: str) -> list[str]:
-        return [sid for sid, st in self.plan.stages.items() if stage_id in st.needs]
 
     def _context(self, step: UndoStep) -> dict[str, Any]:
         reapply = step.kind is UndoKind.REAPPLY and self.inputs.previous_vars is not None
