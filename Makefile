@@ -11,6 +11,7 @@ $(BIN)/iacorch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/python -m compileall -q iacorch >/dev/null  # as a wheel install would; saves ~0.1 s per command
 	touch $@
 
 install: $(BIN)/iacorch

@@ -154,7 +154,7 @@ def _load_gc_paused(text: str) -> object:
 
 _MEMORY_PROBE = """
 import gc, json, sys, tracemalloc
-import networkx  # noqa: F401 - imported lazily by the compiler; not part of the growth
+import graphlib  # noqa: F401 - imported lazily by the compiler; not part of the growth
 from iacorch.runbook.compiler import compile_document, compile_runbook
 from iacorch.runbook.source import load_document
 

@@ -176,7 +176,6 @@ def print_summary(outcome: RunOutcome, runtime: Runtime) -> None:
                        f"    iacorch reject {outcome.run_id} {gate}", err=True)
     elif outcome.status in (RunStatus.FAILED, RunStatus.INTERRUPTED) and outcome.undo is None:
         click.echo(f"  resume with: iacorch resume {outcome.run_id}", err=True)
-    entries = runtime.store.audit_entries(run_id=outcome.run_id)
-    if entries:
-        click.echo(f"  audit chain head: {entries[-1].hash[:16]} (seq {entries[-1].seq})",
-                   err=True)
+    head = runtime.store.audit_head(run_id=outcome.run_id)
+    if head is not None:
+        click.echo(f"  audit chain head: {head.hash[:16]} (seq {head.seq})", err=True)

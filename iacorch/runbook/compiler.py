@@ -295,21 +295,27 @@ class _Compiler:
     # -- graph --------------------------------------------------------------
     def _order(self, stages: Mapping[str, PlannedStage]
                ) -> tuple[list[str], tuple[tuple[str, ...], ...]]:
-        import networkx as nx
+        """A topological order and its layers (each stage in the first layer it can run in)."""
+        from graphlib import CycleError, TopologicalSorter
 
-        graph = nx.DiGraph()
-        graph.add_nodes_from(stages)
-        graph.add_edges_from((need, sid) for sid, st in stages.items() for need in st.needs)
+        sorter = TopologicalSorter({sid: st.needs for sid, st in stages.items()})
         try:
-            layers = tuple(tuple(layer) for layer in nx.topological_generations(graph))
-        except nx.NetworkXUnfeasible:
-            cycle = [edge[0] for edge in nx.find_cycle(graph)]
+            sorter.prepare()
+        except CycleError as exc:
+            cycle = exc.args[1][:-1]  # graphlib repeats the first stage at the end
+            start = cycle.index(min(cycle, key=list(stages).index))
+            cycle = cycle[start:] + cycle[:start]
             shown = " -> ".join([*cycle, cycle[0]])
-            first = stages[cycle[0]]
-            self.problems.append(Problem(f"the stages form a cycle: {shown}", first.location,
+            self.problems.append(Problem(f"the stages form a cycle: {shown}",
+                                         stages[cycle[0]].location,
                                          "remove one of these `needs` or stage references"))
             return list(stages), ()
-        return [sid for layer in layers for sid in layer], layers
+        layers: list[tuple[str, ...]] = []
+        while sorter.is_active():
+            layer = sorter.get_ready()
+            layers.append(layer)
+            sorter.done(*layer)
+        return [sid for layer in layers for sid in layer], tuple(layers)
 
     def _workspace(self) -> str:
         source = self.runbook.workspace

@@ -213,6 +213,10 @@ class Store(Protocol):
 
     def audit_entries(self, *, run_id: str | None = None) -> list[AuditEntry]: ...
 
+    def audit_head(self, *, run_id: str | None = None) -> AuditEntry | None:
+        """The newest audit entry (of one run), without reading the rest of the log."""
+        ...
+
     def verify_audit(self) -> AuditVerification: ...
 
     def record_approval(self, approval: ApprovalRecord) -> None:

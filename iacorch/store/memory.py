@@ -221,6 +221,11 @@ class MemoryStore:
         with self._lock:
             return [e for e in self._audit if run_id is None or e.run_id == run_id]
 
+    def audit_head(self, *, run_id: str | None = None) -> AuditEntry | None:
+        with self._lock:
+            return next((e for e in reversed(self._audit)
+                         if run_id is None or e.run_id == run_id), None)
+
     def verify_audit(self) -> AuditVerification:
         with self._lock:
             return chain.verify_chain(list(self._audit))

@@ -365,6 +365,12 @@ class SqliteStore:
                              f"SELECT {_AUDIT} FROM audit WHERE run_id = ? ORDER BY seq",
                              (run_id,))
 
+    def audit_head(self, *, run_id: str | None = None) -> AuditEntry | None:
+        where, params = ("WHERE run_id = ? ", (run_id,)) if run_id is not None else ("", ())
+        found = self._records(base.audit_from_row, f"SELECT {_AUDIT} FROM audit {where}"
+                              "ORDER BY seq DESC LIMIT 1", params)
+        return found[0] if found else None
+
     def verify_audit(self) -> AuditVerification:
         rows = self._rows(f"SELECT {_AUDIT} FROM audit ORDER BY seq")
         return chain.verify_chain(_audit_or_damaged(row) for row in rows)

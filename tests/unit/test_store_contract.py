@@ -368,6 +368,9 @@ def test_audit_entries_chain_and_verify(store: Store, clock: Clock) -> None:
     result = store.verify_audit()
     assert (result.ok, result.checked, result.first_bad_seq) == (True, 3, None)
     assert result.head_hash == store.audit_entries()[-1].hash
+    assert store.audit_head() == store.audit_entries()[-1]
+    assert store.audit_head(run_id="r1") == second
+    assert store.audit_head(run_id="nobody") is None
 
 
 def test_audit_data_must_be_json(store: Store) -> None:
