@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from iacorch.model.events import Event, EventKind
 from iacorch.model.masking import Masker
 from iacorch.model.plan import Plan, PlannedStage
-from iacorch.model.results import StageResult
+from iacorch.model.results import StageResult, StageSpec
 from iacorch.model.status import FailurePolicy, Operation, RunStatus, StageStatus
 from iacorch.runbook.templating import TemplateProblem, Templates
 
@@ -112,58 +113,106 @@ class Runner:
             outputs = {**self._standins, **outputs}
         self.stage_view = stage_view(plan, outputs, self.state.statuses)
         self.started_at = started_at if started_at is not None else runtime.clock()
+        self._turn = threading.Condition()   # guards the run state; held for one worker's turn
+        self._running = 0
+        self._crash: BaseException | None = None
 
     # -- the loop ------------------------------------------------------------
     def run(self) -> RunOutcome:
-        workers = self.options.concurrency or self.plan.concurrency
-        executor = LocalExecutor(workers)
-        running: dict[Future[StageResult], str] = {}
-        done: set[Future[StageResult]] = set()
+        """Run the plan on `concurrency` stage workers; the calling thread watches the deadline.
+
+        Each worker records its last attempt and takes the next ready stage in one turn,
+        under one lock and in one commit, then runs the attempt outside the lock: no hand-off
+        through a central loop between one stage ending and the next one starting.
+        """
+        workers = [threading.Thread(target=self._work, name=f"stage-{n}")
+                   for n in range(self.options.concurrency or self.plan.concurrency)]
+        for worker in workers:
+            worker.start()
         try:
-            while True:
-                with self.rt.store.transaction():  # one commit per turn of the loop
-                    for future in done:
-                        self._finish(running.pop(future), future.result())
-                    settled = self._start_ready(executor, running, workers)
-                done = set()
-                if settled:
-                    continue  # skipped stages and decided gates may make others ready
-                if not running and not self._retries_pending():
-                    break
-                done, _ = wait(running, timeout=self._wait_timeout(),
-                               return_when=FIRST_COMPLETED)
-                self._check_deadline()
+            for worker in workers:
+                while worker.is_alive():
+                    worker.join(_POLL)
+                    with self._turn:
+                        self._check_deadline()
         finally:
-            executor.shutdown()
+            with self._turn:
+                self.stopping = self.stopping or any(w.is_alive() for w in workers)
+                self._turn.notify_all()
+            for worker in workers:
+                worker.join()
+        if self._crash is not None:
+            raise self._crash
         return self._outcome()
 
-    def _start_ready(self, executor: LocalExecutor, running: dict[Future[StageResult], str],
-                     workers: int) -> bool:
-        """Start what is ready; True when some stage was settled without running."""
-        if self.rt.cancel.interrupted:
-            self.stopping = True
-        if self.stopping:
-            return False
-        settled_before = self._settled_count
-        if self._new_failures:
-            self._new_failures = False
-            for stage_id, culprit in scheduler.blocked_stages(
-                    self.plan, self.state.statuses, self.selected).items():
-                self._settle(stage_id, StageStatus.SKIPPED, f"upstream {culprit} failed")
-        now = time.monotonic()
-        for stage_id in self.queue.ready():
-            if len(running) >= workers or self.stopping:
-                break
-            if self.retry_at.get(stage_id, 0.0) > now:
-                continue
-            self.retry_at.pop(stage_id, None)
-            self.queue.started(stage_id)
-            future = self._start(executor, self.plan.stages[stage_id])
-            if future is not None:
-                running[future] = stage_id
-        return self._settled_count != settled_before
+    def _work(self) -> None:
+        """One stage worker: record what it ran, take what is ready, run it; until all is done."""
+        last: tuple[str, StageResult] | None = None
+        attempting = False
+        try:
+            while True:
+                with self._turn:
+                    spec = None
+                    if last is not None or self._may_take():
+                        with self.rt.store.transaction():  # one commit per turn
+                            if last is not None:
+                                self._running -= 1
+                                self._finish(*last)
+                                last = None
+                            spec = self._take_ready() if self._crash is None else None
+                    if spec is None:
+                        if self._running == 0 and not self._retries_pending() \
+                                or self._crash is not None:
+                            self._turn.notify_all()
+                            return
+                        self._turn.wait(self._wait_timeout())
+                        continue
+                    self._running += 1
+                    if self.queue.has_ready():
+                        self._turn.notify()  # more work than this worker can take
+                attempting = True
+                last = (spec.stage_id, run_stage_attempt(spec, self.rt.process, self.masker,
+                                                         self.rt.cancel, self.rt.emit))
+                attempting = False
+        except BaseException as exc:  # a bug or a store failure: stop cleanly, raise in run()
+            with self._turn:
+                if attempting:
+                    self._running -= 1     # the attempt never returned
+                self._crash = self._crash or exc
+                self.stopping = True
+                self._turn.notify_all()
 
-    def _start(self, executor: LocalExecutor, stage: PlannedStage) -> Future[StageResult] | None:
+    def _may_take(self) -> bool:
+        """Whether a turn could start or settle something (an idle turn writes nothing)."""
+        return self._crash is None and (self.queue.has_ready() or self._new_failures
+                                        or self.rt.cancel.interrupted)
+
+    def _take_ready(self) -> StageSpec | None:
+        """The next attempt to run, settling on the way the stages that need no run."""
+        while True:
+            if self.rt.cancel.interrupted:
+                self.stopping = True
+            if self.stopping:
+                return None
+            if self._new_failures:
+                self._new_failures = False
+                for stage_id, culprit in scheduler.blocked_stages(
+                        self.plan, self.state.statuses, self.selected).items():
+                    self._settle(stage_id, StageStatus.SKIPPED, f"upstream {culprit} failed")
+            now = time.monotonic()
+            for stage_id in self.queue.ready():
+                if self.retry_at.get(stage_id, 0.0) > now:
+                    continue
+                self.retry_at.pop(stage_id, None)
+                self.queue.started(stage_id)
+                spec = self._start(self.plan.stages[stage_id])
+                if spec is not None:
+                    return spec
+                break  # it settled without running (skipped, gate, error): look again
+            else:
+                return None
+
+    def _start(self, stage: PlannedStage) -> StageSpec | None:
         context = self.context_for(stage)
         try:
             if stage.when is not None and not self._truthy(stage.when, context):
@@ -175,7 +224,7 @@ class Runner:
         except TemplateProblem as exc:
             self._template_failed(stage, exc)
             return None
-        return self._submit(executor, stage, context, self.options.operation)
+        return self._submit(stage, context, self.options.operation)
 
     def _template_failed(self, stage: PlannedStage, exc: TemplateProblem) -> None:
         if self.options.operation is Operation.PLAN:
@@ -185,9 +234,9 @@ class Runner:
             message = f"template error in {stage.location}: {exc.message}"
             self._fail_final(stage, StageResult.failure(message, hint=exc.hint), message)
 
-    def _submit(self, executor: LocalExecutor, stage: PlannedStage, context: Mapping[str, Any],
-                operation: Operation) -> Future[StageResult] | None:
-        """Render the action, journal the start, and hand the attempt to the executor."""
+    def _submit(self, stage: PlannedStage, context: Mapping[str, Any],
+                operation: Operation) -> StageSpec | None:
+        """Render the action and journal the start: the attempt's spec, ready to run."""
         assert stage.action_type is not None
         try:
             rendered = render_action(self.templates, stage.action_type, stage.action, context,
@@ -211,8 +260,7 @@ class Runner:
         self.rt.emit(Event(EventKind.STAGE_STARTED, self.run_id, stage.id,
                            {"attempt": attempt, "action": str(stage.action_type),
                             "operation": "finally" if stage.is_finally else str(operation)}))
-        return executor.submit(run_stage_attempt, spec, self.rt.process, self.masker,
-                               self.rt.cancel, self.rt.emit)
+        return spec
 
     def _finish(self, stage_id: str, result: StageResult) -> None:
         stage = self.plan.stages.get(stage_id) or self.plan.finally_stages[stage_id]
@@ -378,10 +426,12 @@ class Runner:
                 for stage in self.plan.finally_stages.values():
                     if self.state.statuses.get(stage.id, StageStatus.PENDING).is_done:
                         continue
-                    future = self._submit(executor, stage, self.context_for(stage, status.value),
-                                          Operation.APPLY)
-                    if future is not None:
-                        running[future] = stage.id
+                    spec = self._submit(stage, self.context_for(stage, status.value),
+                                        Operation.APPLY)
+                    if spec is not None:
+                        running[executor.submit(run_stage_attempt, spec, self.rt.process,
+                                                self.masker, self.rt.cancel,
+                                                self.rt.emit)] = stage.id
             for future, stage_id in running.items():
                 result = future.result()
                 with self.rt.store.transaction():
