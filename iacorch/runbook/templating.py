@@ -3,21 +3,24 @@
 A value that is one whole expression (`"{{ vars.replicas }}"`) keeps its type;
 anything else renders to text. In `shell.run`, every interpolated value is
 shell-quoted unless it goes through the `raw` filter.
+
+Jinja2 loads on first use (see `sandbox`): text with no template, and the plain
+`{{ root.a.b }}` references the compiler checks, need none of it.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import math
 import re
 import shlex
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+if TYPE_CHECKING:
+    from jinja2 import TemplateSyntaxError, nodes
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 _SIMPLE_SPAN = re.compile(r"\{\{\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*\}\}")
 _WHOLE_EXPRESSION = re.compile(r"^\{\{(?P<expr>.*)\}\}$", re.DOTALL)
@@ -92,44 +95,30 @@ def _shell_finalize(value: Any) -> str:
     return shlex.quote(to_text(value))
 
 
-MAX_BUILT = 1_000_000  # characters or items one `*` may build; digits one `**` may make
-
-
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, also refusing `'a' * 10**10` and `10 ** 10**8`: one line of a runbook
-    must not take the machine's memory or minutes of CPU when it renders."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for sequence, count in ((left, right), (right, left)):
-                if (isinstance(sequence, str | list | tuple) and isinstance(count, int)
-                        and len(sequence) * count > MAX_BUILT):
-                    raise SecurityError(f"`*` would build more than {MAX_BUILT:,} items")
-        elif (operator == "**" and isinstance(left, int) and isinstance(right, int)
-              and abs(left) > 1 and right * math.log10(abs(left)) > MAX_BUILT / 100):
-            raise SecurityError(f"`**` would make a number of more than {MAX_BUILT // 100:,} "
-                                "digits")
-        return super().call_binop(context, operator, left, right)
-
-
-def _new_environment(**options: Any) -> ImmutableSandboxedEnvironment:
-    env = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True,
-                   **options)
-    env.filters["tojson"] = lambda v: json.dumps(v, sort_keys=True, default=str)
-    env.filters["raw"] = lambda v: _ShellRaw(to_text(v))
-    return env
-
-
 class Templates:
     """Parses, checks and renders runbook templates; caches by source text."""
 
     def __init__(self) -> None:
-        self._env = _new_environment(finalize=to_text)
-        self._shell_env = _new_environment(finalize=_shell_finalize)
+        self._environments: dict[bool, ImmutableSandboxedEnvironment] = {}
         self._references: dict[str, References] = {}
         self._compiled: dict[tuple[str, bool], Any] = {}
+
+    @property
+    def _env(self) -> ImmutableSandboxedEnvironment:
+        return self._environment(shell=False)
+
+    @property
+    def _shell_env(self) -> ImmutableSandboxedEnvironment:
+        return self._environment(shell=True)
+
+    def _environment(self, *, shell: bool) -> ImmutableSandboxedEnvironment:
+        env = self._environments.get(shell)
+        if env is None:
+            from iacorch.runbook.sandbox import new_environment
+
+            env = new_environment(finalize=_shell_finalize if shell else to_text)
+            self._environments[shell] = env
+        return env
 
     # -- static analysis -------------------------------------------------
     def references(self, source: str) -> References:
@@ -142,6 +131,8 @@ class Templates:
         return found
 
     def _analyse(self, source: str) -> References:
+        from jinja2 import TemplateSyntaxError, meta
+
         tree = self._parse(source)
         filters, tests = _filters_and_tests(tree)
         unknown_filters = tuple(f for f in filters if f not in self._env.filters)
@@ -164,6 +155,8 @@ class Templates:
         return sorted(self._env.filters if kind == "filter" else self._env.tests)
 
     def _parse(self, source: str) -> nodes.Template:
+        from jinja2 import TemplateError, TemplateSyntaxError
+
         try:
             return self._env.parse(source)
         except TemplateSyntaxError as exc:
@@ -186,6 +179,9 @@ class Templates:
         return value
 
     def _render_text(self, source: str, context: Mapping[str, Any], shell: bool) -> Any:
+        from jinja2 import TemplateError
+        from jinja2.sandbox import SecurityError
+
         try:
             return self._compile(source, shell)(context)
         except SecurityError as exc:
@@ -204,6 +200,8 @@ class Templates:
         render = self._compiled.get(key)
         if render is not None:
             return render
+        from jinja2 import StrictUndefined
+
         whole = None if shell else _WHOLE_EXPRESSION.match(source)
         if whole and "}}" not in whole.group("expr") and "{{" not in whole.group("expr"):
             expression = self._env.compile_expression(whole.group("expr").strip(),
@@ -265,6 +263,8 @@ def _too_deep() -> TemplateProblem:
 
 
 def _filters_and_tests(tree: nodes.Node) -> tuple[list[str], list[str]]:
+    from jinja2 import nodes
+
     filters = [node.name for node in tree.find_all(nodes.Filter)]
     tests = [node.name for node in tree.find_all(nodes.Test)]
     return _unique(filters), _unique(tests)
@@ -303,6 +303,8 @@ def _simple_references(source: str) -> References | None:
 
 
 def _walk_references(tree: nodes.Node) -> References:
+    from jinja2 import nodes
+
     found: set[Reference] = set()
     unsafe: list[str] = []
     stack: list[nodes.Node] = [tree]
@@ -325,6 +327,8 @@ def _walk_references(tree: nodes.Node) -> References:
 
 def _attribute_chain(node: nodes.Node) -> tuple[str, tuple[str, ...], list[nodes.Node]] | None:
     """`stages.a['b'].c` -> ("stages", ("a", "b", "c"), [nodes to keep walking])."""
+    from jinja2 import nodes
+
     if not isinstance(node, nodes.Getattr | nodes.Getitem):
         return None
     path: list[str] = []
