@@ -19,6 +19,11 @@ _OUTPUT_HINT = ("write one JSON object per line to $IACORCH_OUTPUT, for example:
                 "echo '{\"url\": \"http://...\"}' >> \"$IACORCH_OUTPUT\"")
 
 
+def outputs_path(work_dir: Path) -> Path:
+    """$IACORCH_OUTPUT: beside the stage's work directory, which a quiet stage never creates."""
+    return work_dir.with_name(f"{work_dir.name}.{OUTPUT_FILE}")
+
+
 def env_value(value: Any) -> str:
     """How a runbook value looks in a child's environment: YAML-ish scalars, JSON otherwise."""
     if isinstance(value, bool):
@@ -136,9 +141,14 @@ class ShellDriver:
         if action.get("argv") is not None and not action["argv"]:
             return StageResult.failure("shell.argv is empty",
                                        hint="give the program and its arguments as a list")
-        ctx.work_dir.mkdir(parents=True, exist_ok=True)
-        output_path = ctx.work_dir / OUTPUT_FILE
-        output_path.unlink(missing_ok=True)   # a retry must not see the last attempt's outputs
+        output_path = outputs_path(ctx.work_dir)
+        try:
+            output_path.parent.mkdir(parents=True, exist_ok=True)
+            output_path.unlink(missing_ok=True)  # a retry must not see the last attempt's outputs
+        except OSError as exc:
+            return StageResult.failure(
+                f"cannot prepare {output_path}: {exc.strerror}; nothing was run",
+                hint="free disk space and inodes there (df -h; df -i), then `iacorch resume`")
         env = child_env(ctx.spec, action, output_path)
         argv = command(action, which("bash", env) if action.get("run") is not None else None)
         cwd = ctx.resolve(action["cwd"]) if action.get("cwd") else ctx.root_dir

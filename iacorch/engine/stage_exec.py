@@ -16,33 +16,38 @@ from iacorch.process import CancelToken, ProcessRunner
 
 
 class _StageLog:
-    """The attempt's log file, created on the first line: most quiet stages never need one."""
+    """The attempt's log file, created with its directory on the first line: most quiet
+    stages never need either. A log that cannot be written is remembered, not raised, so
+    the driver's output loop goes on; the attempt then fails saying so."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.error: OSError | None = None
         self._file: TextIO | None = None
 
     def write(self, line: str) -> None:
-        if self._file is None:
-            self._file = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-        self._file.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+        if self.error is not None:
+            return
+        try:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+            self._file.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+        except OSError as exc:
+            self.error = exc
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as exc:
+                self.error = self.error or exc
 
 
 def run_stage_attempt(spec: StageSpec, process: ProcessRunner, masker: Masker,
                       cancel: CancelToken, emit: Callable[[Event], None]) -> StageResult:
     """Run one attempt with its log at <work_dir>/attempt-N.log; every line is masked."""
-    work_dir = Path(spec.work_dir)
-    try:
-        work_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return StageResult.failure(
-            f"cannot write the stage's log in {work_dir}: {exc.strerror}; nothing was run",
-            hint="free disk space and inodes there (df -h; df -i), then `iacorch resume`")
-    log = _StageLog(work_dir / f"attempt-{spec.attempt}.log")
+    log = _StageLog(Path(spec.work_dir) / f"attempt-{spec.attempt}.log")
 
     def on_line(line: str) -> None:
         log.write(line)
@@ -58,10 +63,12 @@ def run_stage_attempt(spec: StageSpec, process: ProcessRunner, masker: Masker,
         result = execute(ctx)
         if result.error:
             log.write(f"error: {masker.mask(result.error)}")
-    except OSError as exc:  # the log itself could not be written: the disk is full
-        return StageResult.failure(
-            f"cannot write the stage's log {log.path}: {exc.strerror}",
-            hint="free disk space and inodes there (df -h; df -i), then `iacorch resume`")
     finally:
         log.close()
+    if log.error is not None:  # typically a full disk: the output is lost, so is the attempt
+        return StageResult.failure(
+            f"cannot write the stage's log {log.path}: {log.error.strerror}; the stage ran "
+            "but its output could not be kept", exit_code=result.exit_code,
+            output_tail=result.output_tail, interrupted=result.interrupted,
+            hint="free disk space and inodes there (df -h; df -i), then `iacorch resume`")
     return result

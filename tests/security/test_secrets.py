@@ -199,7 +199,7 @@ def test_outputs_a_script_wrote_stay_on_disk_only_masked(project, canaries):
     result = project.run("apply", "out.yaml", env={"CANARY_TOKEN": canaries.env})
     assert result.code == 0, result.text
     assert scan_home(project, canaries, result.text) == {}
-    kept = next(Path(project.env["IACORCH_HOME"]).rglob("outputs.jsonl")).read_text()
+    kept = next(Path(project.env["IACORCH_HOME"]).rglob("*.outputs.jsonl")).read_text()
     assert '"plain": "ok"' in kept and "***" in kept
 
 

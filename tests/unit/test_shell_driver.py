@@ -93,7 +93,7 @@ def test_apply_runs_in_the_runbook_dir_or_cwd_and_merges_outputs(tmp_path):
     call = runner.calls[0]
     assert call["argv"][1:] == ["-eo", "pipefail", "-c", "deploy"]
     assert call["cwd"] == (tmp_path / "book" / "sub" / "dir").resolve()
-    assert call["env"]["IACORCH_OUTPUT"] == str(tmp_path / "work" / "seed" / "outputs.jsonl")
+    assert call["env"]["IACORCH_OUTPUT"] == str(tmp_path / "work" / "seed.outputs.jsonl")
     assert 0 < call["timeout"] <= 60
 
     ShellDriver().apply(context(tmp_path, {"argv": ["true"]}, runner))
@@ -134,7 +134,7 @@ def test_a_bad_output_line_fails_the_stage_naming_file_and_line(tmp_path):
     runner = FakeRunner(writes_outputs('{"ok": 1}\nnot json\n'))
     result = ShellDriver().apply(context(tmp_path, {"run": "x"}, runner))
     assert result.status is StageStatus.FAILED
-    assert result.error == (f"{tmp_path / 'work' / 'seed' / 'outputs.jsonl'}: line 2: "
+    assert result.error == (f"{tmp_path / 'work' / 'seed.outputs.jsonl'}: line 2: "
                             "invalid JSON: Expecting value (column 1)")
     assert "IACORCH_OUTPUT" in (result.hint or "")
 
