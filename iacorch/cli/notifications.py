@@ -46,11 +46,11 @@ def send(plan: Plan, runtime: Runtime, notifications: Sequence[Notification]) ->
 def notify_run_end(plan: Plan, runtime: Runtime, outcome: Any,
                    operation: str | None = None) -> None:
     """Tell the channels how a run ended (succeeded, failed, waiting for approval...)."""
-    from iacorch.engine.notify_events import run_notifications
-
     if runtime.interrupt_signal is not None or plan.runbook is None \
             or not plan.runbook.notify:
         return
+    from iacorch.engine.notify_events import run_notifications
+
     if operation is None:
         operation = runtime.store.get_run(outcome.run_id).operation
     send(plan, runtime, run_notifications(

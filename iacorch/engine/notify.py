@@ -14,8 +14,6 @@ import json
 import os
 import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -134,6 +132,9 @@ class Notifier:
 
     def _post(self, url: str, body: bytes) -> str | None:
         """None on success; an error text, prefixed `final:` when a retry cannot help."""
+        import urllib.error  # here: most runs send no webhook, and urllib takes time to load
+        import urllib.request
+
         if urlsplit(url).scheme not in ("http", "https"):
             return "final:webhook URL must start with http:// or https://"
         request = urllib.request.Request(url, data=body, method="POST", headers={

@@ -6,13 +6,14 @@ Pure: outcomes in, `Notification`s out (texts in Slack's mrkdwn, fields for mach
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iacorch.model.status import RunStatus, StageStatus
 
-from .drift import DriftReport
-from .drift_rules import DriftStatus
 from .notify import Notification
+
+if TYPE_CHECKING:
+    from .drift import DriftReport
 
 _RUN_EVENTS = {
     RunStatus.SUCCEEDED: "succeeded",
@@ -69,6 +70,8 @@ def run_notifications(*, runbook: str, workspace: str, operation: str, run_id: s
 def drift_notifications(report: DriftReport) -> list[Notification]:
     """`drift` when some stage drifted anew (or differently); `failed` when some stage
     could not be checked. Unchanged drift that was already reported tells nothing."""
+    from .drift_rules import DriftStatus  # here: a run's notifications need no drift code
+
     found: list[Notification] = []
     where = f"`{report.runbook}` ({report.workspace})"
     stages = [s.to_dict() for s in report.stages if s.status is not DriftStatus.SKIPPED]

@@ -9,10 +9,10 @@ import textwrap
 
 def loaded_after(code: str) -> set[str]:
     """The modules a fresh interpreter holds after running `code`."""
-    script = textwrap.dedent(code) + "\nimport sys\nprint('\\n'.join(sys.modules))\n"
+    script = textwrap.dedent(code) + "\nimport sys\nprint('--modules--', *sys.modules)\n"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           check=True)
-    return set(done.stdout.split())
+    return set(done.stdout.split("--modules--")[-1].split())
 
 
 def test_templates_without_jinja_syntax_do_not_load_jinja():
@@ -31,3 +31,35 @@ def test_a_template_loads_jinja_when_it_renders():
         assert Templates().render("{{ vars.n + 1 }}", {"vars": {"n": 1}}) == 2
     """)
     assert "jinja2" in loaded
+
+
+ONE_STAGE = """\
+version: 1
+name: one
+stages:
+  s0:
+    kind: deploy
+    shell: {argv: ["true"]}
+"""
+
+
+def loaded_by_apply(tmp_path, runbook: str = ONE_STAGE) -> set[str]:
+    """The modules `iacorch apply` of `runbook` loads, run in a fresh interpreter."""
+    (tmp_path / "one.yaml").write_text(runbook)
+    return loaded_after(f"""
+        import os
+        os.chdir({str(tmp_path)!r})
+        os.environ["IACORCH_HOME"] = {str(tmp_path / "home")!r}
+        from iacorch.cli.main import main
+        try:
+            main(["apply", "one.yaml", "-q"])
+        except SystemExit as exc:
+            assert exc.code == 0, exc.code
+    """)
+
+
+def test_apply_loads_no_module_of_a_feature_the_runbook_does_not_use(tmp_path):
+    loaded = loaded_by_apply(tmp_path)
+    unused = {"jinja2", "iacorch.engine.notify", "iacorch.engine.notify_events",
+              "iacorch.engine.drift", "urllib.request"}
+    assert not unused & loaded
