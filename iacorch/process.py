@@ -126,7 +126,8 @@ class ProcessRunner:
         if timeout is not None and timeout <= 0:     # the stage's time is already used up
             return ProcessResult(shown, None, 0.0, timed_out=True)
         started = time.monotonic()
-        child_env = None if env is None else {**os.environ, **{k: str(v) for k, v in env.items()}}
+        child_env = None if env is None else {  # bytes: Popen would encode str again
+            **os.environb, **{os.fsencode(k): os.fsencode(str(v)) for k, v in env.items()}}
         proc = self._spawn([str(a) for a in argv], cwd, child_env, stdin)
         if isinstance(proc, str):
             return ProcessResult(shown, None, time.monotonic() - started,
@@ -139,7 +140,7 @@ class ProcessRunner:
             raise
         return watch.result(shown, time.monotonic() - started)
 
-    def _spawn(self, argv: list[str], cwd: Path | str | None, env: dict[str, str] | None,
+    def _spawn(self, argv: list[str], cwd: Path | str | None, env: dict[bytes, bytes] | None,
                stdin: bytes | None) -> subprocess.Popen[bytes] | str:
         """The started child, or a sentence saying why it could not start."""
         if not argv:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import signal
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +24,12 @@ _OUTPUT_HINT = ("write one JSON object per line to $IACORCH_OUTPUT, for example:
 def outputs_path(work_dir: Path) -> Path:
     """$IACORCH_OUTPUT: beside the stage's work directory, which a quiet stage never creates."""
     return work_dir.with_name(f"{work_dir.name}.{OUTPUT_FILE}")
+
+
+@functools.lru_cache(maxsize=8)
+def _bash(path: str) -> str | None:
+    """bash on this PATH: looked up once per PATH value, not once per stage."""
+    return which("bash", {"PATH": path})
 
 
 def env_value(value: Any) -> str:
@@ -150,7 +158,8 @@ class ShellDriver:
                 f"cannot prepare {output_path}: {exc.strerror}; nothing was run",
                 hint="free disk space and inodes there (df -h; df -i), then `iacorch resume`")
         env = child_env(ctx.spec, action, output_path)
-        argv = command(action, which("bash", env) if action.get("run") is not None else None)
+        argv = command(action, _bash(env.get("PATH", os.environ.get("PATH", os.defpath)))
+                       if action.get("run") is not None else None)
         cwd = ctx.resolve(action["cwd"]) if action.get("cwd") else ctx.root_dir
         result = ctx.run(argv, cwd=cwd, env=env)
         text = _keep_masked(output_path, ctx.masker)
