@@ -286,6 +286,8 @@ def run_not_found(run_id: str, matches: list[str]) -> RunNotFoundError:
 
 def dump_json(value: Any, what: str) -> str:
     """Canonical JSON text for a JSON column; TypeError names the field on bad data."""
+    if not value and isinstance(value, dict | list | tuple):  # most columns, most of the time
+        return "{}" if isinstance(value, dict) else "[]"
     try:
         return json.dumps(value, sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
