@@ -264,29 +264,26 @@ def bench_memory(root: Path, code: Code, stages: int) -> dict[str, Any]:
 MAIN_THREAD = [
     ("imports, compile, runtime set-up", [("cli/compile_commands.py", "compile_plan", "cum"),
                                           ("cli/session.py", "build_runtime", "cum")]),
-    ("journal: SQLite statements and commits", [("~", "<method 'execute' of "
-                                                 "'sqlite3.Connection' objects>", "tot")]),
-    ("template context and stage view", [("engine/rendering.py", "template_context", "cum"),
-                                         ("engine/rendering.py", "stage_view", "cum"),
-                                         ("engine/rendering.py", "update_stage_view", "cum")]),
-    ("ready stages (scan or queue)", [("engine/scheduler.py", "ready_stages", "cum"),
-                                      ("engine/scheduler.py", "ready", "cum"),
-                                      ("engine/runner.py", "_continue_on_failure", "cum")]),
-    ("render action + build spec", [("engine/rendering.py", "render_action", "cum"),
-                                    ("engine/rendering.py", "build_spec", "cum")]),
-    ("events to the console", [("engine/runtime.py", "emit", "cum")]),
-    ("hand-off to the thread pool", [("engine/executor.py", "submit", "cum")]),
-    ("waiting for a stage to finish", [("concurrent/futures/_base.py", "wait", "cum")]),
+    ("stage workers at work (joined)", [("engine/runner.py", "run", "cum")]),
 ]
 WORKER_THREADS = [
-    ("idle: waiting for work", [("~", "<method 'get' of '_queue.SimpleQueue' objects>", "tot")]),
+    ("turn: journal (SQLite statements, commits)", [("~", "<method 'execute' of "
+                                                     "'sqlite3.Connection' objects>", "tot")]),
+    ("turn: context, render, spec", [("engine/rendering.py", "template_context", "cum"),
+                                     ("engine/rendering.py", "update_stage_view", "cum"),
+                                     ("engine/rendering.py", "render_action", "cum"),
+                                     ("engine/rendering.py", "build_spec", "cum")]),
+    ("turn: ready queue", [("engine/scheduler.py", "ready", "cum")]),
+    ("turn: events to the console", [("engine/runtime.py", "emit", "cum")]),
+    ("waiting for the turn lock", [("~", "<method '__enter__' of '_thread.RLock' objects>",
+                                    "tot")]),
+    ("idle: nothing ready", [("threading.py", "wait", "cum")]),
     ("spawn: subprocess.Popen (fork/exec)", [("subprocess.py", "__init__", "cum")]),
     ("child running, output and exit", [("iacorch/process.py", "follow", "cum"),
                                         ("iacorch/process.py", "_finish", "cum")]),
     ("orphan guard messages", [("iacorch/process.py", "_send", "cum")]),
-    ("which(bash) for argv stages", [("iacorch/process.py", "which", "cum")]),
-    ("stage dir, log and outputs files", [("~", "<built-in method io.open>", "tot"),
-                                          ("~", "<built-in method posix.mkdir>", "tot")]),
+    ("stage log and outputs files", [("~", "<built-in method io.open>", "tot"),
+                                     ("~", "<built-in method posix.mkdir>", "tot")]),
 ]
 
 
@@ -310,9 +307,10 @@ def _attribute(stats: Any, total: float, groups: list[Any]) -> list[dict[str, An
 def profile_run(root: Path, stages: int, out: Path | None) -> dict[str, Any]:
     """cProfile of the CLI's main() applying `stages` independent no-op stages, in-process.
 
-    The main thread (scheduling loop, journal, rendering, events) and the stage threads
-    (spawning, watching children, files) get a profiler each; times are wall times, so a
-    thread's idle waits show up too. Percentages are of that thread's (or threads') time.
+    The main thread (start-up, then joining the workers) and the stage workers (their
+    turns: journal, rendering, events; then spawning and watching children) get a profiler
+    each; times are wall times, so idle waits show up too. Percentages are of that thread's
+    (or threads') time.
     """
     import contextlib
     import cProfile
@@ -349,10 +347,11 @@ def profile_run(root: Path, stages: int, out: Path | None) -> dict[str, Any]:
         threading.setprofile(None)
     wall = time.perf_counter() - started
     main_stats = pstats.Stats(main_profiler)
-    stage_workers = [p for p in workers if p.getstats()]
+    stage_workers = [p for p in workers if any(  # not the lock's heartbeat thread
+        getattr(entry.code, "co_name", "") == "_work" for entry in p.getstats())]
     worker_stats = pstats.Stats(*stage_workers) if stage_workers else None
     threads_total = sum(cum for (f, _, n), (_, _, _, cum, _) in worker_stats.stats.items()
-                        if n == "_worker" and f.endswith("futures/thread.py")) \
+                        if n == "_work" and f.endswith("engine/runner.py")) \
         if worker_stats else 0.0
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -334,3 +334,16 @@ def test_missing_tool_stops_before_any_stage_runs(project):
     assert "`pulumi` is not on PATH" in applied.err and "pulumi.com" in applied.err
     assert not (project.root / "first-ran").exists()
     assert "Traceback" not in applied.text
+
+
+def test_concurrency_is_used_and_never_exceeded(project):
+    # Each stage counts the stages in flight (itself included) while it runs.
+    stage = ('  s{n}: {{kind: deploy, shell: {{run: "touch flight/s{n}; ls flight | wc -l >> seen; '
+             'sleep 0.3; rm flight/s{n}"}}}}')
+    project.write("wide.yaml", "\n".join(["version: 1", "name: wide", "concurrency: 3",
+                                          "stages:", *(stage.format(n=n) for n in range(9))]))
+    (project.root / "flight").mkdir()
+    result = project.run("apply", "wide.yaml", "--concurrency", "2")
+    assert result.code == 0, result.text
+    seen = [int(n) for n in (project.root / "seen").read_text().split()]
+    assert len(seen) == 9 and max(seen) == 2, seen   # --concurrency wins over the runbook's 3
