@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 
 def loaded_after(code: str) -> set[str]:
@@ -63,3 +67,23 @@ def test_apply_loads_no_module_of_a_feature_the_runbook_does_not_use(tmp_path):
     unused = {"jinja2", "iacorch.engine.notify", "iacorch.engine.notify_events",
               "iacorch.engine.drift", "urllib.request"}
     assert not unused & loaded
+
+
+def test_a_run_closes_its_store_although_start_up_objects_are_frozen(tmp_path):
+    (tmp_path / "one.yaml").write_text(ONE_STAGE)
+    home = tmp_path / "home"
+    subprocess.run([sys.executable, "-m", "iacorch", "apply", "one.yaml", "-q"], cwd=tmp_path,
+                   env={**os.environ, "IACORCH_HOME": str(home)}, capture_output=True,
+                   check=True)
+    assert sorted(p.name for p in home.iterdir() if p.name.startswith("state.db")) == \
+        ["state.db"], "the store's connection was not closed at exit (WAL files left)"
+
+
+def test_main_called_from_python_gives_objects_back_to_the_collector(tmp_path, monkeypatch):
+    from iacorch.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "one.yaml").write_text(ONE_STAGE)
+    with pytest.raises(SystemExit):
+        main(["validate", "one.yaml"])
+    assert gc.get_freeze_count() == 0
