@@ -7,7 +7,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree
 
 from iacorch.errors import UsageError
 from iacorch.store.base import RunRecord, StageRecord, Store
@@ -65,6 +64,9 @@ def run_report(run: RunRecord, stages: dict[str, StageRecord]) -> dict[str, Any]
 
 
 def junit_xml(run: RunRecord, stages: dict[str, StageRecord]) -> str:
+    """The run as a JUnit report: one test case per stage."""
+    from xml.etree import ElementTree  # here: only --report *.xml needs it
+
     suite = ElementTree.Element("testsuite", {
         "name": f"iacorch.{run.runbook}", "tests": str(len(stages)),
         "failures": str(sum(r.status.value == "failed" for r in stages.values())),

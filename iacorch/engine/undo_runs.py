@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iacorch.model.events import Event, EventKind
 from iacorch.model.masking import Masker
@@ -13,7 +13,9 @@ from iacorch.model.status import RunStatus, StageStatus
 from .journal import Journal
 from .rollback import UndoKind, UndoStep, stages_to_undo, undo_step
 from .runtime import Runtime
-from .undo_runner import UndoInputs, UndoOutcome, UndoRunner
+
+if TYPE_CHECKING:
+    from .undo_runner import UndoOutcome
 
 
 def previous_run(runtime: Runtime, plan: Plan) -> dict[str, Any] | None:
@@ -53,6 +55,8 @@ def run_rollback(plan: Plan, runtime: Runtime, run_id: str, *, secrets: Mapping[
                  masker: Masker, outputs: Mapping[str, Mapping[str, Any]] | None = None,
                  concurrency: int | None = None) -> tuple[RunStatus, UndoOutcome]:
     """Undo what run `run_id` did; continues where an earlier rollback of it stopped."""
+    from .undo_runner import UndoInputs, UndoRunner  # here: most runs never undo anything
+
     previous = previous_run(runtime, plan)
     if previous is not None and previous["id"] == run_id:
         previous = None
@@ -94,6 +98,8 @@ def run_destroy(plan: Plan, runtime: Runtime, run_id: str, *, secrets: Mapping[s
                 masker: Masker, journal: Journal,
                 concurrency: int | None = None) -> tuple[RunStatus, UndoOutcome]:
     """Take down everything the runbook made, using the last successful run's outputs."""
+    from .undo_runner import UndoInputs, UndoRunner
+
     previous = previous_run(runtime, plan)
     runner = UndoRunner(
         plan, runtime, run_id, steps=destroy_steps(plan, previous), secrets=secrets,
