@@ -20,7 +20,6 @@ from iacorch.runbook.templating import TemplateProblem, Templates
 
 from . import policies, scheduler
 from .executor import LocalExecutor
-from .gates import GateKeeper, GateVerdict
 from .journal import Journal
 from .rendering import (
     RunInfo,
@@ -34,6 +33,7 @@ from .runtime import Runtime
 from .stage_exec import run_stage_attempt
 
 if TYPE_CHECKING:
+    from .gates import GateKeeper
     from .undo_runner import UndoOutcome
 
 _POLL = 0.25
@@ -87,7 +87,7 @@ class Runner:
         self.started_by = started_by or runtime.identity
         self.previous = previous
         self.templates = Templates()
-        self.gates = GateKeeper(self)
+        self._gates: GateKeeper | None = None   # made at the first gate: most runs have none
         self.saved_plans: dict[str, str] = {}
         self.approved_sha256: dict[str, str] = {}
         for gate_id, details in self.state.gate_details.items():
@@ -269,6 +269,8 @@ class Runner:
             self.masker.add(_flatten_values(result.outputs[k] for k in result.sensitive_outputs
                                             if k in result.outputs))
         if result.saved_plan and self.options.operation is Operation.PLAN:
+            from .gates import GateKeeper
+
             GateKeeper.discard({stage_id: result.saved_plan})  # a dry run applies nothing
         if result.ok:
             # a dry run's own outputs (e.g. current Terraform outputs) refine the stand-ins
@@ -339,7 +341,11 @@ class Runner:
         if self.options.operation is not Operation.APPLY:
             self._settle(stage.id, StageStatus.SKIPPED, "approval gates are not asked in a plan")
             return
-        outcome = self.gates.open(stage)
+        from .gates import GateKeeper, GateVerdict
+
+        if self._gates is None:
+            self._gates = GateKeeper(self)
+        outcome = self._gates.open(stage)
         details = self.state.gate_details.get(stage.id, {})
         if outcome.verdict is GateVerdict.APPROVED:
             self._take_approved_plans(details)
