@@ -397,9 +397,22 @@ _GUARD_SCRIPT = """
 import os, signal, sys, time
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGHUP, signal.SIG_IGN)
-groups = set()
-for line in sys.stdin.buffer:
-    (groups.add if line[:1] == b"+" else groups.discard)(int(line[1:]))
+groups, pending = set(), b""
+fd = sys.stdin.fileno()
+os.set_blocking(fd, False)
+while True:
+    # Poll rather than block: a reader blocked on the pipe is woken by every message,
+    # which costs the orchestrator a wake-up per child started and per child ended.
+    try:
+        data = os.read(fd, 65536)
+    except BlockingIOError:
+        time.sleep(0.1)
+        continue
+    if not data:
+        break
+    *lines, pending = (pending + data).split(b"\\n")
+    for line in lines:
+        (groups.add if line[:1] == b"+" else groups.discard)(int(line[1:]))
 def alive(pgid):
     try:
         os.killpg(pgid, 0)
