@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import functools
 import os
 import selectors
 import shutil
@@ -325,10 +324,17 @@ class _Watch:
                     stream.close()
 
 
-@functools.cache
+_DEVNULL_LOCK = threading.Lock()
+_devnull_fd: int | None = None
+
+
 def _devnull() -> int:
     """One /dev/null for every child's stdin, open for the life of this process."""
-    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    global _devnull_fd
+    with _DEVNULL_LOCK:
+        if _devnull_fd is None:
+            _devnull_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        return _devnull_fd
 
 
 def _read(fd: int) -> bytes:

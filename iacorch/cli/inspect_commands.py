@@ -141,10 +141,11 @@ def logs(run_id: str, stage: str | None, store_url: str | None, follow: bool) ->
     store = open_store(store_url)
     run = store.get_run(run_id)
     run_dir = state_dir_for(store_url) / "runs" / run.id
-    if stage is not None and not (run_dir / stage).is_dir():
-        known = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
-        raise UsageError(f"run {run.id} has no log for stage `{stage}`",
-                         hint=f"stages with logs: {', '.join(known) or '(none)'}")
+    if stage is not None and stage not in store.stage_records(run.id):
+        # a stage's directory appears with its first line of output: ask the store instead
+        known = sorted(store.stage_records(run.id))
+        raise UsageError(f"run {run.id} has no stage `{stage}` that started",
+                         hint=f"stages that started: {', '.join(known) or '(none yet)'}")
     positions: dict[Path, int] = {}
     while True:
         for log in sorted(run_dir.glob(f"{stage or '*'}/attempt-*.log")):

@@ -157,6 +157,9 @@ def print_summary(outcome: RunOutcome, runtime: Runtime) -> None:
             if hint:
                 click.echo(f"    hint: {hint}", err=True)
             click.echo(f"    log: iacorch logs {outcome.run_id} {stage_id}", err=True)
+    for stage_id, warning in outcome.warnings.items():
+        click.echo(f"  {stage_id}: warning: {warning}", err=True)
+        click.echo("    hint: free disk space and inodes there (df -h; df -i)", err=True)
     if outcome.undo is not None:
         undo = outcome.undo
         if undo.undone:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
@@ -26,10 +25,18 @@ def outputs_path(work_dir: Path) -> Path:
     return work_dir.with_name(f"{work_dir.name}.{OUTPUT_FILE}")
 
 
-@functools.lru_cache(maxsize=8)
+_BASH_FOUND: dict[str, str] = {}
+
+
 def _bash(path: str) -> str | None:
-    """bash on this PATH: looked up once per PATH value, not once per stage."""
-    return which("bash", {"PATH": path})
+    """bash on this PATH: found once per PATH value, not once per stage (a miss is not
+    remembered, so a bash installed meanwhile is used by the next stage)."""
+    if path not in _BASH_FOUND:
+        found = which("bash", {"PATH": path})
+        if found is None:
+            return None
+        _BASH_FOUND[path] = found
+    return _BASH_FOUND[path]
 
 
 def env_value(value: Any) -> str:

@@ -1,4 +1,4 @@
-"""The run loop: compute what is ready, submit it, wait for the first to finish, record, repeat."""
+"""The run loop: stage workers take what is ready, run it, record it, and take the next."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from .rendering import (
     update_stage_view,
 )
 from .runtime import Runtime
-from .stage_exec import run_stage_attempt
+from .stage_exec import LOG_ERROR, run_stage_attempt
 
 if TYPE_CHECKING:
     from .gates import GateKeeper
@@ -70,6 +70,7 @@ class RunOutcome:
     deadline: float | None
     waiting_gates: tuple[str, ...] = ()
     undo: UndoOutcome | None = None
+    warnings: Mapping[str, str] = field(default_factory=dict)   # stage -> what went wrong
 
 
 class Runner:
@@ -99,7 +100,6 @@ class Runner:
         self.stopping = False
         self.rollback_requested = False
         self.breached = False
-        self._settled_count = 0
         self._new_failures = False   # with on_failure: continue, stages behind it get skipped
         self.queue = scheduler.ReadyQueue(plan, self.state.statuses, self.selected)
         outputs = self.state.outputs
@@ -115,6 +115,7 @@ class Runner:
         self.started_at = started_at if started_at is not None else runtime.clock()
         self._turn = threading.Condition()   # guards the run state; held for one worker's turn
         self._running = 0
+        self.warnings: dict[str, str] = {}
         self._crash: BaseException | None = None
 
     # -- the loop ------------------------------------------------------------
@@ -125,11 +126,12 @@ class Runner:
         under one lock and in one commit, then runs the attempt outside the lock: no hand-off
         through a central loop between one stage ending and the next one starting.
         """
-        workers = [threading.Thread(target=self._work, name=f"stage-{n}")
-                   for n in range(self.options.concurrency or self.plan.concurrency)]
-        for worker in workers:
-            worker.start()
+        concurrency = self.options.concurrency or self.plan.concurrency
+        workers: list[threading.Thread] = []
         try:
+            for n in range(max(1, min(concurrency, len(self.selected)))):
+                workers.append(threading.Thread(target=self._work, name=f"stage-{n}"))
+                workers[-1].start()
             for worker in workers:
                 while worker.is_alive():
                     worker.join(_POLL)
@@ -152,14 +154,19 @@ class Runner:
         try:
             while True:
                 with self._turn:
-                    spec = None
+                    spec, failed = None, None
                     if last is not None or self._may_take():
                         with self.rt.store.transaction():  # one commit per turn
                             if last is not None:
                                 self._running -= 1
                                 self._finish(*last)
                                 last = None
-                            spec = self._take_ready() if self._crash is None else None
+                            try:
+                                spec = self._take_ready() if self._crash is None else None
+                            except Exception as exc:  # noqa: BLE001 - keep the end just recorded
+                                failed = exc
+                    if failed is not None:
+                        raise failed
                     if spec is None:
                         if self._running == 0 and not self._retries_pending() \
                                 or self._crash is not None:
@@ -168,7 +175,7 @@ class Runner:
                         self._turn.wait(self._wait_timeout())
                         continue
                     self._running += 1
-                    if self.queue.has_ready():
+                    if self._may_take():
                         self._turn.notify()  # more work than this worker can take
                 attempting = True
                 last = (spec.stage_id, run_stage_attempt(spec, self.rt.process, self.masker,
@@ -184,8 +191,14 @@ class Runner:
 
     def _may_take(self) -> bool:
         """Whether a turn could start or settle something (an idle turn writes nothing)."""
-        return self._crash is None and (self.queue.has_ready() or self._new_failures
-                                        or self.rt.cancel.interrupted)
+        if self._crash is not None or self.stopping:
+            return False
+        if self._new_failures or self.rt.cancel.interrupted:
+            return True
+        # ready stages include retries backing off; one of them may be all there is
+        if self.queue.ready_count() > len(self.retry_at):
+            return True
+        return bool(self.retry_at) and min(self.retry_at.values()) <= time.monotonic()
 
     def _take_ready(self) -> StageSpec | None:
         """The next attempt to run, settling on the way the stages that need no run."""
@@ -265,6 +278,8 @@ class Runner:
     def _finish(self, stage_id: str, result: StageResult) -> None:
         stage = self.plan.stages.get(stage_id) or self.plan.finally_stages[stage_id]
         attempt = self.state.attempts[stage_id]
+        if LOG_ERROR in result.details:
+            self.warnings[stage_id] = str(result.details[LOG_ERROR])
         if result.sensitive_outputs:
             self.masker.add(_flatten_values(result.outputs[k] for k in result.sensitive_outputs
                                             if k in result.outputs))
@@ -311,7 +326,6 @@ class Runner:
                 result: StageResult | None = None) -> None:
         """Record a stage's final state for this run and tell the sinks."""
         self.state.statuses[stage_id] = status
-        self._settled_count += 1
         if status.is_done:
             self.queue.done(stage_id)
         update_stage_view(self.stage_view, self.plan, stage_id,
@@ -401,7 +415,7 @@ class Runner:
         return bool(self.retry_at) and not self.stopping
 
     def _wait_timeout(self) -> float:
-        if not self.retry_at:
+        if not self._retries_pending():
             return _POLL
         return max(0.0, min(_POLL, min(self.retry_at.values()) - time.monotonic()))
 
@@ -464,7 +478,7 @@ class Runner:
                         if s is StageStatus.WAITING_APPROVAL)
         return RunOutcome(self.run_id, self._provisional_status(), dict(self.state.statuses),
                           dict(self.state.errors), self.elapsed(),
-                          self.plan.deadline, waiting)
+                          self.plan.deadline, waiting, warnings=dict(self.warnings))
 
 
 def _flatten_values(values: Any) -> list[str]:

@@ -116,7 +116,8 @@ def _finish(runner: Runner, journal: Journal, runtime: Runtime) -> RunOutcome:
                                     concurrency=runner.options.concurrency)
     runner.run_finally(status)
     return RunOutcome(outcome.run_id, status, outcome.statuses, outcome.errors,
-                      runner.elapsed(), outcome.deadline, outcome.waiting_gates, undo)
+                      runner.elapsed(), outcome.deadline, outcome.waiting_gates, undo,
+                      outcome.warnings)
 
 
 def rollback_run(plan: Plan, run: RunRecord, runtime: Runtime, *,

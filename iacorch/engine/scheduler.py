@@ -116,9 +116,9 @@ class ReadyQueue:
                 if entry[1] in self._ready:
                     heapq.heappush(self._heap, entry)
 
-    def has_ready(self) -> bool:
-        """Some stage may start now (or once its retry delay is over)."""
-        return bool(self._ready)
+    def ready_count(self) -> int:
+        """How many stages may start now (or once their retry delay is over)."""
+        return len(self._ready)
 
     def started(self, stage_id: str) -> None:
         self._ready.discard(stage_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,8 @@ from iacorch.model.events import Event, EventKind
 from iacorch.model.masking import Masker
 from iacorch.model.results import StageResult, StageSpec
 from iacorch.process import CancelToken, ProcessRunner
+
+LOG_ERROR = "log_error"   # in StageResult.details: the attempt's log could not be written
 
 
 class _StageLog:
@@ -65,10 +68,10 @@ def run_stage_attempt(spec: StageSpec, process: ProcessRunner, masker: Masker,
             log.write(f"error: {masker.mask(result.error)}")
     finally:
         log.close()
-    if log.error is not None:  # typically a full disk: the output is lost, so is the attempt
-        return StageResult.failure(
-            f"cannot write the stage's log {log.path}: {log.error.strerror}; the stage ran "
-            "but its output could not be kept", exit_code=result.exit_code,
-            output_tail=result.output_tail, interrupted=result.interrupted,
-            hint="free disk space and inodes there (df -h; df -i), then `iacorch resume`")
+    if log.error is not None:  # typically a full disk: the output is lost, the outcome is not
+        warning = (f"its log {log.path} could not be written ({log.error.strerror}): "
+                   "its output is only in what the console showed")
+        emit(Event(EventKind.STAGE_LOG, spec.run_id, spec.stage_id,
+                   {"line": f"warning: {warning}"}))
+        return dataclasses.replace(result, details={**result.details, LOG_ERROR: warning})
     return result

@@ -347,3 +347,38 @@ def test_concurrency_is_used_and_never_exceeded(project):
     assert result.code == 0, result.text
     seen = [int(n) for n in (project.root / "seen").read_text().split()]
     assert len(seen) == 9 and max(seen) == 2, seen   # --concurrency wins over the runbook's 3
+
+
+def test_a_stopping_run_waits_for_its_last_stage_without_spinning(project):
+    # `flaky` backs off before a retry that never comes (`broken` stops the run); `slow`
+    # keeps the run alive meanwhile: the idle workers must sleep, not poll the store.
+    project.write("stop.yaml", """
+version: 1
+name: stop
+concurrency: 4
+stages:
+  flaky: {kind: deploy, retries: {attempts: 3, backoff: 300ms}, shell: {run: "exit 1"}}
+  broken: {kind: deploy, shell: {run: "sleep 0.5; exit 1"}}
+  slow: {kind: deploy, shell: {argv: [sleep, "2.5"]}}
+""")
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = project.run("apply", "stop.yaml")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert result.code == 1, result.text
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < 1.5, f"{cpu:.1f} s of CPU for a run that mostly waits"   # spinning: > 2.5 s
+
+
+def test_logs_of_a_quiet_stage_are_empty_and_an_unknown_stage_is_named(project):
+    project.write("quiet.yaml", "version: 1\nname: quiet\nstages:\n"
+                                "  hush: {kind: deploy, shell: {argv: [\"true\"]}}\n")
+    assert project.run("apply", "quiet.yaml").code == 0
+    run_id = project.runs()[0]["id"]
+    quiet = project.run("logs", run_id, "hush")
+    assert (quiet.code, quiet.out) == (0, ""), quiet.text
+    unknown = project.run("logs", run_id, "nope")
+    assert unknown.code == 64
+    assert "no stage `nope` that started" in unknown.err and "stages that started: hush" in \
+        unknown.err

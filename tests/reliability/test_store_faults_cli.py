@@ -401,14 +401,17 @@ def test_a_full_disk_stops_the_run_cleanly_and_resume_finishes_once_space_is_fre
     assert project.runs()[0]["status"] == "succeeded"
 
 
-def test_out_of_inodes_when_a_stage_starts_is_a_clear_error_not_a_crash(
-        project, small_disk):
+def test_out_of_inodes_for_a_stage_log_keeps_the_outcome_and_says_so(project, small_disk):
     disk = small_disk("4m", inodes=10)
     on_disk(project, disk)
-    # stages that print need a log file each: the inodes run out as one starts
+    # stages that print need a log file each: the inodes run out as one starts printing
     project.write("store.yaml", RUNBOOK.replace("{pause}", "0").replace(
         '>> ledger', '>> ledger; echo logged'))
     result = project.run("apply", "store.yaml")
-    assert result.code not in (0, 70), result.text
     assert "Traceback" not in result.text and "internal error" not in result.text
-    assert "no space left" in result.err.lower() and "hint:" in result.err
+    # the stage whose log could not be written still ran once and its outcome stands:
+    # failing it would make a retry or a resume run a step that already happened again
+    assert result.code == 0, result.text
+    assert ledger(project) == {"first": 1, "second": 1, "third": 1}
+    assert "could not be written (no space left on device)" in result.err.lower()
+    assert "hint:" in result.err
