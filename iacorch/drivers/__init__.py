@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import traceback
 from typing import TYPE_CHECKING
@@ -22,6 +23,9 @@ _MODULES = {
 }
 
 
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT}
+
+
 def load_driver(action_type: ActionType) -> Driver:
     """The driver for a tool; its module (and the tool's library) loads on first use."""
     module_name, class_name = _MODULES[action_type]
@@ -40,12 +44,23 @@ def execute(ctx: StageContext) -> StageResult:
                  Operation.DESTROY: driver.destroy, Operation.DRIFT: driver.drift}
     try:
         return operation[ctx.spec.operation](ctx)
+    except OSError as exc:
+        if exc.errno not in _NO_ROOM:
+            return _internal_error(ctx, exc)
+        return StageResult.failure(ctx.masker.mask(  # e.g. a full disk as it writes its files
+            f"the {ctx.spec.driver} driver could not write {exc.filename or 'its files'}: "
+            f"{exc.strerror}"), hint="free disk space and inodes there (df -h; df -i), "
+            "then `iacorch resume`")
     except Exception as exc:  # noqa: BLE001 - the boundary that keeps the run alive
-        for line in traceback.format_exc().splitlines():
-            ctx.log(line)
-        return StageResult.failure(
-            f"internal error in the {ctx.spec.driver} driver: {ctx.masker.mask(str(exc))}",
-            hint="this is a bug in iacorch; the stage log has the traceback")
+        return _internal_error(ctx, exc)
+
+
+def _internal_error(ctx: StageContext, exc: Exception) -> StageResult:
+    for line in traceback.format_exc().splitlines():
+        ctx.log(line)
+    return StageResult.failure(
+        f"internal error in the {ctx.spec.driver} driver: {ctx.masker.mask(str(exc))}",
+        hint="this is a bug in iacorch; the stage log has the traceback")
 
 
 def missing_tools(plan: Plan) -> dict[str, list[str]]:

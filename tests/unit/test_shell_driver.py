@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from iacorch.drivers import load_driver
+from iacorch.drivers import execute, load_driver
 from iacorch.drivers.base import StageContext
 from iacorch.drivers.shell import ShellDriver, child_env, command, env_value, parse_outputs
 from iacorch.model.masking import Masker
@@ -200,3 +201,20 @@ def test_required_tools():
     driver = ShellDriver()
     assert driver.required_tools({"run": "echo"}) == ["bash"]
     assert driver.required_tools({"argv": ["terraform", "fmt"]}) == ["terraform"]
+
+
+def test_a_full_disk_under_a_driver_is_a_clear_failure_and_other_os_errors_are_bugs(tmp_path):
+    def raising(number: int, text: str):
+        def behave(call: dict[str, Any]) -> ProcessResult:
+            raise OSError(number, text, "/state/runs/r-42/seed/plan.bin")
+        return behave
+
+    full = execute(context(tmp_path, {"argv": ["true"]}, FakeRunner(raising(
+        errno.ENOSPC, "No space left on device"))))
+    assert full.status is StageStatus.FAILED
+    assert full.error == ("the shell driver could not write /state/runs/r-42/seed/plan.bin: "
+                          "No space left on device")
+    assert "df -h" in (full.hint or "")
+    bug = execute(context(tmp_path, {"argv": ["true"]}, FakeRunner(raising(
+        errno.EBADF, "Bad file descriptor"))))
+    assert (bug.error or "").startswith("internal error in the shell driver")
