@@ -39,12 +39,9 @@ def ansible_playbook(require_tool) -> str:
     return require_tool("ansible-playbook")
 
 
-SIGINT_GRACE = 5.0
-
-
 @pytest.fixture(scope="module")
 def runner() -> Iterator[ProcessRunner]:
-    process = ProcessRunner(sigint_grace=SIGINT_GRACE, sigterm_grace=3.0)
+    process = ProcessRunner(sigint_grace=5.0, sigterm_grace=3.0)
     yield process
     process.close()
 
@@ -211,9 +208,10 @@ def test_interrupt_stops_a_long_task_promptly_with_one_sigint(
         timer.cancel()
     elapsed = time.monotonic() - started
     assert result.status is StageStatus.INTERRUPTED and result.interrupted
+    assert elapsed < 6.0, f"took {elapsed:.1f}s to stop"
+    assert result.exit_code == 99, "ansible-playbook handled the SIGINT itself"
     assert count.read_text() == "INT\n", "the task's shell got exactly one SIGINT"
     assert sleepers() == [], "the task's child process did not outlive the play"
-    assert_stopped_by_sigint_or_escalation(elapsed - 2.0, result)
 
 
 def test_timeout_sends_sigint_first_and_stops_the_play(make: Callable[..., Stage],
@@ -223,18 +221,6 @@ def test_timeout_sends_sigint_first_and_stops_the_play(make: Callable[..., Stage
     result = make(playbook="long.yml", timeout=2.5, extra_vars={"count_file": str(count)}).run()
     assert result.status is StageStatus.FAILED
     assert result.error is not None and "timed out after 2.5s" in result.error
+    assert time.monotonic() - started < 7.0
     assert count.read_text() == "INT\n"
     assert sleepers() == []
-    assert_stopped_by_sigint_or_escalation(time.monotonic() - started - 2.5, result)
-
-
-def assert_stopped_by_sigint_or_escalation(after_sigint: float, result: StageResult) -> None:
-    """ansible-playbook exits on the one SIGINT within a second or so; but when the SIGINT
-    reaches a WorkerProcess at a bad moment, ansible-playbook waits for a result that never
-    comes (ansible/ansible#29124, as with a Ctrl-C in a terminal) and only the SIGTERM after
-    the grace stops it. Either way it stops, and nothing else gets a second SIGINT."""
-    if after_sigint < 2.0:
-        assert result.exit_code == 99, "ansible-playbook handled the SIGINT itself"
-    else:
-        assert SIGINT_GRACE <= after_sigint < SIGINT_GRACE + 2.0, \
-            f"stopped {after_sigint:.1f}s after the SIGINT: neither by it nor by the SIGTERM"
