@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import functools
 import os
 import selectors
 import shutil
@@ -153,7 +154,7 @@ class ProcessRunner:
             return f"{argv[0]}: working directory {cwd} does not exist"
         try:
             proc = subprocess.Popen(
-                argv, cwd=cwd, env=env, start_new_session=True, bufsize=0,
+                [*_sigint_restorer(), *argv], cwd=cwd, env=env, start_new_session=True, bufsize=0,
                 stdin=_devnull() if stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except FileNotFoundError:
@@ -322,6 +323,24 @@ class _Watch:
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
+
+
+def _sigint_restorer() -> list[str]:
+    """What to run a child through so that it gets the default SIGINT: a signal that this
+    process ignores (as a background job of a non-interactive shell does) stays ignored
+    across exec, and the engine stops children with SIGINT. Nothing when it is not ignored."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        return []
+    return _env_default_signal()
+
+
+@functools.cache
+def _env_default_signal() -> list[str]:
+    env = shutil.which("env")
+    if env is None or subprocess.run([env, "--default-signal=INT", "true"],
+                                     capture_output=True).returncode != 0:
+        return []   # no GNU env (coreutils >= 8.31): the SIGTERM after the grace stops them
+    return [env, "--default-signal=INT"]
 
 
 _DEVNULL_LOCK = threading.Lock()

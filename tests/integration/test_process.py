@@ -294,3 +294,24 @@ def test_without_pidfd_the_exit_is_noticed_by_polling(runner, monkeypatch):
     result = runner.run(["bash", "-c", "echo one; exec >&-; sleep 0.2; exit 4"],
                         on_line=seen.append, timeout=5)
     assert seen == ["one"] and result.exit_code == 4 and not result.timed_out
+
+
+IGNORING_ORCHESTRATOR = textwrap.dedent("""
+    import signal, threading
+    from iacorch.process import CancelToken, ProcessRunner
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # as in a background job of a script
+    cancel = CancelToken()
+    threading.Timer(1.0, cancel.interrupt).start()
+    result = ProcessRunner(sigint_grace=10.0).run(
+        ["bash", "-c", "trap 'echo got SIGINT; exit 130' INT; sleep 20 & wait"],
+        cancel=cancel, on_line=print)
+    print("exit", result.exit_code, flush=True)
+""")
+
+
+def test_a_child_gets_the_sigint_even_when_iacorch_itself_ignores_it():
+    started = time.monotonic()
+    done = subprocess.run([PY, "-c", IGNORING_ORCHESTRATOR], capture_output=True, text=True,
+                          timeout=30)
+    assert done.stdout.splitlines() == ["got SIGINT", "exit 130"], done.stdout + done.stderr
+    assert time.monotonic() - started < 8.0, "the child needed the SIGTERM after the grace"
