@@ -152,9 +152,12 @@ class ProcessRunner:
             return "cannot start an empty command"
         if cwd is not None and not Path(cwd).is_dir():
             return f"{argv[0]}: working directory {cwd} does not exist"
+        restorer = _sigint_restorer()
+        if restorer and (problem := _cannot_start(argv[0], cwd, env)):
+            return problem  # through `env`, a missing program would be an exit code
         try:
             proc = subprocess.Popen(
-                [*_sigint_restorer(), *argv], cwd=cwd, env=env, start_new_session=True, bufsize=0,
+                [*restorer, *argv], cwd=cwd, env=env, start_new_session=True, bufsize=0,
                 stdin=_devnull() if stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except FileNotFoundError:
@@ -332,6 +335,21 @@ def _sigint_restorer() -> list[str]:
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         return []
     return _env_default_signal()
+
+
+def _cannot_start(program: str, cwd: Path | str | None,
+                  env: Mapping[bytes, bytes] | None) -> str | None:
+    """The sentence Popen's error would give for `program`, found before starting it."""
+    if os.sep in program:
+        path = os.path.join(cwd or "", program)
+        if not os.path.exists(path):
+            return f"{program}: no such file"
+        if os.path.isdir(path) or not os.access(path, os.X_OK):
+            return f"{program}: cannot execute: permission denied"
+        return None
+    search = (env or os.environb).get(b"PATH", os.defpath.encode())
+    return None if shutil.which(program, path=os.fsdecode(search)) else \
+        f"{program}: not found on PATH"
 
 
 @functools.cache
