@@ -161,9 +161,9 @@ class ProcessRunner:
                 stdin=_devnull() if stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except FileNotFoundError:
-            return f"{argv[0]}: {'no such file' if os.sep in argv[0] else 'not found on PATH'}"
+            return _not_found(argv[0])
         except PermissionError:
-            return f"{argv[0]}: cannot execute: permission denied"
+            return _not_executable(argv[0])
         except OSError as exc:
             return f"{argv[0]}: cannot execute: {exc.strerror or exc}"
         except ValueError as exc:       # e.g. a NUL byte in an argument
@@ -343,13 +343,20 @@ def _cannot_start(program: str, cwd: Path | str | None,
     if os.sep in program:
         path = os.path.join(cwd or "", program)
         if not os.path.exists(path):
-            return f"{program}: no such file"
+            return _not_found(program)
         if os.path.isdir(path) or not os.access(path, os.X_OK):
-            return f"{program}: cannot execute: permission denied"
+            return _not_executable(program)
         return None
     search = (env or os.environb).get(b"PATH", os.defpath.encode())
-    return None if shutil.which(program, path=os.fsdecode(search)) else \
-        f"{program}: not found on PATH"
+    return None if shutil.which(program, path=os.fsdecode(search)) else _not_found(program)
+
+
+def _not_found(program: str) -> str:
+    return f"{program}: {'no such file' if os.sep in program else 'not found on PATH'}"
+
+
+def _not_executable(program: str) -> str:
+    return f"{program}: cannot execute: permission denied"
 
 
 @functools.cache
