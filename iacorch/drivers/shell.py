@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 from iacorch.drivers.base import StageContext
@@ -20,9 +20,22 @@ _OUTPUT_HINT = ("write one JSON object per line to $IACORCH_OUTPUT, for example:
                 "echo '{\"url\": \"http://...\"}' >> \"$IACORCH_OUTPUT\"")
 
 
-def outputs_path(work_dir: Path) -> Path:
+def outputs_path(work_dir: str) -> str:
     """$IACORCH_OUTPUT: beside the stage's work directory, which a quiet stage never creates."""
-    return work_dir.with_name(f"{work_dir.name}.{OUTPUT_FILE}")
+    return f"{work_dir.rstrip(os.sep)}.{OUTPUT_FILE}"
+
+
+_MADE_DIRS: set[str] = set()   # directories this process has made (or found) already
+
+
+def _fresh_output_file(path: str) -> None:
+    """Make $IACORCH_OUTPUT's directory, and remove what an earlier attempt wrote there."""
+    directory = os.path.dirname(path)
+    if directory not in _MADE_DIRS:   # once per run directory, not once per stage
+        os.makedirs(directory, exist_ok=True)
+        _MADE_DIRS.add(directory)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # a retry must not see the last attempt's outputs
 
 
 _BASH_FOUND: dict[str, str] = {}
@@ -60,13 +73,13 @@ def command(action: Mapping[str, Any], bash: str | None) -> list[str]:
     return [bash, "-eo", "pipefail", "-c", script]
 
 
-def child_env(spec: StageSpec, action: Mapping[str, Any], output_path: Path) -> dict[str, str]:
+def child_env(spec: StageSpec, action: Mapping[str, Any], output_path: str) -> dict[str, str]:
     """The overlay on os.environ: run env, secret env, the stage's env, then ours (they win)."""
     return {
         **{k: env_value(v) for k, v in spec.env.items()},
         **{k: env_value(v) for k, v in spec.secret_env.items()},
         **{str(k): env_value(v) for k, v in (action.get("env") or {}).items()},
-        "IACORCH_OUTPUT": str(output_path),
+        "IACORCH_OUTPUT": output_path,
         "IACORCH_RUN_ID": spec.run_id,
         "IACORCH_STAGE": spec.stage_id,
         "IACORCH_ATTEMPT": str(spec.attempt),
@@ -105,15 +118,17 @@ def masked_outputs(text: str, masker: Masker) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
-def _keep_masked(output_path: Path, masker: Masker) -> str:
+def _keep_masked(output_path: str, masker: Masker) -> str:
     """Read what the script wrote to $IACORCH_OUTPUT and leave only a masked copy behind:
     the file stays in the state directory, where secrets must not."""
     try:
-        text = output_path.read_text(encoding="utf-8", errors="replace")
+        with open(output_path, encoding="utf-8", errors="replace") as file:
+            text = file.read()
     except FileNotFoundError:
         return ""
     if masker.secrets:
-        output_path.write_text(masked_outputs(text, masker), encoding="utf-8")
+        with open(output_path, "w", encoding="utf-8") as file:
+            file.write(masked_outputs(text, masker))
     return text
 
 
@@ -156,10 +171,9 @@ class ShellDriver:
         if action.get("argv") is not None and not action["argv"]:
             return StageResult.failure("shell.argv is empty",
                                        hint="give the program and its arguments as a list")
-        output_path = outputs_path(ctx.work_dir)
+        output_path = outputs_path(ctx.spec.work_dir)
         try:
-            output_path.parent.mkdir(parents=True, exist_ok=True)
-            output_path.unlink(missing_ok=True)  # a retry must not see the last attempt's outputs
+            _fresh_output_file(output_path)
         except OSError as exc:
             return StageResult.failure(
                 f"cannot prepare {output_path}: {exc.strerror}; nothing was run",
@@ -167,7 +181,7 @@ class ShellDriver:
         env = child_env(ctx.spec, action, output_path)
         argv = command(action, _bash(env.get("PATH", os.environ.get("PATH", os.defpath)))
                        if action.get("run") is not None else None)
-        cwd = ctx.resolve(action["cwd"]) if action.get("cwd") else ctx.root_dir
+        cwd = ctx.resolve(action["cwd"]) if action.get("cwd") else ctx.spec.root_dir
         result = ctx.run(argv, cwd=cwd, env=env)
         text = _keep_masked(output_path, ctx.masker)
         failed = self._failure(ctx, action, result)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TextIO
 
 from iacorch.drivers import execute
@@ -23,7 +23,7 @@ class _StageLog:
     stages never need either. A log that cannot be written is remembered, not raised, so
     the driver's output loop goes on; the attempt then fails saying so."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
         self.error: OSError | None = None
         self._file: TextIO | None = None
@@ -33,7 +33,7 @@ class _StageLog:
             return
         try:
             if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
                 self._file = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
             self._file.write(f"{time.strftime('%H:%M:%S')} {line}\n")
         except OSError as exc:
@@ -50,7 +50,7 @@ class _StageLog:
 def run_stage_attempt(spec: StageSpec, process: ProcessRunner, masker: Masker,
                       cancel: CancelToken, emit: Callable[[Event], None]) -> StageResult:
     """Run one attempt with its log at <work_dir>/attempt-N.log; every line is masked."""
-    log = _StageLog(Path(spec.work_dir) / f"attempt-{spec.attempt}.log")
+    log = _StageLog(os.path.join(spec.work_dir, f"attempt-{spec.attempt}.log"))
 
     def on_line(line: str) -> None:
         log.write(line)

@@ -78,7 +78,7 @@ def test_child_env_layers_run_env_secrets_stage_env_and_iacorch_vars(tmp_path):
                    secret_env={"TOKEN": "s3cr3t", "LEVEL": "secret"}).spec
     action = {"run": "true", "env": {"LEVEL": "stage", "REPLICAS": 2,
                                      "IACORCH_STAGE": "spoofed"}}
-    env = child_env(spec, action, tmp_path / "out.jsonl")
+    env = child_env(spec, action, str(tmp_path / "out.jsonl"))
     assert env == {"REGION": "eu", "TOKEN": "s3cr3t", "LEVEL": "stage", "REPLICAS": "2",
                    "IACORCH_OUTPUT": str(tmp_path / "out.jsonl"), "IACORCH_RUN_ID": "r-42",
                    "IACORCH_STAGE": "seed", "IACORCH_ATTEMPT": "2"}
@@ -99,7 +99,7 @@ def test_apply_runs_in_the_runbook_dir_or_cwd_and_merges_outputs(tmp_path):
 
     ShellDriver().apply(context(tmp_path, {"argv": ["true"]}, runner))
     assert runner.calls[1]["argv"] == ["true"]
-    assert runner.calls[1]["cwd"] == tmp_path / "book"
+    assert Path(runner.calls[1]["cwd"]) == tmp_path / "book"
 
 
 def test_a_retry_does_not_see_the_previous_attempts_outputs(tmp_path):
