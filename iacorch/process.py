@@ -94,6 +94,9 @@ def which(program: str, env: Mapping[str, str] | None = None) -> str | None:
     return shutil.which(program, path=path)
 
 
+_Started = tuple[int, "subprocess.Popen[bytes] | None"]   # a child's pid, and its Popen if any
+
+
 class ProcessRunner:
     """Starts children in their own session and owns their whole life."""
 
@@ -106,6 +109,8 @@ class ProcessRunner:
         # Encoded once: copying and encoding os.environ for every child is a tenth of a
         # no-op stage. iacorch never changes its own environment while it runs.
         self._base_env = dict(os.environb)
+        self._found: dict[tuple[str, bytes], str] = {}   # (program, PATH) -> its full path
+        self._posix_spawn_works = hasattr(os, "posix_spawn")
 
     def close(self) -> None:
         """Stop the orphan guard (it also stops by itself when this process exits)."""
@@ -134,11 +139,11 @@ class ProcessRunner:
         started = time.monotonic()
         child_env = None if env is None else {
             **self._base_env, **{os.fsencode(k): os.fsencode(str(v)) for k, v in env.items()}}
-        proc = self._spawn([str(a) for a in argv], cwd, child_env, stdin)
-        if isinstance(proc, str):
+        child = self._spawn([str(a) for a in argv], cwd, child_env, stdin)
+        if isinstance(child, str):
             return ProcessResult(shown, None, time.monotonic() - started,
-                                 start_error=masker.mask(proc))
-        watch = _Watch(proc, self, masker, on_line, stdin, cancel, timeout, started)
+                                 start_error=masker.mask(child))
+        watch = _Watch(child, self, masker, on_line, stdin, cancel, timeout, started)
         try:
             watch.follow()
         except BaseException:
@@ -147,40 +152,151 @@ class ProcessRunner:
         return watch.result(shown, time.monotonic() - started)
 
     def _spawn(self, argv: list[str], cwd: Path | str | None, env: dict[bytes, bytes] | None,
-               stdin: bytes | None) -> subprocess.Popen[bytes] | str:
+               stdin: bytes | None) -> _Child | str:
         """The started child, or a sentence saying why it could not start."""
         if not argv:
             return "cannot start an empty command"
-        if cwd is not None and not Path(cwd).is_dir():
+        if cwd is not None and not os.path.isdir(cwd):
             return f"{argv[0]}: working directory {cwd} does not exist"
-        restorer = _sigint_restorer()
-        if restorer and (problem := _cannot_start(argv[0], cwd, env)):
-            return problem  # through `env`, a missing program would be an exit code
+        stdout_r, stdout_w = os.pipe()
+        stderr_r, stderr_w = os.pipe()
+        stdin_r, stdin_w = _devnull(), None
+        if stdin is not None:
+            stdin_r, stdin_w = os.pipe()
+        child_fds = (stdin_r, stdout_w, stderr_w)
         try:
-            proc = subprocess.Popen(
-                [*restorer, *argv], cwd=cwd, env=env, start_new_session=True, bufsize=0,
-                stdin=_devnull() if stdin is None else subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        except FileNotFoundError:
-            return _not_found(argv[0])
-        except PermissionError:
-            return _not_executable(argv[0])
-        except OSError as exc:
-            return f"{argv[0]}: cannot execute: {exc.strerror or exc}"
-        except ValueError as exc:       # e.g. a NUL byte in an argument
-            return f"{argv[0]}: cannot start: {exc}"
+            # posix_spawn cannot change directory (not before Python 3.13), so it starts
+            # only children that run where we run: `iacorch apply plan.yaml` in CI.
+            if self._posix_spawn_works and min(child_fds) > 2 and _runs_here(cwd):
+                started = self._posix_spawn(
+                    argv, env if env is not None else self._base_env, child_fds)
+            else:
+                started = _popen(argv, cwd, env, child_fds)
+        finally:
+            for child_end in child_fds if stdin_w is not None else child_fds[1:]:
+                os.close(child_end)   # /dev/null stays open for the next child
+        if isinstance(started, str):
+            for our_end in (stdout_r, stderr_r, stdin_w):
+                if our_end is not None:
+                    os.close(our_end)
+            return started
+        pid, popen = started
         if self._guard is not None:
-            self._guard.register(proc.pid)
-        return proc
+            self._guard.register(pid)
+        return _Child(pid, stdout_r, stderr_r, stdin_w, popen)
+
+    def _posix_spawn(self, argv: list[str], env: Mapping[bytes, bytes],
+                     fds: tuple[int, int, int]) -> _Started | str:
+        """Start `argv` with posix_spawn: about a third less CPU than Popen."""
+        search = env.get(b"PATH", os.defpath.encode())
+        actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)]
+        for fresh in (False, True):
+            program = self._resolve(argv[0], search, fresh)
+            if program is None:
+                return _not_found(argv[0])
+            try:
+                return os.posix_spawn(program, argv, env, file_actions=actions, setsid=True,
+                                      setsigdef=_DEFAULT_SIGNALS), None
+            except FileNotFoundError:
+                continue   # gone since it was found: look along PATH once more
+            except PermissionError:
+                return _not_executable(argv[0])
+            except NotImplementedError:  # a libc without POSIX_SPAWN_SETSID
+                self._posix_spawn_works = False
+                return _popen(argv, None, dict(env), fds)
+            except OSError as exc:
+                return f"{argv[0]}: cannot execute: {exc.strerror or exc}"
+            except ValueError as exc:       # e.g. a NUL byte in an argument
+                return f"{argv[0]}: cannot start: {exc}"
+        return _not_found(argv[0])
+
+    def _resolve(self, program: str, search: bytes, fresh: bool) -> str | None:
+        """`program` found along `search` as Popen would find it, remembered per PATH."""
+        if os.sep in program:
+            return program
+        key = (program, search)
+        if fresh or key not in self._found:
+            found = shutil.which(program, path=os.fsdecode(search))
+            if found is None:
+                self._found.pop(key, None)
+                return None
+            self._found[key] = found
+        return self._found[key]
+
+
+def _runs_here(cwd: Path | str | None) -> bool:
+    """Whether a child started in `cwd` would run in our own working directory."""
+    if cwd is None:
+        return True
+    try:
+        return os.fspath(cwd) == os.getcwd()
+    except OSError:     # our directory was removed: let Popen change to `cwd`
+        return False
+
+
+def _popen(argv: list[str], cwd: Path | str | None, env: dict[bytes, bytes] | None,
+           fds: tuple[int, int, int]) -> _Started | str:
+    """Start `argv` with subprocess.Popen: in another directory, or where posix_spawn cannot."""
+    restorer = _sigint_restorer()
+    if restorer and (problem := _cannot_start(argv[0], cwd, env)):
+        return problem  # through `env`, a missing program would be an exit code
+    try:
+        proc = subprocess.Popen([*restorer, *argv], cwd=cwd, env=env, start_new_session=True,
+                                stdin=fds[0], stdout=fds[1], stderr=fds[2])
+    except FileNotFoundError:
+        return _not_found(argv[0])
+    except PermissionError:
+        return _not_executable(argv[0])
+    except OSError as exc:
+        return f"{argv[0]}: cannot execute: {exc.strerror or exc}"
+    except ValueError as exc:       # e.g. a NUL byte in an argument
+        return f"{argv[0]}: cannot start: {exc}"
+    return proc.pid, proc
+
+
+class _Child:
+    """A started child: its process id, our ends of its pipes, and how it is reaped."""
+
+    __slots__ = ("pid", "stdout", "stderr", "stdin", "popen", "returncode")
+
+    def __init__(self, pid: int, stdout: int, stderr: int, stdin: int | None,
+                 popen: subprocess.Popen[bytes] | None) -> None:
+        self.pid, self.stdout, self.stderr, self.stdin = pid, stdout, stderr, stdin
+        self.popen = popen
+        self.returncode: int | None = None
+
+    def wait(self) -> int:
+        """Reap the child (it has exited, or been killed): its exit code, -N after signal N."""
+        if self.returncode is None:
+            if self.popen is not None:
+                self.returncode = self.popen.wait()
+            else:
+                try:
+                    self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+                except ChildProcessError:  # reaped by someone else: as subprocess, assume 0
+                    self.returncode = 0
+        return self.returncode
+
+    def close_stdin(self) -> None:
+        if self.stdin is not None:
+            fd, self.stdin = self.stdin, None
+            os.close(fd)
+
+    def close(self) -> None:
+        """Close our ends of the pipes."""
+        self.close_stdin()
+        for fd in (self.stdout, self.stderr):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class _Watch:
     """One running child: its output, its deadline, its cancellation, its stop signals."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], runner: ProcessRunner, masker: Masker,
+    def __init__(self, child: _Child, runner: ProcessRunner, masker: Masker,
                  on_line: Callable[[str], None] | None, stdin: bytes | None,
                  cancel: CancelToken | None, timeout: float | None, started: float) -> None:
-        self.proc = proc
+        self.child = child
         self.runner = runner
         self.masker = masker
         self.on_line = on_line
@@ -197,18 +313,15 @@ class _Watch:
         # that starting and watching a no-op child takes.
         self.poller = select.poll()
         self.readers: dict[int, _LineSplitter] = {}
-        for stream in (proc.stdout, proc.stderr):
-            assert stream is not None
-            self.readers[stream.fileno()] = _LineSplitter(_MAX_LINE, margin)
-            self.poller.register(stream.fileno(), _READABLE)
-        self.stdin_fd: int | None = None
-        if proc.stdin is not None:
-            self.stdin_fd = proc.stdin.fileno()
-            os.set_blocking(self.stdin_fd, False)
-            self.poller.register(self.stdin_fd, select.POLLOUT)
+        for fd in (child.stdout, child.stderr):
+            self.readers[fd] = _LineSplitter(_MAX_LINE, margin)
+            self.poller.register(fd, _READABLE)
+        if child.stdin is not None:
+            os.set_blocking(child.stdin, False)
+            self.poller.register(child.stdin, select.POLLOUT)
         self.pidfd: int | None = None
         with contextlib.suppress(AttributeError, OSError):
-            self.pidfd = os.pidfd_open(proc.pid)
+            self.pidfd = os.pidfd_open(child.pid)
             self.poller.register(self.pidfd, _READABLE)
 
     def follow(self) -> None:
@@ -219,7 +332,7 @@ class _Watch:
             for fd, _ in self.poller.poll(self._wait_time(now)):
                 self._handle(fd)
             if self.pidfd is None and not self.exited:
-                self.exited = _has_exited(self.proc.pid)
+                self.exited = _has_exited(self.child.pid)
         if self.stop_step:
             # We were stopping the group and its leader is gone: stragglers that ignored
             # SIGINT would otherwise run on unwatched.
@@ -231,7 +344,7 @@ class _Watch:
         self._finish()
 
     def result(self, argv: tuple[str, ...], duration: float) -> ProcessResult:
-        code = self.proc.returncode
+        code = self.child.returncode
         exit_code = 128 - code if code is not None and code < 0 else code
         return ProcessResult(argv, exit_code, duration, tuple(self.tail), self.timed_out,
                              self.interrupted, self.killed)
@@ -271,7 +384,7 @@ class _Watch:
     def _signal(self, sig: signal.Signals) -> None:
         # The leader is not reaped before we decide it exited, so its pgid cannot be reused.
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, sig)
+            os.killpg(self.child.pid, sig)
 
     def _wait_time(self, now: float) -> int | None:
         """Milliseconds until something must be looked at; None: only when the child acts."""
@@ -288,7 +401,7 @@ class _Watch:
         if fd == self.pidfd:
             self.exited = True
             self.poller.unregister(fd)
-        elif fd == self.stdin_fd:
+        elif fd == self.child.stdin:
             self._write_stdin(fd)
         else:
             data = _read(fd)
@@ -307,10 +420,7 @@ class _Watch:
         self.pending_stdin = self.pending_stdin[sent:]
         if not self.pending_stdin:
             self.poller.unregister(fd)
-            self.stdin_fd = None
-            assert self.proc.stdin is not None
-            with contextlib.suppress(BrokenPipeError):
-                self.proc.stdin.close()
+            self.child.close_stdin()
 
     def _emit(self, line: str) -> None:
         masked = self.masker.mask(line)
@@ -324,14 +434,11 @@ class _Watch:
             return
         self.finished = True
         if self.runner._guard is not None:
-            self.runner._guard.unregister(self.proc.pid)
-        self.proc.wait()
+            self.runner._guard.unregister(self.child.pid)
+        self.child.wait()
         if self.pidfd is not None:
             os.close(self.pidfd)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+        self.child.close()
 
 
 def _sigint_restorer() -> list[str]:
@@ -388,6 +495,9 @@ def _devnull() -> int:
 
 
 _READABLE = select.POLLIN | select.POLLPRI
+# What Popen's restore_signals resets, and SIGINT: ignored by a background job of a
+# script, it would stay ignored across exec, and the engine stops children with it.
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT)
 
 
 def _milliseconds(seconds: float) -> int:

@@ -297,21 +297,95 @@ def test_without_pidfd_the_exit_is_noticed_by_polling(runner, monkeypatch):
 
 
 IGNORING_ORCHESTRATOR = textwrap.dedent("""
-    import signal, threading
+    import signal, sys, threading
     from iacorch.process import CancelToken, ProcessRunner
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # as in a background job of a script
     cancel = CancelToken()
     threading.Timer(1.0, cancel.interrupt).start()
     result = ProcessRunner(sigint_grace=10.0).run(
         ["bash", "-c", "trap 'echo got SIGINT; exit 130' INT; sleep 20 & wait"],
-        cancel=cancel, on_line=print)
+        cancel=cancel, on_line=print, cwd=sys.argv[1] or None)
     print("exit", result.exit_code, flush=True)
 """)
 
 
-def test_a_child_gets_the_sigint_even_when_iacorch_itself_ignores_it():
+@pytest.mark.parametrize("cwd", ["", "/"], ids=["posix_spawn", "popen"])
+def test_a_child_gets_the_sigint_even_when_iacorch_itself_ignores_it(cwd):
     started = time.monotonic()
-    done = subprocess.run([PY, "-c", IGNORING_ORCHESTRATOR], capture_output=True, text=True,
-                          timeout=30)
+    done = subprocess.run([PY, "-c", IGNORING_ORCHESTRATOR, cwd], capture_output=True,
+                          text=True, timeout=30)
     assert done.stdout.splitlines() == ["got SIGINT", "exit 130"], done.stdout + done.stderr
     assert time.monotonic() - started < 8.0, "the child needed the SIGTERM after the grace"
+
+
+# Children that run in our own directory start with posix_spawn, others with Popen (which
+# can change directory first). Both ways must look the same from the child and to the caller.
+@pytest.fixture(params=["posix_spawn", "popen"])
+def start(request, runner, tmp_path, monkeypatch):
+    """run(argv, **kw) in tmp_path/work, started the parametrised way, which is checked."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work if request.param == "posix_spawn" else tmp_path)
+    spawned: list[str] = []
+    real_spawn = os.posix_spawn
+
+    def spy(path, argv, env, **kwargs):
+        spawned.append(argv[0])
+        return real_spawn(path, argv, env, **kwargs)
+
+    monkeypatch.setattr(os, "posix_spawn", spy)
+
+    def run(argv, **kwargs):
+        result = runner.run(argv, cwd=work, **kwargs)
+        if request.param == "popen" or result.start_error is None:
+            assert bool(spawned) is (request.param == "posix_spawn")
+        spawned.clear()
+        return result
+    run.work = work
+    return run
+
+
+def test_both_ways_see_the_same_directory_environment_and_path(start, tmp_path):
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    tool = tools / "mytool"
+    tool.write_text('#!/bin/sh\necho "mytool in $(pwd) with $IACORCH_TEST_VAR"\n')
+    tool.chmod(0o755)
+    seen: list[str] = []
+    result = start(["mytool"], env={"PATH": f"{tools}:{os.environ['PATH']}",
+                                    "IACORCH_TEST_VAR": "hello"}, on_line=seen.append)
+    assert result.ok and seen == [f"mytool in {start.work} with hello"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["iacorch-no-such-tool"], "iacorch-no-such-tool: not found on PATH"),
+    (["./missing.sh"], "./missing.sh: no such file"),
+    (["./script.sh"], "./script.sh: cannot execute: permission denied"),
+    (["true", "a\0b"], "true: cannot start: embedded null byte"),
+])
+def test_both_ways_explain_a_start_failure_alike(start, argv, message):
+    (start.work / "script.sh").write_text("echo hi\n")     # not executable
+    result = start(argv)
+    assert result.exit_code is None and result.start_error == message
+
+
+def test_both_ways_give_children_default_signal_dispositions(start):
+    # Python ignores SIGPIPE; a child that inherited that would see EPIPE errors instead
+    # of dying quietly at the end of a pipeline.
+    result = start(["bash", "-o", "pipefail", "-c", "yes | head -n 1 >/dev/null"])
+    assert result.exit_code == 128 + signal.SIGPIPE
+    assert start(["bash", "-c", "kill -TERM $$"]).exit_code == 128 + signal.SIGTERM
+
+
+def test_a_program_found_once_is_looked_up_again_when_it_is_gone(start, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for directory in (first, second):
+        directory.mkdir()
+        (directory / "mytool").write_text(f"#!/bin/sh\necho {directory.name}\n")
+        (directory / "mytool").chmod(0o755)
+    env = {"PATH": f"{first}:{second}:{os.environ['PATH']}"}
+    seen: list[str] = []
+    assert start(["mytool"], env=env, on_line=seen.append).ok
+    (first / "mytool").unlink()
+    assert start(["mytool"], env=env, on_line=seen.append).ok
+    assert seen == ["first", "second"]
