@@ -154,7 +154,7 @@ DESCRIPTIONS: dict[str, str] = {
     "PulumiAction.dir": "The Pulumi project directory, relative to the runbook.",
     "PulumiAction.stack": "Stack name (created if missing).",
     "PulumiAction.config": "Stack configuration; values holding a secret are set as Pulumi "
-                           "secrets.",
+                           "secrets, passed to the CLI on its stdin, never on a command line.",
     "PulumiAction.backend": "Backend URL. Default: `$PULUMI_BACKEND_URL`, else a file "
                             "backend under the state directory.",
     "PulumiAction.env": "Environment variables for Pulumi.",

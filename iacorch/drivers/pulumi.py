@@ -137,11 +137,15 @@ class _Stage:
                 return False
             self.stack = self.auto.create_stack(self.action.stack, **where)
             self.created = True
-        if self.action.config:
-            texts = {key: config_text(value) for key, value in self.action.config.items()}
-            self.stack.set_all_config({
-                key: self.auto.ConfigValue(value=text, secret=self._is_secret(text))
-                for key, text in texts.items()})
+        texts = {key: config_text(value) for key, value in self.action.config.items()}
+        plain = {key: text for key, text in texts.items() if not self._is_secret(text)}
+        if plain:
+            self.stack.set_all_config({key: self.auto.ConfigValue(value=text, secret=False)
+                                       for key, text in plain.items()})
+        for key, text in texts.items():
+            if key not in plain:     # encrypted by Pulumi, and never in a command line
+                self.command.set_secret_config(self.stack.name, key, text,
+                                               str(self.project_dir), self.env)
         return True
 
     def _is_secret(self, text: str) -> bool:

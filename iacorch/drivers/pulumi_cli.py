@@ -46,8 +46,12 @@ class InterruptibleCommand:
 
     def run(self, args: list[str], cwd: str, additional_env: Mapping[str, str],
             on_output: Callable[[str], Any] | None = None,
-            on_error: Callable[[str], Any] | None = None) -> Any:
-        """Run one CLI command; a non-zero exit raises the Automation API's CommandError."""
+            on_error: Callable[[str], Any] | None = None, *, stdin: str | None = None) -> Any:
+        """Run one CLI command; a non-zero exit raises the Automation API's CommandError.
+
+        `stdin` is fed to the CLI (a secret config value; see `set_secret_config`);
+        without it the CLI reads nothing: it must never wait on our terminal.
+        """
         from pulumi.automation.errors import create_command_error
 
         if self._stopping and args[:1] != ["cancel"]:
@@ -60,10 +64,13 @@ class InterruptibleCommand:
         out: list[str] = []
         err: list[str] = []
         with self._popen([self.command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                          cwd=cwd, env=env, encoding="utf-8", start_new_session=True) as proc:
             with self._lock:
                 self._running.add(proc)
             try:
+                if stdin is not None:
+                    _feed(proc.stdin, stdin)
                 pumps = [threading.Thread(target=_pump, args=(proc.stdout, on_output, out)),
                          threading.Thread(target=_pump, args=(proc.stderr, on_error, err))]
                 for pump in pumps:
@@ -79,6 +86,16 @@ class InterruptibleCommand:
         if code != 0:
             raise create_command_error(result)
         return result
+
+    def set_secret_config(self, stack: str, key: str, value: str, cwd: str,
+                          additional_env: Mapping[str, str]) -> None:
+        """`pulumi config set --secret` with the value on stdin, not in the argv.
+
+        The Automation API's `set_config` and `set_all_config` put every value on the
+        command line, where any local user can read it in /proc/<pid>/cmdline.
+        """
+        self.run(["config", "set", "--secret", "--stack", stack, "--", key], cwd,
+                 additional_env, stdin=value)
 
     @property
     def running(self) -> bool:
@@ -105,6 +122,13 @@ class InterruptibleCommand:
                             os.killpg(proc.pid, signum)
                         else:
                             os.kill(proc.pid, signum)
+
+
+def _feed(stream: Any, text: str) -> None:
+    """Write `text` and close, so the CLI sees the end of its input."""
+    with suppress(BrokenPipeError):    # a CLI that exits early reports its own error
+        stream.write(text)
+        stream.close()
 
 
 def _pump(stream: Any, callback: Callable[[str], Any] | None, sink: list[str]) -> None:

@@ -22,6 +22,8 @@ from pulumi import automation as auto
 from pulumi.automation.errors import create_command_error
 from semver import VersionInfo
 
+from iacorch.drivers.pulumi_cli import InterruptibleCommand
+
 PROJECT = "pulumi-site"
 RESOURCE_TYPE = "pulumi-python:dynamic:Resource"
 _SIGNAL_WAIT = 10.0     # a test that forgets to signal fails instead of hanging
@@ -86,19 +88,35 @@ class Call:
 
 
 class FakeCli:
-    """Stands in for the driver's InterruptibleCommand: the CLI process that signals reach."""
+    """Stands in for the driver's InterruptibleCommand: the CLI process that signals reach.
+
+    The fake stack does the Automation API's work without a CLI; the one command the
+    driver runs itself, `pulumi config set --secret` with the value on stdin, is taken
+    as the CLI would take it, through the real `set_secret_config` spelling of it.
+    """
 
     command = "pulumi"
+    set_secret_config = InterruptibleCommand.set_secret_config
 
-    def __init__(self) -> None:
+    def __init__(self, fake: FakeAutomation) -> None:
         self.version = VersionInfo(3, 190, 0)
         self.signals: list[str] = []
         self.running = False                      # a (hanging) CLI process is alive
+        self._fake = fake
         self._signals: queue.Queue[str] = queue.Queue()
 
     def run(self, args: list[str], cwd: str, additional_env: Mapping[str, str],
-            on_output: Any = None, on_error: Any = None) -> auto.CommandResult:
-        raise AssertionError("the fake stack never starts the CLI")
+            on_output: Any = None, on_error: Any = None, *,
+            stdin: str | None = None) -> auto.CommandResult:
+        options, _, positional = _split(args)
+        if options[:3] != ["config", "set", "--secret"] or stdin is None or len(positional) != 1:
+            raise AssertionError(f"the fake stack never starts the CLI for {args}")
+        stack = options[options.index("--stack") + 1]
+        self._fake.calls.append(Call("cli config set --secret", {
+            "args": list(args), "stdin": stdin, "cwd": cwd, "env": dict(additional_env)}))
+        self._fake.config.setdefault(stack, {})[positional[0]] = auto.ConfigValue(
+            value=stdin, secret=True)
+        return auto.CommandResult(stdout="", stderr="", code=0)
 
     def interrupt(self) -> None:
         self.signals.append("SIGINT")
@@ -110,6 +128,14 @@ class FakeCli:
 
     def wait_signal(self) -> str:
         return self._signals.get(timeout=_SIGNAL_WAIT)
+
+
+def _split(args: list[str]) -> tuple[list[str], str, list[str]]:
+    """Options and positional arguments either side of `--`."""
+    if "--" not in args:
+        return args, "", []
+    at = args.index("--")
+    return args[:at], "--", args[at + 1:]
 
 
 class FakeAutomation:
@@ -129,7 +155,7 @@ class FakeAutomation:
         self.stacks = set(stacks)                 # stacks the backend has
         self.config: dict[str, dict[str, auto.ConfigValue]] = {}
         self.outputs: dict[str, auto.OutputValue] = {}
-        self.cli = FakeCli()
+        self.cli = FakeCli(self)
         self.cli_installed = cli_installed
         self.version_error: str | None = None
         self.cancel_error: str | None = None      # stderr of a failing `pulumi cancel`

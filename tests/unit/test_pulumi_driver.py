@@ -11,6 +11,7 @@ import io
 import json
 import os
 import stat
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +111,8 @@ def test_apply_creates_the_stack_sets_config_then_previews_and_ups(tmp_path: Pat
 
     assert result.status is StageStatus.SUCCEEDED, result.error
     assert h.fake.names() == ["command_factory", "select_stack", "create_stack",
-                              "set_all_config", "preview", "up", "outputs"]
+                              "set_all_config", "cli config set --secret", "preview", "up",
+                              "outputs"]
     project = str(tmp_path / "stacks" / "site")
     create = h.fake.call("create_stack").args
     assert (create["stack_name"], create["work_dir"]) == ("dev", project)
@@ -122,7 +124,15 @@ def test_apply_creates_the_stack_sets_config_then_previews_and_ups(tmp_path: Pat
     config = h.fake.call("set_all_config").args["config"]
     assert {k: (v.value, v.secret) for k, v in config.items()} == {
         "title": ("Hello", False), "replicas": ("2", False), "debug": ("true", False),
-        "tags": ('["a", "b"]', False), "admin_token": (TOKEN, True)}
+        "tags": ('["a", "b"]', False)}
+    # the secret goes to the CLI on stdin: a command line is readable by every local user
+    secret = h.fake.call("cli config set --secret").args
+    assert secret["args"] == ["config", "set", "--secret", "--stack", "dev", "--",
+                              "admin_token"]
+    assert secret["stdin"] == TOKEN and secret["cwd"] == project
+    assert secret["env"]["PULUMI_BACKEND_URL"] == f"file://{backend}"
+    stored = h.fake.config["dev"]
+    assert (stored["admin_token"].value, stored["admin_token"].secret) == (TOKEN, True)
     preview, up = h.fake.call("preview").args, h.fake.call("up").args
     assert preview["expect_no_changes"] is None and preview["color"] == "never"
     assert preview["refresh"] is None and up["refresh"] is None
@@ -511,6 +521,7 @@ class FakePopen:
                  code: int = 0, **kwargs: Any) -> None:
         self.argv, self.kwargs = argv, kwargs
         self.stdout, self.stderr = io.StringIO(stdout_text), io.StringIO(stderr_text)
+        self.stdin = _Input() if kwargs.get("stdin") == subprocess.PIPE else None
         self.returncode: int | None = None
         self._code = code
         self.pid = -1
@@ -524,6 +535,18 @@ class FakePopen:
     def wait(self) -> int:
         self.returncode = self._code
         return self._code
+
+
+class _Input(io.StringIO):
+    """A CLI's stdin: what was written, and whether it was closed (the end of input)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text, self.closed_at_end = "", False
+
+    def close(self) -> None:
+        self.text, self.closed_at_end = self.getvalue(), True
+        super().close()
 
 
 def popen_factory(started: list[FakePopen], **result: Any) -> Any:
@@ -550,6 +573,21 @@ def test_the_cli_runs_in_its_own_session_with_the_automation_env(tmp_path: Path)
     assert seen == ["one", "two"]
 
 
+def test_a_secret_config_value_reaches_the_cli_on_stdin_only(tmp_path: Path) -> None:
+    started: list[FakePopen] = []
+    command = InterruptibleCommand(auto, "pulumi", None, popen=popen_factory(started))
+    command.set_secret_config("dev", "db:password", TOKEN, str(tmp_path), {"A": "1"})
+    command.run(["preview", "--stack", "dev"], str(tmp_path), {})
+    secret, preview = started
+    assert secret.argv == ["pulumi", "--non-interactive", "config", "set", "--secret",
+                           "--stack", "dev", "--", "db:password"]
+    assert secret.kwargs["stdin"] == subprocess.PIPE and secret.stdin is not None
+    assert secret.stdin.text == TOKEN and secret.stdin.closed_at_end, "input, then its end"
+    assert not any(TOKEN in arg for arg in secret.argv)
+    # other commands get no input at all, never our terminal
+    assert preview.kwargs["stdin"] == subprocess.DEVNULL
+
+
 def test_the_cli_wrapper_raises_the_automation_api_errors(tmp_path: Path) -> None:
     started: list[FakePopen] = []
     command = InterruptibleCommand(auto, "pulumi", None, popen=popen_factory(
@@ -571,7 +609,9 @@ def test_after_an_interrupt_only_pulumi_cancel_may_start(tmp_path: Path) -> None
 def test_the_cli_wrapper_keeps_the_automation_api_interface() -> None:
     ours = inspect.signature(InterruptibleCommand.run).parameters
     theirs = inspect.signature(auto.PulumiCommand.run).parameters
-    assert list(ours) == list(theirs)
+    assert list(ours)[:len(theirs)] == list(theirs)
+    extras = list(ours.values())[len(theirs):]      # ours alone: keyword-only, optional
+    assert all(p.kind is p.KEYWORD_ONLY and p.default is not p.empty for p in extras)
 
 
 # --- small pieces ----------------------------------------------------------------------------
