@@ -278,7 +278,7 @@ WORKER_THREADS = [
     ("waiting for the turn lock", [("~", "<method '__enter__' of '_thread.RLock' objects>",
                                     "tot")]),
     ("idle: nothing ready", [("threading.py", "wait", "cum")]),
-    ("spawn: subprocess.Popen (fork/exec)", [("subprocess.py", "__init__", "cum")]),
+    ("spawn: pipes and posix_spawn (or Popen)", [("iacorch/process.py", "_spawn", "cum")]),
     ("child running, output and exit", [("iacorch/process.py", "follow", "cum"),
                                         ("iacorch/process.py", "_finish", "cum")]),
     ("orphan guard messages", [("iacorch/process.py", "_send", "cum")]),
