@@ -69,14 +69,16 @@ class InterruptibleCommand:
             with self._lock:
                 self._running.add(proc)
             try:
-                if stdin is not None:
-                    _feed(proc.stdin, stdin)
                 pumps = [threading.Thread(target=_pump, args=(proc.stdout, on_output, out)),
                          threading.Thread(target=_pump, args=(proc.stderr, on_error, err))]
                 for pump in pumps:
                     pump.start()
-                for pump in pumps:
-                    pump.join()
+                try:
+                    if stdin is not None:     # after the pumps: the CLI may print first
+                        _feed(proc, stdin)
+                finally:
+                    for pump in pumps:
+                        pump.join()
                 code = proc.wait()
             finally:
                 with self._lock:
@@ -124,11 +126,21 @@ class InterruptibleCommand:
                             os.kill(proc.pid, signum)
 
 
-def _feed(stream: Any, text: str) -> None:
-    """Write `text` and close, so the CLI sees the end of its input."""
-    with suppress(BrokenPipeError):    # a CLI that exits early reports its own error
-        stream.write(text)
-        stream.close()
+def _feed(proc: Any, text: str) -> None:
+    """Give the CLI `text` as its whole input, or stop it: a CLI that read only part of a
+    secret would store that part."""
+    try:
+        # `pulumi config set` drops one trailing newline from what it reads, so a value
+        # that ends in one (a PEM block, a YAML `|` text) keeps it. Bytes, so that a
+        # value from the environment that is not valid UTF-8 passes as it came.
+        proc.stdin.buffer.write(os.fsencode(text + "\n"))
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass    # the CLI exited without reading: it reports its own error
+    except BaseException:
+        with suppress(ProcessLookupError):
+            proc.kill()
+        raise
 
 
 def _pump(stream: Any, callback: Callable[[str], Any] | None, sink: list[str]) -> None:

@@ -25,15 +25,11 @@ def outputs_path(work_dir: str) -> str:
     return f"{work_dir.rstrip(os.sep)}.{OUTPUT_FILE}"
 
 
-_MADE_DIRS: set[str] = set()   # directories this process has made (or found) already
-
-
 def _fresh_output_file(path: str) -> None:
     """Make $IACORCH_OUTPUT's directory, and remove what an earlier attempt wrote there."""
     directory = os.path.dirname(path)
-    if directory not in _MADE_DIRS:   # once per run directory, not once per stage
+    if not os.path.isdir(directory):   # a stat: a mkdir that finds the directory costs more
         os.makedirs(directory, exist_ok=True)
-        _MADE_DIRS.add(directory)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)  # a retry must not see the last attempt's outputs
 

@@ -327,13 +327,15 @@ def start(request, runner, tmp_path, monkeypatch):
     work.mkdir()
     monkeypatch.chdir(work if request.param == "posix_spawn" else tmp_path)
     spawned: list[str] = []
-    real_spawn = os.posix_spawn
 
-    def spy(path, argv, env, **kwargs):
-        spawned.append(argv[0])
-        return real_spawn(path, argv, env, **kwargs)
+    def spy(real):
+        def spawn(path, argv, env, **kwargs):
+            spawned.append(argv[0])
+            return real(path, argv, env, **kwargs)
+        return spawn
 
-    monkeypatch.setattr(os, "posix_spawn", spy)
+    for name in ("posix_spawn", "posix_spawnp"):   # PATH searched by libc, or by us
+        monkeypatch.setattr(os, name, spy(getattr(os, name)))
 
     def run(argv, **kwargs):
         result = runner.run(argv, cwd=work, **kwargs)
@@ -377,15 +379,53 @@ def test_both_ways_give_children_default_signal_dispositions(start):
     assert start(["bash", "-c", "kill -TERM $$"]).exit_code == 128 + signal.SIGTERM
 
 
-def test_a_program_found_once_is_looked_up_again_when_it_is_gone(start, tmp_path):
+@pytest.mark.parametrize("path_from", ["overlay", "iacorch"])
+def test_both_ways_look_the_program_up_at_every_start(start, tmp_path, monkeypatch, path_from):
     first, second = tmp_path / "first", tmp_path / "second"
-    for directory in (first, second):
-        directory.mkdir()
+    first.mkdir()
+    second.mkdir()
+
+    def install(directory: Path) -> None:
         (directory / "mytool").write_text(f"#!/bin/sh\necho {directory.name}\n")
         (directory / "mytool").chmod(0o755)
-    env = {"PATH": f"{first}:{second}:{os.environ['PATH']}"}
+
+    path = f"{first}:{second}:{os.environ['PATH']}"
+    env: dict[str, str] | None = {"PATH": path}
+    if path_from == "iacorch":     # no overlay: the child's PATH is ours, libc searches it
+        monkeypatch.setenv("PATH", path)
+        env = None
     seen: list[str] = []
+    install(second)
+    assert start(["mytool"], env=env, on_line=seen.append).ok
+    install(first)          # as a stage that installs a newer tool earlier on PATH
     assert start(["mytool"], env=env, on_line=seen.append).ok
     (first / "mytool").unlink()
     assert start(["mytool"], env=env, on_line=seen.append).ok
-    assert seen == ["first", "second"]
+    assert seen == ["second", "first", "second"]
+
+
+def test_without_an_overlay_both_ways_pass_the_environment_as_it_is_now(start, monkeypatch):
+    monkeypatch.setenv("IACORCH_TEST_LATE", "set after the runner was made")
+    seen: list[str] = []
+    assert start(["bash", "-c", 'echo "$IACORCH_TEST_LATE"'], on_line=seen.append).ok
+    assert seen == ["set after the runner was made"]
+
+
+@pytest.mark.parametrize("where", ["posix_spawn", "popen"])
+def test_children_get_no_descriptor_but_their_pipes(where, tmp_path, monkeypatch):
+    # As under `exec 9>lock; flock 9 iacorch apply ...`: a descriptor iacorch inherited
+    # must not reach a stage's background job, which would hold the lock after the run.
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work if where == "posix_spawn" else tmp_path)
+    held = os.open(tmp_path / "lock", os.O_WRONLY | os.O_CREAT)
+    os.set_inheritable(held, True)
+    runner = ProcessRunner()
+    try:
+        seen: list[str] = []
+        result = runner.run(["bash", "-c", "ls /proc/$$/fd; true"], cwd=work,  # bash's own
+                            on_line=seen.append)
+        assert result.ok and sorted(seen) == ["0", "1", "2"], seen
+    finally:
+        runner.close()
+        os.close(held)

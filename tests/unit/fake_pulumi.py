@@ -114,6 +114,7 @@ class FakeCli:
         stack = options[options.index("--stack") + 1]
         self._fake.calls.append(Call("cli config set --secret", {
             "args": list(args), "stdin": stdin, "cwd": cwd, "env": dict(additional_env)}))
+        # the real command writes `stdin` and a newline, which the CLI drops again
         self._fake.config.setdefault(stack, {})[positional[0]] = auto.ConfigValue(
             value=stdin, secret=True)
         return auto.CommandResult(stdout="", stderr="", code=0)

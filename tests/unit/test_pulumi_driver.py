@@ -536,17 +536,19 @@ class FakePopen:
         self.returncode = self._code
         return self._code
 
+    def kill(self) -> None:
+        self.killed = True
 
-class _Input(io.StringIO):
-    """A CLI's stdin: what was written, and whether it was closed (the end of input)."""
+
+class _Input:
+    """A CLI's stdin: the bytes written to it, and whether it was closed (end of input)."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.text, self.closed_at_end = "", False
+        self.buffer = io.BytesIO()
+        self.data, self.closed_at_end = b"", False
 
     def close(self) -> None:
-        self.text, self.closed_at_end = self.getvalue(), True
-        super().close()
+        self.data, self.closed_at_end = self.buffer.getvalue(), True
 
 
 def popen_factory(started: list[FakePopen], **result: Any) -> Any:
@@ -577,15 +579,43 @@ def test_a_secret_config_value_reaches_the_cli_on_stdin_only(tmp_path: Path) -> 
     started: list[FakePopen] = []
     command = InterruptibleCommand(auto, "pulumi", None, popen=popen_factory(started))
     command.set_secret_config("dev", "db:password", TOKEN, str(tmp_path), {"A": "1"})
+    pem = f"-----BEGIN KEY-----\n{TOKEN}\n-----END KEY-----\n"
+    command.set_secret_config("dev", "tls:key", pem, str(tmp_path), {})
     command.run(["preview", "--stack", "dev"], str(tmp_path), {})
-    secret, preview = started
+    secret, key, preview = started
     assert secret.argv == ["pulumi", "--non-interactive", "config", "set", "--secret",
                            "--stack", "dev", "--", "db:password"]
     assert secret.kwargs["stdin"] == subprocess.PIPE and secret.stdin is not None
-    assert secret.stdin.text == TOKEN and secret.stdin.closed_at_end, "input, then its end"
-    assert not any(TOKEN in arg for arg in secret.argv)
+    assert not any(TOKEN in arg for arg in secret.argv + key.argv)
+    # the CLI drops one trailing newline from its input: one more keeps the value whole
+    assert secret.stdin.data == f"{TOKEN}\n".encode() and secret.stdin.closed_at_end
+    assert key.stdin is not None and key.stdin.data == f"{pem}\n".encode()
     # other commands get no input at all, never our terminal
     assert preview.kwargs["stdin"] == subprocess.DEVNULL
+
+
+def test_a_secret_that_is_not_utf8_passes_as_it_came_and_a_failed_feed_stops_the_cli(
+        tmp_path: Path) -> None:
+    started: list[FakePopen] = []
+    command = InterruptibleCommand(auto, "pulumi", None, popen=popen_factory(started))
+    from_env = os.fsdecode(b"caf\xe9-" + TOKEN.encode())    # Latin-1 bytes in os.environ
+    command.set_secret_config("dev", "legacy", from_env, str(tmp_path), {})
+    assert started[0].stdin is not None
+    assert started[0].stdin.data == b"caf\xe9-" + TOKEN.encode() + b"\n"
+
+    class Interrupted(_Input):
+        def close(self) -> None:
+            raise KeyboardInterrupt   # say, Ctrl-C while the value is being written
+
+    def popen(argv: list[str], **kwargs: Any) -> FakePopen:
+        started.append(FakePopen(argv, **kwargs))
+        started[-1].stdin = Interrupted()
+        return started[-1]
+
+    command = InterruptibleCommand(auto, "pulumi", None, popen=popen)
+    with pytest.raises(KeyboardInterrupt):
+        command.set_secret_config("dev", "db:password", TOKEN, str(tmp_path), {})
+    assert getattr(started[-1], "killed", False), "a CLI holding part of a secret must stop"
 
 
 def test_the_cli_wrapper_raises_the_automation_api_errors(tmp_path: Path) -> None:
