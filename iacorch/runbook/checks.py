@@ -132,9 +132,19 @@ def check_env(path: tuple[Any, ...], env: Mapping[str, Any] | None,
 
 
 def project_root(runbook_dir: Path) -> Path:
-    """The closest ancestor holding `.git` or `.iacorch`; paths may not leave it."""
+    """The directory that static paths may not leave.
+
+    The closest ancestor holding `.git`; without one, the closest ancestor above the
+    runbook's directory holding `.iacorch`; else the runbook's directory, or its parent
+    for a `plans/` directory. A `.iacorch` in the runbook's own directory says nothing:
+    iacorch makes one wherever it runs, and running once from `plans/` must not shrink
+    the project to `plans/` for every command after it.
+    """
     for candidate in (runbook_dir, *runbook_dir.parents):
-        if (candidate / ".git").exists() or (candidate / ".iacorch").is_dir():
+        if (candidate / ".git").exists():
+            return candidate
+    for candidate in runbook_dir.parents:
+        if (candidate / ".iacorch").is_dir():
             return candidate
     return runbook_dir.parent if runbook_dir.name == "plans" else runbook_dir
 

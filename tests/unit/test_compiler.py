@@ -205,6 +205,25 @@ def test_paths_must_exist_and_stay_inside_the_project(tmp_path):
     assert "outside the project" in found[1].message
 
 
+@pytest.mark.parametrize("marker", [".git", None])
+def test_state_made_by_running_in_plans_does_not_shrink_the_project(tmp_path, marker):
+    # `cd plans && iacorch apply x.yaml` leaves plans/.iacorch behind; the next command
+    # (destroy, resume) must still accept ../stacks.
+    if marker:
+        (tmp_path / marker).mkdir()
+    (tmp_path / "stacks" / "net").mkdir(parents=True)
+    (tmp_path / "plans" / ".iacorch").mkdir(parents=True)
+    runbook = tmp_path / "plans" / "net.yaml"
+    runbook.write_text("version: 1\nname: demo\nstages:\n"
+                       "  net: {kind: provision, terraform: {dir: ../stacks/net}}\n")
+    assert compile_runbook(runbook).stages["net"].action["dir"] == "../stacks/net"
+    runbook.write_text("version: 1\nname: demo\nstages:\n"
+                       "  out: {kind: provision, terraform: {dir: ../../etc}}\n")
+    with pytest.raises(RunbookError) as caught:
+        compile_runbook(runbook)
+    assert f"outside the project {tmp_path}" in caught.value.problems[0].message
+
+
 def test_template_syntax_error_is_located(tmp_path):
     found = problems(tmp_path, """
         version: 1
