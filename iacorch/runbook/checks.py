@@ -6,6 +6,7 @@ Each check yields `Finding`s (message, document path, hint) for the compiler to 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import os
@@ -45,6 +46,7 @@ PATH_FIELDS: dict[ActionType, tuple[str, ...]] = {
     ActionType.TERRAFORM: ("dir", "var_files"),
     ActionType.PULUMI: ("dir",),
     ActionType.ANSIBLE: ("playbook",),
+    ActionType.SHELL: ("cwd",),
 }
 APPROVAL_FIELDS = ("approvers", "require", "allow_self_approval", "message", "inputs",
                    "on_timeout")
@@ -134,17 +136,21 @@ def check_env(path: tuple[Any, ...], env: Mapping[str, Any] | None,
 def project_root(runbook_dir: Path) -> Path:
     """The directory that static paths may not leave.
 
-    The closest ancestor holding `.git`; without one, the closest ancestor above the
-    runbook's directory holding `.iacorch`; else the runbook's directory, or its parent
-    for a `plans/` directory. A `.iacorch` in the runbook's own directory says nothing:
-    iacorch makes one wherever it runs, and running once from `plans/` must not shrink
-    the project to `plans/` for every command after it.
+    `$IACORCH_PROJECT` when set; else the closest ancestor holding `.git`, but never the
+    home directory or `/` (a dotfiles repository is not a project); else the runbook's
+    directory, or its parent for a `plans/` directory. iacorch's own `.iacorch/` is no
+    marker: one is made wherever iacorch runs, so it says nothing about the project.
     """
+    explicit = os.environ.get("IACORCH_PROJECT")
+    if explicit:
+        return Path(explicit).resolve()
+    too_wide = {Path(runbook_dir.anchor)}
+    with contextlib.suppress(RuntimeError, KeyError):   # no home directory known
+        too_wide.add(Path.home().resolve())
     for candidate in (runbook_dir, *runbook_dir.parents):
+        if candidate in too_wide:
+            break
         if (candidate / ".git").exists():
-            return candidate
-    for candidate in runbook_dir.parents:
-        if (candidate / ".iacorch").is_dir():
             return candidate
     return runbook_dir.parent if runbook_dir.name == "plans" else runbook_dir
 

@@ -205,23 +205,78 @@ def test_paths_must_exist_and_stay_inside_the_project(tmp_path):
     assert "outside the project" in found[1].message
 
 
-@pytest.mark.parametrize("marker", [".git", None])
-def test_state_made_by_running_in_plans_does_not_shrink_the_project(tmp_path, marker):
-    # `cd plans && iacorch apply x.yaml` leaves plans/.iacorch behind; the next command
-    # (destroy, resume) must still accept ../stacks.
-    if marker:
-        (tmp_path / marker).mkdir()
-    (tmp_path / "stacks" / "net").mkdir(parents=True)
-    (tmp_path / "plans" / ".iacorch").mkdir(parents=True)
-    runbook = tmp_path / "plans" / "net.yaml"
-    runbook.write_text("version: 1\nname: demo\nstages:\n"
-                       "  net: {kind: provision, terraform: {dir: ../stacks/net}}\n")
-    assert compile_runbook(runbook).stages["net"].action["dir"] == "../stacks/net"
-    runbook.write_text("version: 1\nname: demo\nstages:\n"
-                       "  out: {kind: provision, terraform: {dir: ../../etc}}\n")
+def _runbook(directory, stages):
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "book.yaml"
+    path.write_text(f"version: 1\nname: demo\nstages:\n{textwrap.indent(stages, '  ')}")
+    return path
+
+
+def _project_of(runbook):
+    """The project the compiler checked `runbook` against, from its refusal of /etc."""
+    runbook.write_text(runbook.read_text().split("stages:")[0]
+                       + "stages:\n  out: {kind: provision, terraform: {dir: /etc}}\n")
     with pytest.raises(RunbookError) as caught:
         compile_runbook(runbook)
-    assert f"outside the project {tmp_path}" in caught.value.problems[0].message
+    return caught.value.problems[0].message.rsplit("outside the project ", 1)[1]
+
+
+@pytest.mark.parametrize("git", [True, False])
+def test_state_made_by_running_in_plans_does_not_shrink_the_project(tmp_path, monkeypatch, git):
+    # `cd plans && iacorch apply x.yaml` leaves plans/.iacorch behind; the next command
+    # (destroy, resume) must still accept ../stacks.
+    monkeypatch.delenv("IACORCH_PROJECT", raising=False)
+    if git:
+        (tmp_path / ".git").mkdir()
+    (tmp_path / "stacks" / "net").mkdir(parents=True)
+    (tmp_path / "plans" / ".iacorch").mkdir(parents=True)
+    book = _runbook(tmp_path / "plans", "net: {kind: provision, terraform: {dir: ../stacks/net}}\n")
+    assert compile_runbook(book).stages["net"].action["dir"] == "../stacks/net"
+    assert _project_of(book) == str(tmp_path)
+
+
+def test_the_project_is_never_the_home_directory_or_a_stray_state_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("IACORCH_PROJECT", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".git").mkdir()          # a dotfiles repository in the home directory
+    (tmp_path / ".iacorch").mkdir()      # iacorch once ran there
+    infra = tmp_path / "work" / "infra"
+    (infra / ".iacorch").mkdir(parents=True)
+    book = _runbook(infra / "plans", "a: {kind: verify, shell: {run: 'true'}}\n")
+    assert _project_of(book) == str(infra)     # the parent of plans/, not ~
+    found = problems(infra / "plans", """
+        version: 1
+        name: demo
+        stages:
+          key: {kind: provision, terraform: {dir: ../../../.ssh, var_files: [x]}}
+        """)
+    assert "outside the project" in found[0].message
+
+
+def test_iacorch_project_names_the_project_where_git_cannot(tmp_path, monkeypatch):
+    (tmp_path / "stacks" / "net").mkdir(parents=True)
+    book = _runbook(tmp_path / "deploy" / "prod",
+                    "net: {kind: provision, terraform: {dir: ../../stacks/net}}\n")
+    monkeypatch.delenv("IACORCH_PROJECT", raising=False)
+    assert _project_of(book) == str(tmp_path / "deploy" / "prod")
+    book = _runbook(tmp_path / "deploy" / "prod",
+                    "net: {kind: provision, terraform: {dir: ../../stacks/net}}\n")
+    monkeypatch.setenv("IACORCH_PROJECT", str(tmp_path))
+    assert compile_runbook(book).stages["net"].action["dir"] == "../../stacks/net"
+
+
+def test_a_shell_cwd_must_exist_inside_the_project(tmp_path):
+    found = problems(tmp_path, """
+        version: 1
+        name: demo
+        vars: {anywhere: {default: /tmp}}
+        stages:
+          a: {kind: verify, shell: {run: "true", cwd: missing}}
+          b: {kind: verify, shell: {run: "true", cwd: /etc}}
+          c: {kind: verify, shell: {run: "true", cwd: "{{ vars.anywhere }}"}}
+        """)
+    assert len(found) == 2, found
+    assert "does not exist" in found[0].message and "outside the project" in found[1].message
 
 
 def test_template_syntax_error_is_located(tmp_path):
