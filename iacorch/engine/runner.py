@@ -113,7 +113,6 @@ class Runner:
             outputs = {**self._standins, **outputs}
         self.stage_view = stage_view(plan, outputs, self.state.statuses)
         self.started_at = started_at if started_at is not None else runtime.clock()
-        self._run_dir, self._state_dir = str(runtime.run_dir(run_id)), str(runtime.state_dir)
         self._turn = threading.Condition()   # guards the run state; held for one worker's turn
         self._running = 0
         self.warnings: dict[str, str] = {}
@@ -265,8 +264,8 @@ class Runner:
         self.state.attempts[stage.id] = attempt
         spec = build_spec(self.plan, stage, stage.action_type, rendered, run_id=self.run_id,
                           operation=operation, attempt=attempt,
-                          work_dir=os.path.join(self._run_dir, stage.id),
-                          state_dir=self._state_dir, secrets=self.secrets,
+                          work_dir=str(self.rt.stage_dir(self.run_id, stage.id)),
+                          state_dir=str(self.rt.state_dir), secrets=self.secrets,
                           saved_plan=saved_plan)
         self.state.statuses[stage.id] = StageStatus.RUNNING
         self.state.started[stage.id] = self.rt.clock()
