@@ -94,6 +94,30 @@ def which(program: str, env: Mapping[str, str] | None = None) -> str | None:
     return shutil.which(program, path=path)
 
 
+@functools.cache
+def python_script_dirs() -> tuple[str, ...]:
+    """Where the programs of iacorch's own Python dependencies (ansible-playbook) live.
+
+    Next to the running interpreter (a venv, pipx), then the interpreter's scripts
+    directory and, outside a venv, the user's (`pip install --user`): so that
+    `.venv/bin/iacorch` works without activating anything.
+    """
+    import site
+    import sysconfig
+
+    found = [os.path.dirname(sys.executable), sysconfig.get_path("scripts")]
+    if site.ENABLE_USER_SITE:
+        found.append(sysconfig.get_path("scripts", f"{os.name}_user"))
+    return tuple(dict.fromkeys(d for d in found if d and os.path.isdir(d)))
+
+
+def with_python_scripts(path: str | None) -> str:
+    """`path` (a PATH value; None for iacorch's own) with `python_script_dirs()` first."""
+    entries = (os.environ.get("PATH", os.defpath) if path is None else path).split(os.pathsep)
+    first = python_script_dirs()
+    return os.pathsep.join([*first, *(e for e in entries if e not in first)])
+
+
 _Started = tuple[int, "subprocess.Popen[bytes] | None"]   # a child's pid, and its Popen if any
 
 

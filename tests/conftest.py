@@ -25,8 +25,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def find_tool(name: str) -> str:
-    """The tool's path; skip when missing locally, fail in CI (IACORCH_REQUIRE_TOOLS=1)."""
-    found = shutil.which(name)
+    """The tool's path; skip when missing locally, fail in CI (IACORCH_REQUIRE_TOOLS=1).
+
+    Looked for as iacorch looks for it: next to this Python first (ansible-playbook
+    comes with iacorch's dependencies), then along PATH.
+    """
+    from iacorch.process import which, with_python_scripts
+
+    found = which(name, {"PATH": with_python_scripts(None)})
     if found:
         return found
     if os.environ.get("IACORCH_REQUIRE_TOOLS") == "1":

@@ -69,9 +69,9 @@ def validate(runbooks: tuple[str, ...], var_flags: tuple[str, ...],
             continue
         click.echo(f"ok: {runbook}: {len(plan.stages)} stages in {len(plan.layers)} layers, "
                    f"plan {plan.plan_hash[:12]}")
-        for tool, stages in missing_tools(plan).items():
-            click.echo(f"warning: {runbook}: `{tool}` is not on PATH; stages "
-                       f"{', '.join(stages)} cannot run here", err=True)
+        for missing in missing_tools(plan):
+            click.echo(f"warning: {runbook}: `{missing.tool}` was not found; stages "
+                       f"{', '.join(missing.stages)} cannot run here ({missing.hint})", err=True)
     if failed:
         count = sum(len(exc.problems) for exc in failed)
         click.echo(f"{count} problem{'s' if count > 1 else ''} in {len(failed)} of "

@@ -65,15 +65,10 @@ def run_options(command: F) -> F:
 def _check_tools(plan: Plan) -> None:
     from iacorch.drivers import missing_tools
 
-    missing = missing_tools(plan)
-    if missing:
-        tool, stages = next(iter(missing.items()))
+    for missing in missing_tools(plan):
         raise ToolMissingError(
-            f"`{tool}` is not on PATH, and stages {', '.join(stages)} need it; nothing was run",
-            hint={"pulumi": "install the pulumi CLI from https://www.pulumi.com/docs/install/",
-                  "terraform": "install Terraform from "
-                               "https://developer.hashicorp.com/terraform/install"}.get(
-                tool, f"install {tool}, or run only other stages with --target/--only"))
+            f"`{missing.tool}` was not found, and stages {', '.join(missing.stages)} need "
+            "it; nothing was run", hint=missing.hint)
 
 
 def _execute(operation: Operation, runbook: str, var_flags: tuple[str, ...],

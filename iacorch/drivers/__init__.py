@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import importlib
 import traceback
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from iacorch.model.results import StageResult
@@ -63,17 +64,27 @@ def _internal_error(ctx: StageContext, exc: Exception) -> StageResult:
         hint="this is a bug in iacorch; the stage log has the traceback")
 
 
-def missing_tools(plan: Plan) -> dict[str, list[str]]:
-    """Programs the plan's stages need that are not on PATH -> the stages needing them."""
+@dataclass(frozen=True)
+class MissingTool:
+    """A program some stages need that this machine does not have."""
+
+    tool: str
+    stages: list[str]
+    hint: str
+
+
+def missing_tools(plan: Plan) -> list[MissingTool]:
+    """Programs the plan's stages need that cannot be found, with the stages needing them."""
     import shutil
 
-    missing: dict[str, list[str]] = {}
+    missing: dict[str, MissingTool] = {}
     found: dict[str, str | None] = {}
     stages = [*plan.stages.values(), *plan.finally_stages.values()]
     for stage in stages:
         if stage.action_type is None:
             continue
-        for tool in load_driver(stage.action_type).required_tools(stage.action):
+        driver = load_driver(stage.action_type)
+        for tool in driver.required_tools(stage.action):
             if "{{" in tool:
                 continue
             # a path such as ../scripts/check runs from the runbook's directory
@@ -81,5 +92,7 @@ def missing_tools(plan: Plan) -> dict[str, list[str]]:
             if program not in found:
                 found[program] = shutil.which(program)
             if found[program] is None:
-                missing.setdefault(tool, []).append(stage.id)
-    return missing
+                entry = missing.setdefault(
+                    tool, MissingTool(tool, [], driver.install_hint(tool)))
+                entry.stages.append(stage.id)
+    return list(missing.values())

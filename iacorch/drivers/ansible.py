@@ -28,9 +28,11 @@ from iacorch.drivers.base import StageContext
 from iacorch.model.results import ChangeSummary, ResourceChange, StageResult
 from iacorch.model.runbook import AnsibleAction
 from iacorch.model.status import ActionType, StageStatus
-from iacorch.process import ProcessResult, which
+from iacorch.process import ProcessResult, python_script_dirs, which, with_python_scripts
 
 PLAYBOOK_TOOL = "ansible-playbook"
+INSTALL_HINT = ("ansible-core is installed with iacorch: reinstall iacorch into the Python that "
+                "runs it (pip install iacorch), or put ansible-playbook on PATH")
 DESTROY_HINT = "ansible stages have no automatic destroy; give the stage a rollback playbook"
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 LOCAL_HOST_VARS = {"ansible_connection": "local",
@@ -163,11 +165,16 @@ def playbook_options(action: AnsibleAction, *, check: bool, diff: bool,
 
 def child_env(spec_env: Mapping[str, str], action_env: Mapping[str, Any],
               secret_env: Mapping[str, str]) -> dict[str, str]:
-    """The environment laid over iacorch's: runbook env, the action's env, then secrets."""
+    """The environment laid over iacorch's: runbook env, the action's env, then secrets.
+
+    PATH starts with the directories where iacorch's own dependencies put their
+    programs, so the ansible-playbook installed with iacorch is the one that runs.
+    """
     env = {k: str(v) for k, v in spec_env.items()}
     env.update({k: _env_text(v) for k, v in action_env.items()})
     env.update(secret_env)
     env.setdefault("ANSIBLE_NOCOLOR", "1")
+    env["PATH"] = with_python_scripts(env.get("PATH"))
     return env
 
 
@@ -295,8 +302,12 @@ class AnsibleDriver:
     action_type: ClassVar[ActionType] = ActionType.ANSIBLE
 
     def required_tools(self, action: Mapping[str, Any]) -> list[str]:
-        """ansible-playbook, whatever the action says."""
-        return [PLAYBOOK_TOOL]
+        """ansible-playbook, whatever the action says: the one installed with iacorch first."""
+        return [which(PLAYBOOK_TOOL, {"PATH": with_python_scripts(None)}) or PLAYBOOK_TOOL]
+
+    def install_hint(self, tool: str) -> str:
+        """Where ansible-playbook was looked for, and how iacorch's own install provides it."""
+        return f"looked in {os.pathsep.join(python_script_dirs())} and along PATH; {INSTALL_HINT}"
 
     def plan(self, ctx: StageContext) -> StageResult:
         """A dry run: check mode with diff; details list what would change."""
@@ -388,8 +399,8 @@ def _inputs(ctx: StageContext) -> tuple[AnsibleAction, dict[str, str], Path,
     env = child_env(ctx.spec.env, action.env, ctx.spec.secret_env)
     if which(PLAYBOOK_TOOL, env) is None:
         return StageResult.failure(
-            f"{PLAYBOOK_TOOL} is not installed or not on PATH",
-            hint="install ansible-core (pip install ansible-core) where iacorch runs")
+            f"{PLAYBOOK_TOOL} was not found",
+            hint=AnsibleDriver().install_hint(PLAYBOOK_TOOL))
     if action.vault_password:
         ctx.masker.add([action.vault_password])
     try:

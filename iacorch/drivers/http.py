@@ -140,6 +140,10 @@ class HttpDriver:
         """Nothing: the standard library speaks HTTP."""
         return []
 
+    def install_hint(self, tool: str) -> str:
+        """Never asked: an http stage needs no program."""
+        return ""
+
     def plan(self, ctx: StageContext) -> StageResult:
         """Say what would be checked; no request is made."""
         url = ctx.masker.mask(str(ctx.spec.action.get("url", "")))

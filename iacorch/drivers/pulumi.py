@@ -244,6 +244,10 @@ class PulumiDriver:
         """The Automation API drives the `pulumi` CLI, which must be on PATH."""
         return ["pulumi"]
 
+    def install_hint(self, tool: str) -> str:
+        """The CLI is not a Python package: it comes from Pulumi's installer."""
+        return "install the pulumi CLI from https://www.pulumi.com/docs/install/"
+
     def plan(self, ctx: StageContext) -> StageResult:
         """`pulumi preview`; the changes are saved so that apply can prove it does the same."""
         return self._run(ctx, "preview", self._plan)

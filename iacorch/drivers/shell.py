@@ -152,6 +152,12 @@ class ShellDriver:
             return [str(argv[0])] if argv else []
         return ["bash"]
 
+    def install_hint(self, tool: str) -> str:
+        """A program a runbook names: the runbook's author knows where it comes from."""
+        if "/" in tool:
+            return f"{tool} is relative to the runbook's directory; check that it exists"
+        return f"install {tool}, or run only other stages with --target/--only"
+
     def plan(self, ctx: StageContext) -> StageResult:
         """Show what would run; shell stages are never run by a plan."""
         action = ctx.spec.action

@@ -65,6 +65,12 @@ class TerraformDriver:
         """The binary the action names (`terraform` unless it says otherwise)."""
         return [str(action.get("binary") or "terraform")]
 
+    def install_hint(self, tool: str) -> str:
+        """Where Terraform comes from (OpenTofu for `binary: tofu`)."""
+        if tool == "tofu":
+            return "install OpenTofu from https://opentofu.org/docs/intro/install/"
+        return "install Terraform from https://developer.hashicorp.com/terraform/install"
+
     def plan(self, ctx: StageContext) -> StageResult:
         """Plan into a kept saved plan the engine can apply after an approval."""
         return _StageRun.start(ctx, _plan)

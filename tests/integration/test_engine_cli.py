@@ -331,7 +331,7 @@ def test_missing_tool_stops_before_any_stage_runs(project):
     assert validated.code == 0 and "warning" in validated.err and "pulumi" in validated.err
     applied = project.run("apply", "mixed.yaml")
     assert applied.code == 1, applied.text
-    assert "`pulumi` is not on PATH" in applied.err and "pulumi.com" in applied.err
+    assert "`pulumi` was not found" in applied.err and "pulumi.com" in applied.err
     assert not (project.root / "first-ran").exists()
     assert "Traceback" not in applied.text
 

@@ -45,6 +45,8 @@ from iacorch.model.masking import Masker
 from iacorch.model.results import StageSpec
 from iacorch.model.runbook import AnsibleAction
 from iacorch.model.status import ActionType, Operation, StageStatus
+from iacorch import process
+from iacorch.drivers import ansible
 from iacorch.process import CancelToken, ProcessResult
 
 DATA = Path(__file__).parent / "data" / "ansible"
@@ -152,12 +154,14 @@ def test_playbook_options() -> None:
                             extra_vars_file=None, vault_password_file=None) == []
 
 
-def test_child_env_layers_runbook_action_and_secret_env() -> None:
-    env = child_env({"A": "runbook", "B": "runbook"},
+def test_child_env_layers_runbook_action_and_secret_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(process, "python_script_dirs", lambda: ("/venv/bin",))
+    env = child_env({"A": "runbook", "B": "runbook", "PATH": "/usr/bin:/venv/bin"},
                     {"B": "action", "FLAG": True, "LIST": [1, 2], "NONE": None},
                     {"TOKEN": "s3cret"})
     assert env == {"A": "runbook", "B": "action", "FLAG": "true", "LIST": "[1, 2]",
-                   "NONE": "", "TOKEN": "s3cret", "ANSIBLE_NOCOLOR": "1"}
+                   "NONE": "", "TOKEN": "s3cret", "ANSIBLE_NOCOLOR": "1",
+                   "PATH": "/venv/bin:/usr/bin"}
     assert child_env({}, {"ANSIBLE_NOCOLOR": "0"}, {})["ANSIBLE_NOCOLOR"] == "0"
 
 
@@ -474,13 +478,33 @@ def test_interrupt_and_timeout_and_start_error(stage: Callable[..., Stage]) -> N
 
 
 def test_missing_ansible_playbook_is_a_clear_failure(stage: Callable[..., Stage],
-                                                     tmp_path: Path) -> None:
+                                                     tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    nowhere = str(tmp_path / "no-python-here")
+    monkeypatch.setattr(process, "python_script_dirs", lambda: (nowhere,))
+    monkeypatch.setattr(ansible, "python_script_dirs", lambda: (nowhere,))
     s = stage("apply_ok", path=str(tmp_path / "empty"))
     result = run(s)
     assert result.status is StageStatus.FAILED
-    assert result.error == "ansible-playbook is not installed or not on PATH"
-    assert "pip install ansible-core" in result.hint
+    assert result.error == "ansible-playbook was not found"
+    assert f"looked in {nowhere} and along PATH" in result.hint
+    assert "pip install iacorch" in result.hint
     assert s.runner.calls == []
+
+
+def test_ansible_playbook_next_to_the_interpreter_comes_first(
+        stage: Callable[..., Stage], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A venv's ansible-playbook is found without activating the venv (.venv/bin/iacorch)."""
+    venv_bin = tmp_path / "venv-bin"
+    venv_bin.mkdir()
+    (venv_bin / "ansible-playbook").write_text("#!/bin/sh\nexit 0\n")
+    (venv_bin / "ansible-playbook").chmod(0o755)
+    monkeypatch.setattr(process, "python_script_dirs", lambda: (str(venv_bin),))
+    s = stage("apply_ok", path="/usr/bin:/bin")
+    assert run(s).status is StageStatus.SUCCEEDED
+    (call,) = s.runner.calls
+    assert call["env"]["PATH"] == f"{venv_bin}:/usr/bin:/bin"
+    assert AnsibleDriver().required_tools({}) == [str(venv_bin / "ansible-playbook")]
 
 
 def test_invalid_action_and_missing_playbook(stage: Callable[..., Stage]) -> None:
@@ -499,7 +523,9 @@ def test_destroy_is_skipped_with_a_hint(stage: Callable[..., Stage]) -> None:
     assert s.runner.calls == []
 
 
-def test_required_tools() -> None:
+def test_required_tools(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(process, "python_script_dirs", lambda: (str(tmp_path),))
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
     assert AnsibleDriver().required_tools({"playbook": "{{ vars.pb }}"}) == ["ansible-playbook"]
 
 
