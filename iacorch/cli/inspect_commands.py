@@ -199,8 +199,8 @@ def audit_verify(store_url: str | None) -> None:
 def _decide(decision: str, run_id: str, gate: str, comment: str | None,
             inputs: tuple[str, ...], store_url: str | None) -> Store:
     from iacorch.engine.approvals import check_decider, check_inputs
+    from iacorch.engine.operations import plan_of_run
     from iacorch.engine.runtime import current_identity
-    from iacorch.runbook.compiler import compile_runbook
     from iacorch.runbook.variables import parse_var_flags
     from iacorch.store.base import ApprovalRecord
 
@@ -210,7 +210,7 @@ def _decide(decision: str, run_id: str, gate: str, comment: str | None,
     if record is None or record.status.value != "waiting_approval":
         raise ApprovalError(f"run {run.id} is not waiting at a gate named `{gate}`",
                             hint="see `iacorch runs --waiting`")
-    plan = compile_runbook(run.runbook_path)
+    plan = plan_of_run(run)
     stage = plan.stages.get(gate)
     if stage is None or stage.approval is None:
         raise ApprovalError(f"`{gate}` is not an approval gate of {run.runbook_path}")

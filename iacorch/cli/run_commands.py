@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +18,7 @@ from iacorch.cli.session import (
     print_summary,
     store_option,
 )
+from iacorch.engine.operations import plan_of_run
 from iacorch.errors import ToolMissingError, UsageError
 from iacorch.model.runbook import parse_duration
 from iacorch.model.status import Operation, StageKind
@@ -132,7 +132,7 @@ def _existing(run_id: str, store_url: str | None, json_events: bool,
               quiet: bool) -> tuple[RunRecord, Plan, Runtime]:
     """A recorded run, the plan it was started with, and a runtime to continue it."""
     run = open_store(store_url).get_run(run_id)
-    plan = _plan_of(run)
+    plan = plan_of_run(run)
     _check_tools(plan)
     return run, plan, build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
 
@@ -228,29 +228,6 @@ def resume(run_id: str, store_url: str | None, rerun_interrupted: bool,
            reports, summary)
 
 
-def _plan_of(run: RunRecord) -> Plan:
-    """The plan a run was started with: its runbook compiled with the run's own vars.
-
-    A runbook edited since then compiles to another plan hash and is refused, so
-    that resume and rollback never run something other than what was started.
-    """
-    from iacorch.runbook.compiler import compile_runbook
-
-    if not Path(run.runbook_path).is_file():
-        raise UsageError(f"run {run.id} used {run.runbook_path}, which no longer exists")
-    declared = compile_runbook(run.runbook_path).runbook.vars
-    cli_vars = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in run.vars.items()
-                if k in declared and v is not None}
-    plan = compile_runbook(run.runbook_path, cli_vars=cli_vars)
-    if plan.plan_hash != run.plan_hash:
-        raise UsageError(
-            f"{run.runbook_path} changed since run {run.id} started (plan "
-            f"{run.plan_hash[:12]} -> {plan.plan_hash[:12]})",
-            hint="resuming would run a different plan than the one started; start a new run "
-                 "with `iacorch apply`")
-    return plan
-
-
 @click.command()
 @click.argument("runbook")
 @var_options
@@ -326,7 +303,7 @@ def mark_done(run_id: str, stage: str, reason: str, outputs: tuple[str, ...],
 
     store = open_store(store_url)
     run = store.get_run(run_id)
-    plan = _plan_of(run)
+    plan = plan_of_run(run)
     runtime = Runtime(store=store, state_dir=Path("."))
     runs.mark_done(plan, run, runtime, stage, reason=reason, outputs=parse_var_flags(outputs))
     click.echo(f"{stage} of run {run.id} marked done by {runtime.identity}; continue with "
