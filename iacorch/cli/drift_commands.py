@@ -62,7 +62,8 @@ def drift(runbook: str, stages: tuple[str, ...], remediate: bool, lock_timeout: 
     plan = compile_plan(runbook, var_flags, var_files)
     check_report_names(reports)
     stages_to_check(plan, stages)
-    runtime = build_runtime(store_url, json_events=json_events, plan=None, quiet=quiet)
+    runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet,
+                            live_view=False)
     run_id = new_run_id(runtime.clock())
     if not json_events:
         click.echo(f"drift {run_id}: checking {runbook} (workspace {plan.workspace}) against "

@@ -67,8 +67,10 @@ def cli() -> None:
 
 
 def _crash_log(text: str) -> str:
-    directory = os.environ.get("IACORCH_HOME") or os.path.join(os.getcwd(), ".iacorch")
+    from iacorch.project import state_dir
+
     try:
+        directory = str(state_dir())
         os.makedirs(directory, exist_ok=True)
     except OSError:
         directory = tempfile.gettempdir()

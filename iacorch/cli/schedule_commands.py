@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from iacorch.cli.run_commands import _duration
-from iacorch.cli.session import open_store, state_dir_for, store_option
+from iacorch.cli.session import make_state_dir, open_store, state_dir_for, store_option
 
 if TYPE_CHECKING:
     from iacorch.engine.runtime import Runtime
@@ -29,12 +29,15 @@ def schedule() -> None:
     """Run, list, try and export the runbooks' `schedules:` (cron jobs)."""
 
 
-def _runtime(store_url: str | None) -> Runtime:
+def _runtime(store_url: str | None, runbook: str) -> tuple[Runtime, str]:
+    """The scheduler's runtime and the store its jobs use: one store for all of them,
+    `--store` or the first runbook's project's, whatever the jobs' own directories."""
     from iacorch.engine.runtime import Runtime
+    from iacorch.store import STATE_FILE
 
-    state_dir = state_dir_for(store_url)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    return Runtime(store=open_store(store_url), state_dir=state_dir)
+    state_dir = make_state_dir(state_dir_for(store_url, Path(runbook)))
+    store_url = store_url or str(state_dir / STATE_FILE)
+    return Runtime(store=open_store(store_url), state_dir=state_dir), store_url
 
 
 def _logger() -> logging.Logger:
@@ -84,7 +87,7 @@ def run_scheduler(runbooks: tuple[str, ...], stop_timeout: float,
         raise UsageError(f"no `schedules:` in {', '.join(runbooks)}",
                          hint="add one, e.g. schedules: {nightly: {cron: '0 2 * * *', "
                               "action: drift}}")
-    runtime = _runtime(store_url)
+    runtime, store_url = _runtime(store_url, runbooks[0])
     log = _logger()
     stop = threading.Event()
 
@@ -163,7 +166,7 @@ def run_once(name: str, runbook: str, store_url: str | None) -> None:
     from iacorch.schedule.jobs import find_job, job_argv, job_env, load_jobs
 
     job = find_job(load_jobs([runbook]), name)
-    runtime = _runtime(store_url)
+    runtime, store_url = _runtime(store_url, runbook)
     argv = job_argv(job, store_url=store_url)
     audit = {"schedule": job.name, "runbook": job.runbook, "workspace": job.workspace,
              "action": job.schedule.action, "manual": True}

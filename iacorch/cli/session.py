@@ -54,35 +54,51 @@ def store_option(command: F) -> F:
                              "Default: .iacorch/state.db (or $IACORCH_HOME).")(command)
 
 
-def open_store(store_url: str | None) -> Store:
+def open_store(store_url: str | None, runbook: Path | None = None) -> Store:
+    """The store of `--store`, else of the runbook's project (or the current directory's)."""
     from iacorch.store import open_store as open_any
 
-    return open_any(store_url)
+    return open_any(store_url, runbook)
 
 
-def state_dir_for(store_url: str | None) -> Path:
-    from iacorch.store import default_state_dir
+def state_dir_for(store_url: str | None, runbook: Path | None = None) -> Path:
+    """The directory of the store's state.db, where run logs and saved plans go too."""
+    from iacorch.project import state_dir
 
     if store_url and not store_url.startswith("memory:"):
         path = Path(store_url.removeprefix("sqlite://"))
         return path.resolve().parent
-    return default_state_dir().resolve()
+    return state_dir(runbook).resolve()
+
+
+def make_state_dir(state_dir: Path) -> Path:
+    """Create the state directory, or say why a run cannot keep its records there."""
+    from iacorch.errors import StoreError
+
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the state directory {state_dir}: {exc.strerror}",
+                         hint="runs need a writable place for their records: run from a "
+                              "writable checkout, or set $IACORCH_HOME or --store") from None
+    return state_dir
 
 
 def build_runtime(store_url: str | None, *, json_events: bool, plan: Plan | None,
-                  quiet: bool = False) -> Runtime:
+                  quiet: bool = False, live_view: bool = True) -> Runtime:
     """The Runtime for a run command: store, console sinks, TTY detection."""
     from iacorch.cli.prompt import terminal_prompt
     from iacorch.console import JsonConsole, LiveConsole, PlainConsole
     from iacorch.engine.runtime import Runtime
 
-    state_dir = state_dir_for(store_url)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    runtime = Runtime(store=open_store(store_url), state_dir=state_dir)
+    runbook = plan.path if plan is not None else None
+    state_dir = make_state_dir(state_dir_for(store_url, runbook))
+    runtime = Runtime(store=open_store(store_url, runbook), state_dir=state_dir)
     runtime.interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if json_events:
         runtime.sinks.append(JsonConsole())
-    elif runtime.interactive and plan is not None and os.environ.get("TERM") != "dumb":
+    elif runtime.interactive and plan is not None and live_view \
+            and os.environ.get("TERM") != "dumb":
         live = LiveConsole([*plan.stages, *plan.finally_stages])
         runtime.sinks.append(live)
         runtime.prompt = terminal_prompt(live.pause, live.resume)

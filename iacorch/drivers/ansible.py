@@ -97,7 +97,9 @@ def _group(group: Any, name: str) -> dict[str, Any]:
     if isinstance(hosts, list):
         shaped["hosts"] = _hosts_from_list(hosts)
     elif isinstance(hosts, Mapping):
-        shaped["hosts"] = {str(h): dict(v or {}) for h, v in hosts.items()}
+        shaped["hosts"] = {str(h): _local_python(dict(v or {})) for h, v in hosts.items()}
+    if isinstance(shaped.get("vars"), Mapping):
+        shaped["vars"] = _local_python(dict(shaped["vars"]))
     if isinstance(shaped.get("children"), Mapping):
         shaped["children"] = {str(c): _group(g, str(c)) for c, g in shaped["children"].items()}
     return shaped
@@ -111,8 +113,20 @@ def _hosts_from_list(items: list[Any]) -> dict[str, dict[str, Any]]:
         if (name in LOCAL_HOSTS or address in LOCAL_HOSTS) \
                 and "ansible_connection" not in host_vars:
             host_vars = {**LOCAL_HOST_VARS, **host_vars}
-        hosts[name] = host_vars
+        hosts[name] = _local_python(host_vars)
     return hosts
+
+
+def _local_python(host_vars: dict[str, Any]) -> dict[str, Any]:
+    """A host on the local connection runs modules with ansible-playbook's own Python.
+
+    Interpreter discovery would pick whatever `python3` PATH has first (a pyenv shim
+    that fails, a Python without the modules' needs), whatever the host is named.
+    """
+    if host_vars.get("ansible_connection") == "local":
+        host_vars.setdefault("ansible_python_interpreter",
+                             LOCAL_HOST_VARS["ansible_python_interpreter"])
+    return host_vars
 
 
 def _host_entry(item: Any) -> tuple[str, dict[str, Any]]:

@@ -41,7 +41,8 @@ class RunLock:
                 break
             if time.monotonic() >= deadline:
                 raise LockedError(
-                    f"{self.key} is locked by {_describe(holder)}",
+                    f"{self.key} is locked by {_describe(holder)}; run {self.run_id} was not "
+                    "started and nothing of it was recorded",
                     hint="wait for it, pass --lock-timeout 10m to queue behind it, or, if that "
                          f"run is gone, `iacorch unlock {self.key} --reason TEXT`")
             time.sleep(min(0.5, max(0.05, deadline - time.monotonic())))

@@ -6,7 +6,6 @@ Each check yields `Finding`s (message, document path, hint) for the compiler to 
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import fnmatch
 import os
@@ -131,28 +130,6 @@ def check_env(path: tuple[Any, ...], env: Mapping[str, Any] | None,
                           "flags that the runbook does not show", (*path, "env", name),
                           f"if this is intended, add `allow_env: [{name}]` at the top of the "
                           "runbook", key=True)
-
-
-def project_root(runbook_dir: Path) -> Path:
-    """The directory that static paths may not leave.
-
-    `$IACORCH_PROJECT` when set; else the closest ancestor holding `.git`, but never the
-    home directory or `/` (a dotfiles repository is not a project); else the runbook's
-    directory, or its parent for a `plans/` directory. iacorch's own `.iacorch/` is no
-    marker: one is made wherever iacorch runs, so it says nothing about the project.
-    """
-    explicit = os.environ.get("IACORCH_PROJECT")
-    if explicit:
-        return Path(explicit).resolve()
-    too_wide = {Path(runbook_dir.anchor)}
-    with contextlib.suppress(RuntimeError, KeyError):   # no home directory known
-        too_wide.add(Path.home().resolve())
-    for candidate in (runbook_dir, *runbook_dir.parents):
-        if candidate in too_wide:
-            break
-        if (candidate / ".git").exists():
-            return candidate
-    return runbook_dir.parent if runbook_dir.name == "plans" else runbook_dir
 
 
 def check_paths(path: tuple[Any, ...], action_type: ActionType, action: Mapping[str, Any],

@@ -16,7 +16,8 @@ from iacorch.errors import Location, Problem, RunbookError
 from iacorch.model.plan import ApprovalGate, Plan, PlannedStage, RetryPolicy
 from iacorch.model.runbook import STAGE_ID, Runbook, Stage
 from iacorch.model.status import ActionType, StageKind
-from iacorch.runbook.checks import Finding, check_env, check_paths, check_shape, project_root
+from iacorch.project import project_root
+from iacorch.runbook.checks import Finding, check_env, check_paths, check_shape
 from iacorch.runbook.references import ReferenceChecker
 from iacorch.runbook.schema_errors import describe
 from iacorch.runbook.sections import check_drift, check_schedules
@@ -93,7 +94,7 @@ class _Compiler:
         self.templates = templates
         self.problems: list[Problem] = []
         self.root = Path(document.path).resolve().parent
-        self.project = project_root(self.root)
+        self.project = project_root(Path(document.path))
         self.refs = ReferenceChecker(runbook, templates, self.problem)
 
     def problem(self, message: str, path: Sequence[Any], hint: str, *,

@@ -6,10 +6,10 @@ load only when asked for.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from iacorch.errors import UsageError
+from iacorch.project import state_dir
 from iacorch.store.base import (
     KEEP,
     ApprovalRecord,
@@ -23,21 +23,16 @@ from iacorch.store.base import (
 )
 
 __all__ = ["KEEP", "ApprovalRecord", "AuditEntry", "AuditVerification", "DriftRecord",
-           "LockHolder", "RunRecord", "StageRecord", "Store", "default_state_dir", "open_store"]
+           "LockHolder", "RunRecord", "StageRecord", "Store", "open_store"]
 
 STATE_FILE = "state.db"
 
 
-def default_state_dir() -> Path:
-    """Where state lives: $IACORCH_HOME if set, else ./.iacorch."""
-    home = os.environ.get("IACORCH_HOME")
-    return Path(home).expanduser() if home else Path.cwd() / ".iacorch"
-
-
-def open_store(url: str | None = None) -> Store:
+def open_store(url: str | None = None, runbook: Path | None = None) -> Store:
     """Open the store named by `url`.
 
-    None: `state.db` in default_state_dir(). `sqlite:///abs/path.db` (like
+    None: `state.db` in the project's state directory (`iacorch.project.state_dir`,
+    the project of `runbook`, else of the current directory). `sqlite:///abs/path.db` (like
     file:///), `sqlite://rel/path.db` or a plain path: that SQLite file.
     `memory://`: a MemoryStore, gone when the process ends.
     """
@@ -46,7 +41,7 @@ def open_store(url: str | None = None) -> Store:
 
         return MemoryStore()
     if url is None:
-        path = default_state_dir() / STATE_FILE
+        path = state_dir(runbook) / STATE_FILE
     elif url.startswith("sqlite://"):
         path = Path(url.removeprefix("sqlite://"))
     elif "://" in url:

@@ -130,7 +130,7 @@ def test_quickstart_apply_rerun_plan_destroy(examples):
     first = examples.iacorch("apply", "plans/quickstart.yaml", "--var", f"port={port}")
     assert first.code == 0, first.text
     assert "site started" in first.out
-    assert http_get(f"{site}/health")[:2] == (200, "ok\n")
+    assert http_get(f"{site}/health")[:2] == (200, "ok dev\n")
     status, page, _ = http_get(f"{site}/")
     assert status == 200 and "Environment dev, served on port" in page
 
@@ -164,10 +164,29 @@ def test_quickstart_prod_waits_for_approval(examples):
 
     approved = examples.iacorch(*approve_command(waiting.err, "go-live"))
     assert approved.code == 0, approved.text
-    assert http_get(f"http://127.0.0.1:{port}/health")[:2] == (200, "ok\n")
+    assert http_get(f"http://127.0.0.1:{port}/health")[:2] == (200, "ok prod\n")
 
     assert examples.iacorch("destroy", *args).code == 0
     assert_nothing_left(examples)
+
+
+def test_quickstart_environments_do_not_answer_for_each_other(examples):
+    """prod on a port dev already serves: the health check sees dev's site and fails."""
+    port = free_port()
+    dev = examples.iacorch("apply", "plans/quickstart.yaml", "--var", f"port={port}")
+    assert dev.code == 0, dev.text
+    waiting = examples.iacorch("apply", "plans/quickstart.yaml", "--var", "env=prod",
+                               "--var", f"port={port}")
+    assert waiting.code == 3, waiting.text
+    prod = examples.iacorch(*approve_command(waiting.err, "go-live"))
+    assert prod.code == 1, prod.text
+    assert "health" in prod.err and "ok prod" in prod.text
+    assert http_get(f"http://127.0.0.1:{port}/health")[:2] == (200, "ok dev\n")
+    assert "undone: serve, content, site" in prod.err      # prod took itself down
+    assert examples.iacorch("destroy", "plans/quickstart.yaml",
+                            "--var", f"port={port}").code == 0
+    assert_nothing_left(examples)
+
 
 
 # -- dr-failover -----------------------------------------------------------------------

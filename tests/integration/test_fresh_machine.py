@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-
-
 pytestmark = pytest.mark.integration
 
 VENV_BIN = Path(sys.executable).parent

@@ -8,11 +8,13 @@ rival; the ledger each stage writes shows who ran, and when.
 from __future__ import annotations
 
 import collections
+import json
 import re
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -56,12 +58,14 @@ class Stamped:
         return next(t for t, line in self.lines if re.search(pattern, line))
 
 
-def start_together(project, *commands: tuple[str, ...]) -> list[Stamped]:
+def start_together(project, *commands: tuple[str, ...], cwds: tuple[Path, ...] = (),
+                   env: dict[str, str] | None = None) -> list[Stamped]:
     """Start every command at once (spawned back to back), follow each to its end."""
-    racers = [Stamped(subprocess.Popen(project.argv(*args), cwd=project.root, env=project.env,
+    racers = [Stamped(subprocess.Popen(project.argv(*args), cwd=cwd, env=env or project.env,
                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        text=True, start_new_session=True))
-              for args in commands]
+              for args, cwd in zip(commands, cwds or [project.root] * len(commands),
+                                   strict=True)]
     readers = [threading.Thread(target=r.follow) for r in racers]
     for reader in readers:
         reader.start()
@@ -105,6 +109,20 @@ def test_two_applies_started_together_exactly_one_runs_the_other_exits_5_at_once
         assert len(project.runs()) == trial + 1, "the loser must not create a run"
         assert list(intervals(project)) == [r["id"] for r in reversed(project.runs())]
     print(f"RACES: {trials} pairs of simultaneous applies, one winner each")
+
+
+def test_applies_from_two_directories_of_one_project_share_state_and_lock(project):
+    """No $IACORCH_HOME: state lives at the project root, wherever the command runs."""
+    project.write("race.yaml", HOLD)
+    (project.root / "sub").mkdir()
+    env = {k: v for k, v in project.env.items() if k != "IACORCH_HOME"}
+    racers = start_together(project, ("apply", "race.yaml"), ("apply", "../race.yaml"),
+                            cwds=(project.root, project.root / "sub"), env=env)
+    assert sorted(r.proc.returncode for r in racers) == [0, 5], [r.text for r in racers]
+    assert not (project.root / "sub" / ".iacorch").exists()
+    listed = subprocess.run(project.argv("runs", "--json"), cwd=project.root / "sub", env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and len(json.loads(listed.stdout)) == 1, listed.stderr
 
 
 def test_with_lock_timeout_the_second_waits_then_runs(project):

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from iacorch import process
+from iacorch.drivers import ansible
 from iacorch.drivers.ansible import (
     DESTROY_HINT,
     LOCAL_HOST_VARS,
@@ -45,8 +47,6 @@ from iacorch.model.masking import Masker
 from iacorch.model.results import StageSpec
 from iacorch.model.runbook import AnsibleAction
 from iacorch.model.status import ActionType, Operation, StageStatus
-from iacorch import process
-from iacorch.drivers import ansible
 from iacorch.process import CancelToken, ProcessResult
 
 DATA = Path(__file__).parent / "data" / "ansible"
@@ -104,6 +104,15 @@ LOCAL = dict(LOCAL_HOST_VARS)
      {"all": {"children": {"web": {"hosts": {"w1": {}, "w2": {"port": 81}}}}}}),
     ([{"name": "localhost", "ansible_connection": "ssh"}],
      {"all": {"hosts": {"localhost": {"ansible_connection": "ssh"}}}}),
+    # local connection under another name: ansible-playbook's Python, not discovery
+    ([{"name": "web-1", "ansible_connection": "local"}], {"all": {"hosts": {"web-1": LOCAL}}}),
+    ({"web": {"hosts": {"w1": {"ansible_connection": "local"}}}},
+     {"web": {"hosts": {"w1": LOCAL}}}),
+    ({"web": {"hosts": ["w1"], "vars": {"ansible_connection": "local"}}},
+     {"web": {"hosts": {"w1": {}}, "vars": LOCAL}}),
+    ([{"name": "w", "ansible_connection": "local", "ansible_python_interpreter": "/py"}],
+     {"all": {"hosts": {"w": {"ansible_connection": "local",
+                              "ansible_python_interpreter": "/py"}}}}),
 ])
 def test_inventory_normalisation(given: Any, expected: dict[str, Any], tmp_path: Path) -> None:
     assert normalise_inventory(given, resolver(tmp_path)) == expected

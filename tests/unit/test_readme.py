@@ -19,7 +19,7 @@ def readme_commands() -> list[str]:
     for block in re.findall(r"```(?:sh|yaml)\n(.*?)```", README.read_text(), re.DOTALL):
         for line in block.splitlines():
             line = line.split(" #")[0]
-            found = re.search(r"(?:^|[;&|]\s*|\s)(iacorch\s[^#|&;]*)", line)
+            found = re.search(r"(?:^|[;&|/]\s*|\s)(iacorch\s[^#|&;]*)", line)
             if found and "$(" not in found.group(1) and "${{" not in line:
                 commands.append(found.group(1).strip())
     return commands

@@ -11,7 +11,7 @@ import pytest
 
 from iacorch.errors import RunNotFoundError, UsageError
 from iacorch.model.status import RunStatus, StageStatus
-from iacorch.store import default_state_dir, open_store
+from iacorch.store import open_store
 from iacorch.store.audit import GENESIS_HASH
 from iacorch.store.base import (
     ApprovalRecord,
@@ -432,13 +432,6 @@ def test_open_store_picks_the_implementation_from_the_url(
         opened = open_store(url)
         assert isinstance(opened, SqliteStore) and opened.path == expected
         opened.close()
-
-
-def test_the_default_state_dir_is_dot_iacorch_in_the_working_directory(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("IACORCH_HOME", raising=False)
-    monkeypatch.chdir(tmp_path)
-    assert default_state_dir() == tmp_path / ".iacorch"
 
 
 @pytest.mark.parametrize("url", ["postgresql://db/iacorch", "redis://x", "sqlite://"])
