@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "iacorch"
 
 # layer of each top-level part, bottom = 0; same number = siblings that must not mix
 LAYERS = {
-    "errors": 0,
+    "errors": 0, "project": 0,
     "model": 1,
     "runbook": 2, "process": 2,
     "drivers": 3, "store": 3,
