@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from iacorch.cli.session import open_store, state_dir_for, store_option
-from iacorch.errors import ApprovalError, UsageError
+from iacorch.errors import UsageError
 from iacorch.model.status import RunStatus
 from iacorch.store.base import RunRecord, Store, pid_alive
 
@@ -196,42 +196,21 @@ def audit_verify(store_url: str | None) -> None:
     raise click.exceptions.Exit(1)
 
 
+_PAST = {"approve": "approved", "reject": "rejected"}
+
+
 def _decide(decision: str, run_id: str, gate: str, comment: str | None,
-            inputs: tuple[str, ...], store_url: str | None) -> Store:
-    from iacorch.engine.approvals import check_decider, check_inputs
-    from iacorch.engine.operations import plan_of_run
+            inputs: tuple[str, ...], store_url: str | None) -> None:
+    from iacorch.engine.approvals import Decision
+    from iacorch.engine.operations import decide_gate
     from iacorch.engine.runtime import current_identity
     from iacorch.runbook.variables import parse_var_flags
-    from iacorch.store.base import ApprovalRecord
 
-    store = open_store(store_url)
-    run = store.get_run(run_id)
-    record = store.stage_records(run.id).get(gate)
-    if record is None or record.status.value != "waiting_approval":
-        raise ApprovalError(f"run {run.id} is not waiting at a gate named `{gate}`",
-                            hint="see `iacorch runs --waiting`")
-    plan = plan_of_run(run)
-    stage = plan.stages.get(gate)
-    if stage is None or stage.approval is None:
-        raise ApprovalError(f"`{gate}` is not an approval gate of {run.runbook_path}")
     identity = current_identity()
-    bound_to = record.details.get("gate_hash", run.plan_hash)
-    opened_at = record.details.get("opened_at")
-    gate_spec = stage.approval
-    if gate_spec.timeout and opened_at and time.time() - opened_at > gate_spec.timeout:
-        raise ApprovalError(f"the gate `{gate}` expired (timeout {gate_spec.timeout:.0f}s)",
-                            hint=f"`iacorch resume {run.id}` applies its on_timeout "
-                                 f"({gate_spec.on_timeout})")
-    existing = store.approvals(run.id, gate)
-    check_decider(gate_spec, identity, run.user, existing, bound_to)
-    values = check_inputs(gate_spec, parse_var_flags(inputs)) if decision == "approve" else {}
-    with store.transaction(durable=True):
-        store.record_approval(ApprovalRecord(run.id, gate, identity, decision, bound_to,
-                                             time.time(), comment, values))
-        store.append_audit(f"approval_{decision}", run_id=run.id, stage_id=gate, actor=identity,
-                           data={"gate_hash": bound_to, "comment": comment or ""})
-    click.echo(f"{identity} {decision}d {gate} of run {run.id}")
-    return store
+    run = decide_gate(open_store(store_url), run_id, gate,
+                      Decision(identity, decision, comment, parse_var_flags(inputs)),
+                      time.time())
+    click.echo(f"{identity} {_PAST[decision]} {gate} of run {run.id}")
 
 
 def _decision_command(decision: str) -> click.Command:
@@ -245,17 +224,14 @@ def _decision_command(decision: str) -> click.Command:
     @click.option("--json", "json_events", is_flag=True, help="With --resume: JSON events.")
     @click.option("--quiet", "-q", is_flag=True, help="With --resume: no tool output.")
     @store_option
-    @click.pass_context
-    def command(ctx: click.Context, run_id: str, gate: str, comment: str | None,
-                inputs: tuple[str, ...], then_resume: bool, json_events: bool, quiet: bool,
+    def command(run_id: str, gate: str, comment: str | None, inputs: tuple[str, ...],
+                then_resume: bool, json_events: bool, quiet: bool,
                 store_url: str | None) -> None:
         _decide(decision, run_id, gate, comment, inputs, store_url)
         if then_resume:
-            from iacorch.cli.run_commands import resume
+            from iacorch.cli.run_commands import resume_existing
 
-            ctx.invoke(resume, run_id=run_id, store_url=store_url, rerun_interrupted=False,
-                       concurrency=None, lock_timeout=0.0, json_events=json_events,
-                       quiet=quiet, reports=(), summary=None)
+            resume_existing(run_id, store_url, json_events=json_events, quiet=quiet)
 
     command.help = ("Approve a gate a run is waiting at (identity: $IACORCH_USER or login)."
                     if decision == "approve" else "Reject a gate: the run fails at it.")

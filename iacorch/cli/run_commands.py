@@ -219,6 +219,16 @@ def resume(run_id: str, store_url: str | None, rerun_interrupted: bool,
            concurrency: int | None, lock_timeout: float, json_events: bool, quiet: bool,
            reports: tuple[str, ...], summary: str | None) -> None:
     """Continue a failed, interrupted, suspended or killed run where it stopped."""
+    resume_existing(run_id, store_url, json_events=json_events, quiet=quiet,
+                    rerun_interrupted=rerun_interrupted, concurrency=concurrency,
+                    lock_timeout=lock_timeout, reports=reports, summary=summary)
+
+
+def resume_existing(run_id: str, store_url: str | None, *, json_events: bool, quiet: bool,
+                    rerun_interrupted: bool = False, concurrency: int | None = None,
+                    lock_timeout: float = 0.0, reports: tuple[str, ...] = (),
+                    summary: str | None = None) -> None:
+    """Resume a run and exit with its outcome's code (`resume`, `approve --resume`)."""
     from iacorch.engine.runs import resume_run
 
     run, plan, runtime = _existing(run_id, store_url, json_events, quiet)

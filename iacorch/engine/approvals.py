@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from iacorch.errors import ApprovalError
 from iacorch.model.plan import ApprovalGate
-from iacorch.store.base import ApprovalRecord
+from iacorch.store.base import ApprovalRecord, Store
 
 
 class GateDecision(StrEnum):
@@ -62,6 +62,51 @@ def check_decider(gate: ApprovalGate, identity: str, started_by: str,
     if any(r.identity == identity and r.plan_hash == plan_hash for r in records):
         raise ApprovalError(f"{identity} has already decided this gate",
                             hint=f"the gate needs {gate.require} distinct approvers")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One person's answer at a gate, and how their identity was proven (`via`)."""
+
+    identity: str
+    decision: str                           # approve | reject
+    comment: str | None = None
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    via: str = "command line"               # terminal, command line, api token, ...
+
+
+@dataclass(frozen=True, slots=True)
+class OpenGate:
+    """A gate as it waits: what it binds to, when it opened, who started the run."""
+
+    run_id: str
+    gate_id: str
+    gate: ApprovalGate
+    gate_hash: str
+    opened_at: float | None
+    started_by: str
+
+
+def record_decision(store: Store, opened: OpenGate, decision: Decision, now: float) -> None:
+    """Every rule of deciding a gate, for every front door: expiry, who may decide,
+    typed inputs; then the decision and its audit entry in one durable commit."""
+    gate = opened.gate
+    if gate.timeout and opened.opened_at and now - opened.opened_at > gate.timeout:
+        raise ApprovalError(f"the gate `{opened.gate_id}` expired (timeout {gate.timeout:.0f}s)",
+                            hint=f"`iacorch resume {opened.run_id}` applies its on_timeout "
+                                 f"({gate.on_timeout})")
+    existing = store.approvals(opened.run_id, opened.gate_id)
+    check_decider(gate, decision.identity, opened.started_by, existing, opened.gate_hash)
+    values = (check_inputs(gate, dict(decision.inputs)) if decision.decision == "approve"
+              else {})
+    with store.transaction(durable=True):
+        store.record_approval(ApprovalRecord(
+            opened.run_id, opened.gate_id, decision.identity, decision.decision,
+            opened.gate_hash, now, decision.comment, values))
+        store.append_audit(f"approval_{decision.decision}", run_id=opened.run_id,
+                           stage_id=opened.gate_id, actor=decision.identity,
+                           data={"gate_hash": opened.gate_hash, "comment": decision.comment or "",
+                                 "via": decision.via})
 
 
 def check_inputs(gate: ApprovalGate, given: dict[str, str]) -> dict[str, Any]:

@@ -18,9 +18,15 @@ from iacorch.model.plan import PlannedStage
 from iacorch.model.results import StageResult
 from iacorch.model.status import ActionType, Operation
 from iacorch.runbook.templating import TemplateProblem
-from iacorch.store.base import ApprovalRecord
 
-from .approvals import GateDecision, check_decider, check_inputs, evaluate_gate
+from .approvals import (
+    Decision,
+    GateDecision,
+    OpenGate,
+    check_decider,
+    evaluate_gate,
+    record_decision,
+)
 from .executor import LocalExecutor
 from .rendering import build_spec, render_action
 from .stage_exec import run_stage_attempt
@@ -197,6 +203,8 @@ class GateKeeper:
         r = self.runner
         gate = stage.approval
         assert gate is not None and r.rt.prompt is not None
+        opened = OpenGate(r.run_id, stage.id, gate, details["gate_hash"], details["opened_at"],
+                          r.started_by)
         existing = r.rt.store.approvals(r.run_id, stage.id)
         try:
             check_decider(gate, r.rt.identity, r.started_by, existing, details["gate_hash"])
@@ -207,14 +215,9 @@ class GateKeeper:
         answer = r.rt.prompt(self._request(stage, details, approved_by))
         if answer is None:
             return
-        values = check_inputs(gate, dict(answer.inputs)) if answer.decision == "approve" else {}
-        with r.rt.store.transaction(durable=True):
-            r.rt.store.record_approval(ApprovalRecord(
-                r.run_id, stage.id, r.rt.identity, answer.decision, details["gate_hash"],
-                r.rt.clock(), answer.comment, values))
-            r.rt.store.append_audit(f"approval_{answer.decision}", run_id=r.run_id,
-                                    stage_id=stage.id, actor=r.rt.identity,
-                                    data={"gate_hash": details["gate_hash"], "via": "terminal"})
+        record_decision(r.rt.store, opened, Decision(r.rt.identity, answer.decision,
+                                                     answer.comment, answer.inputs,
+                                                     via="terminal"), r.rt.clock())
 
     @staticmethod
     def discard(saved_plans: Mapping[str, str]) -> None:

@@ -2,7 +2,8 @@
 
 A verb that acts on an existing run (resume, approve, reject, rollback, retry,
 mark-done) rebuilds that run's plan from what the run recorded, never from the
-command line: a runbook with a required var can always be moved on.
+command line: a runbook with a required var can always be moved on. Nothing here
+needs click, the main thread or signal handlers.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iacorch.errors import IacorchError, UsageError
+from iacorch.errors import ApprovalError, IacorchError, UsageError
 
 if TYPE_CHECKING:
+    from iacorch.engine.approvals import Decision
     from iacorch.model.plan import Plan
-    from iacorch.store.base import RunRecord
+    from iacorch.store.base import RunRecord, Store
 
 
 def plan_of_run(run: RunRecord) -> Plan:
@@ -50,6 +52,27 @@ def plan_of_run(run: RunRecord) -> Plan:
             hint="resuming would run a different plan than the one started; start a new run "
                  "with `iacorch apply`")
     return plan
+
+
+def decide_gate(store: Store, run_id: str, gate_id: str, decision: Decision,
+                now: float) -> RunRecord:
+    """Approve or reject the gate a run waits at, by the engine's rules (approvals.py)."""
+    from iacorch.engine.approvals import OpenGate, record_decision
+    from iacorch.model.status import StageStatus
+
+    run = store.get_run(run_id)
+    record = store.stage_records(run.id).get(gate_id)
+    if record is None or record.status is not StageStatus.WAITING_APPROVAL:
+        raise ApprovalError(f"run {run.id} is not waiting at a gate named `{gate_id}`",
+                            hint="see `iacorch runs --waiting`")
+    stage = plan_of_run(run).stages.get(gate_id)
+    if stage is None or stage.approval is None:
+        raise ApprovalError(f"`{gate_id}` is not an approval gate of {run.runbook_path}")
+    opened = OpenGate(run.id, gate_id, stage.approval,
+                      record.details.get("gate_hash", run.plan_hash),
+                      record.details.get("opened_at"), run.user)
+    record_decision(store, opened, decision, now)
+    return run
 
 
 def _as_flag(value: Any) -> str:
