@@ -12,8 +12,10 @@ import click
 
 from iacorch.cli.session import open_store, state_dir_for, store_option
 from iacorch.errors import UsageError
-from iacorch.model.status import RunStatus
+from iacorch.model.status import RunStatus, StageStatus
 from iacorch.store.base import RunRecord, Store, pid_alive
+
+_PROBLEMS_SHOWN = 20  # stage records listed by `audit verify`; the count says how many more
 
 
 def _when(timestamp: float | None) -> str:
@@ -44,8 +46,8 @@ def runs(store_url: str | None, limit: int, runbook: str | None, operation: str 
          waiting: bool, as_json: bool) -> None:
     """List runs, newest first."""
     store = open_store(store_url)
-    status = RunStatus.WAITING_APPROVAL if waiting else None
-    records = store.list_runs(limit=limit, runbook=runbook, operation=operation, status=status)
+    records = (_runs_at_gates(store, limit, runbook, operation) if waiting
+               else store.list_runs(limit=limit, runbook=runbook, operation=operation))
     rows: list[dict[str, Any]] = [{"id": r.id, "runbook": r.runbook, "workspace": r.workspace,
              "operation": r.operation, "status": effective_status(r).value,
              "started": r.started_at, "finished": r.finished_at, "user": r.user,
@@ -69,6 +71,21 @@ def runs(store_url: str | None, limit: int, runbook: str | None, operation: str 
             from iacorch.cli.drift_commands import drift_run_line
 
             click.echo(drift_run_line(row) or "    in sync")
+
+
+def _runs_at_gates(store: Store, limit: int, runbook: str | None,
+                   operation: str | None) -> list[RunRecord]:
+    """Runs with a gate waiting for a decision: suspended ones, and ones interrupted
+    while a gate asked (approve, then resume)."""
+    def listed(status: RunStatus) -> list[RunRecord]:
+        return store.list_runs(limit=limit, runbook=runbook, operation=operation, status=status)
+
+    found = listed(RunStatus.WAITING_APPROVAL) + [
+        run for run in listed(RunStatus.INTERRUPTED)
+        if any(rec.status is StageStatus.WAITING_APPROVAL
+               for rec in store.stage_records(run.id).values())]
+    found.sort(key=lambda run: run.started_at, reverse=True)
+    return found if limit < 0 else found[:limit]
 
 
 def _print_waiting_gates(store: Store, run: RunRecord) -> None:
@@ -185,14 +202,34 @@ def audit() -> None:
 
 @audit.command("verify")
 @store_option
-def audit_verify(store_url: str | None) -> None:
-    """Check that no audit row was edited, deleted, swapped or duplicated."""
-    result = open_store(store_url).verify_audit()
+@click.option("--head", metavar="HASH",
+              help="A chain head printed earlier (by a run summary or this command; at least "
+                   "12 hex digits): the log must still hold it, so cut-off entries are found.")
+def audit_verify(store_url: str | None, head: str | None) -> None:
+    """Check that no audit entry or stage result was edited, deleted, swapped or duplicated."""
+    from iacorch.store.audit import expected_head
+
+    if head is not None:
+        try:
+            head = expected_head(head)
+        except ValueError as exc:
+            raise UsageError(str(exc), hint="the run summary prints it as `audit chain head: "
+                                            "HASH (seq N)`") from exc
+    result = open_store(store_url).verify_audit(head=head)
     if result.ok:
-        click.echo(f"audit log intact: {result.checked} entries, head {result.head_hash}")
+        since = ""
+        if result.head_seen_at is not None:
+            since = (f"; {head} is seq {result.head_seen_at}, "
+                     f"{result.checked - result.head_seen_at} entries since")
+        click.echo(f"audit log intact: {result.checked} entries, head {result.head_hash}{since}")
         return
-    click.echo(f"audit log BROKEN at entry {result.first_bad_seq}: {result.reason} "
-               f"({result.checked} entries checked)", err=True)
+    where = f" at entry {result.first_bad_seq}" if result.first_bad_seq is not None else ""
+    click.echo(f"audit log BROKEN{where}: {result.reason} ({result.checked} entries checked)",
+               err=True)
+    for problem in result.stage_problems[:_PROBLEMS_SHOWN]:
+        click.echo(f"  {problem}", err=True)
+    if len(result.stage_problems) > _PROBLEMS_SHOWN:
+        click.echo(f"  ... and {len(result.stage_problems) - _PROBLEMS_SHOWN} more", err=True)
     raise click.exceptions.Exit(1)
 
 

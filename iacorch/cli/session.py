@@ -95,17 +95,20 @@ def build_runtime(store_url: str | None, *, json_events: bool, plan: Plan | None
     state_dir = make_state_dir(state_dir_for(store_url, runbook))
     runtime = Runtime(store=open_store(store_url, runbook), state_dir=state_dir)
     runtime.interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    def interrupted() -> bool:
+        return runtime.cancel.interrupted
+
     if json_events:
         runtime.sinks.append(JsonConsole())
     elif runtime.interactive and plan is not None and live_view \
             and os.environ.get("TERM") != "dumb":
         live = LiveConsole([*plan.stages, *plan.finally_stages])
         runtime.sinks.append(live)
-        runtime.prompt = terminal_prompt(live.pause, live.resume)
+        runtime.prompt = terminal_prompt(live.pause, live.resume, interrupted)
     else:
         runtime.sinks.append(PlainConsole(show_logs=not quiet))
         if runtime.interactive:
-            runtime.prompt = terminal_prompt(lambda: None, lambda: None)
+            runtime.prompt = terminal_prompt(lambda: None, lambda: None, interrupted)
     return runtime
 
 

@@ -94,6 +94,7 @@ class GateKeeper:
         gate = stage.approval
         assert gate is not None
         details = r.state.gate_details.get(stage.id)
+        opened = details is None
         if details is None:
             planned = self._plan_behind(stage)
             details = {"gate_hash": gate_hash(r.plan.plan_hash, stage.id, planned),
@@ -102,6 +103,12 @@ class GateKeeper:
             r.state.gate_details[stage.id] = details
         bound_to = details["gate_hash"]
         state = evaluate_gate(gate, r.rt.store.approvals(r.run_id, stage.id), bound_to)
+        if opened and state.decision is GateDecision.PENDING:
+            # before asking: whatever becomes of the prompt, the request is on record
+            r.rt.store.append_audit("approval_requested", run_id=r.run_id, stage_id=stage.id,
+                                    actor=r.started_by,
+                                    data={"gate_hash": bound_to, "approvers": details["approvers"],
+                                          "require": gate.require})
         if state.decision is GateDecision.PENDING and r.rt.interactive and r.rt.prompt is not None:
             self._ask(stage, details, state.approved_by)
             state = evaluate_gate(gate, r.rt.store.approvals(r.run_id, stage.id), bound_to)

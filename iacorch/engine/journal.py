@@ -9,6 +9,7 @@ from typing import Any
 from iacorch.model.masking import Masker
 from iacorch.model.results import StageResult
 from iacorch.model.status import RunStatus, StageStatus
+from iacorch.store.audit import COVERS_STAGES, stage_audit_data
 from iacorch.store.base import RunRecord, StageRecord, Store
 
 REDACTED = "(sensitive)"
@@ -35,7 +36,7 @@ class Journal:
             self.store.append_audit("run_started", run_id=self.run_id, actor=self.actor,
                                     data={"runbook": record.runbook, "operation": record.operation,
                                           "plan_hash": record.plan_hash,
-                                          "workspace": record.workspace})
+                                          "workspace": record.workspace, COVERS_STAGES: True})
 
     def run_status(self, status: RunStatus, *, finished_at: float | None = None,
                    error: str | None = None, details: Mapping[str, Any] | None = None) -> None:
@@ -94,5 +95,5 @@ class Journal:
             self.store.record_stage(record)
             self.store.append_audit(f"stage_{status.value}", run_id=self.run_id,
                                     stage_id=stage_id, actor=self.actor,
-                                    data={"attempt": attempt, "phase": self.phase,
+                                    data={**stage_audit_data(record),
                                           **({"error": record.error} if record.error else {})})

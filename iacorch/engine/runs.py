@@ -12,6 +12,7 @@ from iacorch.errors import UsageError
 from iacorch.model.masking import Masker
 from iacorch.model.plan import Plan
 from iacorch.model.status import Operation, RunStatus, StageStatus
+from iacorch.store.audit import stage_audit_data
 from iacorch.store.base import RunRecord, StageRecord, pid_alive
 
 from .journal import Journal
@@ -227,14 +228,16 @@ def mark_done(plan: Plan, run: RunRecord, runtime: Runtime, stage_id: str, *, re
         raise UsageError(f"stage `{stage_id}` is already {record.status.value}")
     attempt = (record.attempt if record else 0) + 1
     now = runtime.clock()
+    marked = StageRecord(
+        run.id, stage_id, attempt, StageStatus.MARKED_DONE, started_at=now, finished_at=now,
+        error=f"marked done by {runtime.identity}: {reason}", outputs=dict(outputs),
+        details={"marked_by": runtime.identity, "reason": reason})
     with runtime.store.transaction(durable=True):
-        runtime.store.record_stage(StageRecord(
-            run.id, stage_id, attempt, StageStatus.MARKED_DONE, started_at=now, finished_at=now,
-            error=f"marked done by {runtime.identity}: {reason}", outputs=dict(outputs),
-            details={"marked_by": runtime.identity, "reason": reason}))
+        runtime.store.record_stage(marked)
         runtime.store.append_audit("stage_marked_done", run_id=run.id, stage_id=stage_id,
                                    actor=runtime.identity,
-                                   data={"reason": reason, "outputs": sorted(outputs)})
+                                   data={"reason": reason, "outputs": sorted(outputs),
+                                         **stage_audit_data(marked)})
 
 
 def reset_from(plan: Plan, run: RunRecord, runtime: Runtime, stage_id: str) -> list[str]:

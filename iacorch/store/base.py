@@ -106,14 +106,38 @@ class AuditEntry:
 
 
 @dataclass(frozen=True)
+class StageRecordProblem:
+    """A stage attempt whose row no longer matches what the audit chain recorded of it."""
+
+    run_id: str
+    stage_id: str
+    phase: str
+    attempt: int
+    seq: int | None          # the audit entry holding its digest; None when no entry does
+    reason: str
+
+    def __str__(self) -> str:
+        where = "" if self.phase == "forward" else f", {self.phase}"
+        return (f"run {self.run_id}, stage {self.stage_id} (attempt {self.attempt}{where}): "
+                f"{self.reason}")
+
+
+@dataclass(frozen=True)
 class AuditVerification:
-    """Result of checking the audit chain; head_hash is the last verified link."""
+    """Result of checking the audit chain and the stage records it covers.
+
+    head_hash is the last verified link. head_seen_at is the seq of the entry an
+    expected head named, when one was given and found. stage_problems are stage
+    rows that differ from their digests in the chain (checked only on a whole chain).
+    """
 
     ok: bool
     checked: int
     first_bad_seq: int | None
     reason: str | None
     head_hash: str
+    head_seen_at: int | None = None
+    stage_problems: tuple[StageRecordProblem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -217,7 +241,13 @@ class Store(Protocol):
         """The newest audit entry (of one run), without reading the rest of the log."""
         ...
 
-    def verify_audit(self) -> AuditVerification: ...
+    def verify_audit(self, *, head: str | None = None) -> AuditVerification:
+        """Check the chain, the stage records it covers, and (given) an expected head.
+
+        `head` is a hash (a prefix of at least 12 hex digits) printed earlier; an
+        entry with it must still be in the log, or entries were cut off its end.
+        """
+        ...
 
     def record_approval(self, approval: ApprovalRecord) -> None:
         """Store a decision. Not audited here: the caller appends its audit entry

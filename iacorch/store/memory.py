@@ -226,9 +226,10 @@ class MemoryStore:
             return next((e for e in reversed(self._audit)
                          if run_id is None or e.run_id == run_id), None)
 
-    def verify_audit(self) -> AuditVerification:
+    def verify_audit(self, *, head: str | None = None) -> AuditVerification:
         with self._lock:
-            return chain.verify_chain(list(self._audit))
+            entries, stages = list(self._audit), list(self._stages.values())
+        return chain.verify_log(entries, stages, head)
 
     # --- approvals and drift --------------------------------------------------------------
 

@@ -67,6 +67,9 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _MAGIC = b"SQLite format 3\x00"
 _WAL_INDEX_VERSION = 3007000
 _PLAUSIBLE_VERSION = 10_000  # beyond this, user_version is damage, not a future schema
+EMPTY_HINT = ("if it held your runs, it was truncated: restore it from a backup; to start "
+              "a new store, delete the empty file (iacorch creates state.db itself), "
+              "or use --store")
 RESTORE_HINT = ("restore state.db from a backup, or move it aside to start afresh "
                 "(iacorch never overwrites it); `sqlite3 state.db .recover` may salvage data")
 
@@ -76,25 +79,50 @@ def create_file(path: Path) -> None:
 
     It is built under a temporary name and hard-linked into place; a link never
     replaces a file, so processes creating the store at once all end up opening
-    the one complete file. Where hard links are not supported, the caller's
-    open creates the file instead.
+    the one complete file. Where hard links are not supported it is copied into
+    a file only this process creates (O_EXCL), which others see whole within
+    check_files' retries. Never an empty state.db: an empty file is refused.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
     try:
-        conn = sqlite3.connect(tmp, isolation_level=None)
         try:
-            conn.execute("PRAGMA journal_mode = WAL")  # persistent: stored in the header
-            upgrade(conn, tmp)
-        finally:
-            conn.close()
-        os.link(tmp, path)
-    except FileExistsError:
-        pass  # another process created it first; theirs is complete
-    except (OSError, sqlite3.Error):
-        pass  # no hard links here, or no room: the caller's open reports on the real path
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")  # persistent: stored in the header
+                upgrade(conn, tmp)
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise translate(exc, path, 0.0) from exc
+        _place(tmp, path)
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
             leftover.unlink(missing_ok=True)
+
+
+def _place(tmp: Path, path: Path) -> None:
+    try:
+        os.link(tmp, path)
+        return
+    except FileExistsError:
+        return  # another process created it first; theirs is complete
+    except OSError:
+        pass  # no hard links on this file system
+    try:
+        with path.open("xb") as out:
+            try:
+                out.write(tmp.read_bytes())
+                out.flush()
+                os.fsync(out.fileno())
+            except BaseException:
+                path.unlink(missing_ok=True)  # ours alone: never leave a partial store
+                raise
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot create {path}: {exc.strerror}",
+                         hint="free some disk space, or make its directory writable, "
+                              "or use --store") from exc
 
 
 def check_files(path: Path, *, attempts: int = 3, pause: float = 0.02) -> None:
@@ -125,7 +153,9 @@ def _check_files_once(path: Path) -> None:
         raise StoreError(f"{path} is not a file", hint="point --store at a state.db file")
     size = path.stat().st_size
     if size == 0:
-        return
+        raise StoreError(f"{path} is empty (0 bytes): it is not an iacorch state store, "
+                         "and iacorch does not initialise over an existing file",
+                         hint=EMPTY_HINT)
     with path.open("rb") as f:
         header = f.read(100)
     if not header.startswith(_MAGIC):
@@ -223,9 +253,7 @@ def schema_version(conn: sqlite3.Connection, path: Path) -> int:
         "SELECT a.application_id, v.user_version, (SELECT count(*) FROM sqlite_master) "
         "FROM pragma_application_id() AS a, pragma_user_version() AS v").fetchone()
     if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables):
-        raise StoreError(f"{path} is an SQLite database but not an iacorch state store",
-                         hint="point --store (or $IACORCH_HOME) at another file; "
-                              "iacorch will not modify this one")
+        raise not_a_store(path)
     if not 0 <= version <= _PLAUSIBLE_VERSION or (version == 0 and tables):
         raise StoreError(f"{path} has a damaged header (schema version {version})",
                          hint=RESTORE_HINT)
@@ -235,6 +263,14 @@ def schema_version(conn: sqlite3.Connection, path: Path) -> int:
                          hint="upgrade iacorch (pip install -U iacorch), or use another "
                               "state file with --store")
     return int(version)
+
+
+def not_a_store(path: Path) -> StoreError:
+    """The refusal of an SQLite file iacorch did not create (every state.db it creates is
+    stamped with APPLICATION_ID and its schema in one commit)."""
+    return StoreError(f"{path} is an SQLite database but not an iacorch state store",
+                      hint="point --store (or $IACORCH_HOME) at another file; "
+                           "iacorch will not modify this one")
 
 
 def quick_check(conn: sqlite3.Connection, path: Path) -> None:

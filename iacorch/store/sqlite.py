@@ -38,6 +38,7 @@ from iacorch.store.migrations import (
     RESTORE_HINT,
     check_files,
     create_file,
+    not_a_store,
     quick_check,
     schema_version,
     translate,
@@ -106,13 +107,14 @@ class SqliteStore:
                              f"{exc.strerror}", hint="create it, or use --store") from exc
         if not self.path.exists():
             create_file(self.path)
-        mode = "rw" if self.path.exists() else "rwc"  # never create what vanished meanwhile
-        conn = sqlite3.connect(f"file:{quote(str(self.path))}?mode={mode}", uri=True,
+        # mode=rw: SQLite never creates the file, so it never initialises one we did not make
+        conn = sqlite3.connect(f"file:{quote(str(self.path))}?mode=rw", uri=True,
                                timeout=self.busy_timeout, isolation_level=None,
                                check_same_thread=False)
         try:
             conn.execute("PRAGMA cell_size_check = ON")  # catch damaged pages as they are read
-            schema_version(conn, self.path)  # refuse a foreign file before changing anything
+            if schema_version(conn, self.path) == 0:  # before changing anything
+                raise not_a_store(self.path)
             if 0 < size <= quick_check_max_bytes:
                 quick_check(conn, self.path)
             journal = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -371,9 +373,18 @@ class SqliteStore:
                               "ORDER BY seq DESC LIMIT 1", params)
         return found[0] if found else None
 
-    def verify_audit(self) -> AuditVerification:
-        rows = self._rows(f"SELECT {_AUDIT} FROM audit ORDER BY seq")
-        return chain.verify_chain(_audit_or_damaged(row) for row in rows)
+    def verify_audit(self, *, head: str | None = None) -> AuditVerification:
+        with self._lock:
+            outer = self._depth > 0
+            if not outer:
+                self._exec("BEGIN")  # one snapshot: a stage row and its audit entry together
+            try:
+                rows = self._rows(f"SELECT {_AUDIT} FROM audit ORDER BY seq")
+                stages = self._rows(f"SELECT {_STAGE} FROM stages ORDER BY rowid")
+            finally:
+                if not outer:
+                    self._rollback()
+        return chain.verify_log((_audit_or_damaged(row) for row in rows), stages, head)
 
     # --- approvals and drift --------------------------------------------------------------
 

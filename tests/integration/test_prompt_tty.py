@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
+
+from iacorch.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.integration
 
@@ -106,3 +110,44 @@ def test_an_identity_that_may_not_approve_is_not_asked(project):
     assert term.finish() == 3, term.seen
     assert "cannot approve here" in term.seen and "not an approver" in term.seen
     assert "approve, reject" not in term.seen
+
+
+def audit_kinds(project, run_id: str) -> list[str]:
+    with SqliteStore(Path(project.env["IACORCH_HOME"]) / "state.db") as store:
+        return [entry.kind for entry in store.audit_entries(run_id=run_id)]
+
+
+def test_ctrl_c_at_the_prompt_interrupts_the_run_resumably_and_audits_it(project):
+    project.write("prompted.yaml", GATED)
+    term = Terminal(project, "apply", "prompted.yaml")
+    term.expect("approve, reject, or leave it waiting?")
+    os.killpg(term.proc.pid, signal.SIGINT)      # Ctrl-C: the terminal's whole process group
+    assert term.finish(timeout=20) == 130, term.seen
+    (run,) = project.runs()
+    assert run["status"] == "interrupted"
+    assert f"resume with: iacorch resume {run['id']}" in term.seen
+    kinds = audit_kinds(project, run["id"])
+    assert kinds[-3:] == ["approval_requested", "stage_waiting_approval", "run_interrupted"]
+    waiting = project.run("runs", "--waiting")
+    assert "gate go: waiting" in waiting.out, waiting.text
+    resumed = project.run("approve", run["id"], "go", "--input", "region=eu", "--resume")
+    assert resumed.code == 0, resumed.text
+    assert (project.root / "shipped").read_text().strip() == "eu"
+    assert project.run("audit", "verify").code == 0
+
+
+def test_end_of_input_at_the_prompt_leaves_the_gate_waiting_with_exit_3(project):
+    project.write("prompted.yaml", GATED)
+    term = Terminal(project, "apply", "prompted.yaml")
+    term.expect("approve, reject, or leave it waiting?")
+    os.write(term.master, b"\x04")               # Ctrl-D: the input is closed
+    assert term.finish(timeout=20) == 3, term.seen
+    (run,) = project.runs()
+    assert run["status"] == "waiting_approval"
+    assert f"iacorch approve {run['id']} go --resume" in term.seen
+    assert f"iacorch reject {run['id']} go" in term.seen
+    assert audit_kinds(project, run["id"])[-3:] == [
+        "approval_requested", "stage_waiting_approval", "run_waiting_approval"]
+    waiting = project.run("runs", "--waiting")
+    assert "gate go: waiting" in waiting.out, waiting.text
+    assert not (project.root / "shipped").exists()

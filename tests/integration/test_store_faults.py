@@ -138,16 +138,40 @@ def test_a_damaged_page_is_found_by_a_query_when_open_skips_the_check(db: Path) 
     store.close()
 
 
-@pytest.mark.parametrize("content", [b"", b"not a database, just text\n" * 10])
-def test_a_file_that_is_not_a_database_is_never_overwritten(tmp_path: Path,
-                                                            content: bytes) -> None:
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"", "is empty (0 bytes)"),   # a store truncated to nothing, or someone's empty file
+    (b"not a database, just text\n" * 10, "not an SQLite database"),
+])
+def test_a_file_that_is_not_a_database_is_never_overwritten(tmp_path: Path, content: bytes,
+                                                            expected: str) -> None:
     path = tmp_path / "state.db"
     path.write_bytes(content)
-    if not content:  # an empty file is a new database: fine to initialise
-        SqliteStore(path).close()
-        assert path.stat().st_size > 0
-        return
-    assert "not an SQLite database" in refused(path).message
+    err = refused(path)
+    assert expected in err.message
+    assert path.read_bytes() == content
+
+
+def test_an_empty_sqlite_database_iacorch_did_not_create_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    raw = sqlite3.connect(path)
+    raw.execute("VACUUM")  # a valid database file with no tables and no application id
+    raw.close()
+    assert path.stat().st_size > 0
+    assert "not an iacorch state store" in refused(path).message
+
+
+def test_without_hard_links_a_new_store_is_copied_into_place_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(src: object, dst: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = tmp_path / "state.db"
+    with SqliteStore(path) as store:
+        store.append_audit("hello")
+    with SqliteStore(path) as store:
+        assert [e.kind for e in store.audit_entries()] == ["hello"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".new")] == []
 
 
 def test_a_database_of_another_program_is_refused(tmp_path: Path) -> None:

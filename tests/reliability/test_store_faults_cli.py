@@ -119,6 +119,24 @@ def test_a_truncated_store_is_refused_by_every_command(project, ran, keep):
     refused_everywhere(project, ran, "truncated")
 
 
+def test_a_store_truncated_to_nothing_is_refused_not_re_created(project, ran):
+    os.truncate(db_path(project), 0)
+    refused_everywhere(project, ran, "is empty (0 bytes)", "restore it from a backup")
+    assert db_path(project).stat().st_size == 0
+
+
+def test_stage_outputs_changed_in_the_store_are_caught_by_audit_verify(project, ran):
+    with contextlib.closing(sqlite3.connect(db_path(project))) as raw:
+        raw.execute("""UPDATE stages SET outputs = '{"token":"forged"}'
+                       WHERE stage_id = 'second'""")
+        raw.commit()
+    result = project.run("audit", "verify")
+    assert result.code == 1, result.text
+    assert "audit log BROKEN: 1 stage record(s) differ from the audit log" in result.err
+    assert f"run {ran}, stage second (attempt 1): its row differs from what audit entry " \
+        "seq" in result.err, result.err
+
+
 def _root_page(db: Path, table: str) -> int:
     with contextlib.closing(sqlite3.connect(db)) as raw:
         (page,) = raw.execute("SELECT rootpage FROM sqlite_master WHERE name = ?",

@@ -340,7 +340,7 @@ def test_every_audit_mutation_of_a_real_store_is_caught_naming_the_first_bad_row
 
 def test_what_the_chain_cannot_catch_needs_the_head_printed_by_the_run(
         project, cli_main):
-    """Tail truncation verifies; only the chain head printed at the end of a run shows it."""
+    """Tail truncation verifies; `audit verify --head` with the head the run printed shows it."""
     project.write("one.yaml", "version: 1\nname: one\nstages:\n"
                               "  a: {kind: provision, shell: {run: 'true'}}\n")
     apply = project.run("apply", "one.yaml")
@@ -357,3 +357,11 @@ def test_what_the_chain_cannot_catch_needs_the_head_printed_by_the_run(
     assert code == 0, "a truncated tail is a valid shorter chain"
     assert not text.split("head ")[1].strip().startswith(printed), \
         "but its head no longer matches the one the run printed"
+    code, text = cli_main("audit", "verify", "--store", str(db), "--head", printed)
+    assert code == 1, text
+    seq = int(apply.err.split("audit chain head: ")[1].split("(seq ")[1].split(")")[0])
+    assert f"the log ends at seq {seq - 1} with head " in text, text
+    assert f"but you expected head {printed}: entries were removed or this is another " \
+        "store" in text, text
+    code, text = cli_main("audit", "verify", "--store", str(db), "--head", printed[:8])
+    assert code == 64 and "at least 12 hex digits" in text, text

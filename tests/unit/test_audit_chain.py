@@ -15,8 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from iacorch.store.audit import GENESIS_HASH, next_entry, verify_chain
-from iacorch.store.base import AuditEntry
+from iacorch.model.status import StageStatus
+from iacorch.store.audit import (
+    COVERS_STAGES,
+    GENESIS_HASH,
+    next_entry,
+    stage_audit_data,
+    verify_chain,
+)
+from iacorch.store.base import AuditEntry, StageRecord
 from iacorch.store.sqlite import SqliteStore
 
 CHAIN_LENGTH = 50
@@ -215,3 +222,66 @@ def test_integer_clock_times_hash_the_same_after_a_round_trip(tmp_path: Path) ->
     assert store.audit_entries() == [written]
     assert store.verify_audit().ok
     store.close()
+
+
+# --- stage rows and the tail, changed with raw SQL ----------------------------------------------
+
+@pytest.fixture
+def run_db(tmp_path: Path) -> Iterator[tuple[SqliteStore, sqlite3.Connection, str]]:
+    """A store with one run of three finished stages, each row's digest in its audit entry."""
+    store = SqliteStore(tmp_path / "state.db", synchronous="OFF")
+    store.append_audit("run_started", run_id="r1", data={COVERS_STAGES: True})
+    for stage_id in ("net", "hosts", "app"):
+        record = StageRecord("r1", stage_id, 1, StageStatus.SUCCEEDED, started_at=1.0,
+                             finished_at=2.0, outputs={"address": f"{stage_id}.internal"})
+        with store.transaction():
+            store.record_stage(record)
+            store.append_audit("stage_succeeded", run_id="r1", stage_id=stage_id,
+                               data=stage_audit_data(record))
+    head = store.append_audit("run_succeeded", run_id="r1").hash
+    raw = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    yield store, raw, head
+    raw.close()
+    store.close()
+
+
+def test_an_sql_update_of_stage_outputs_is_caught_naming_run_and_stage(
+        run_db: tuple[SqliteStore, sqlite3.Connection, str]) -> None:
+    store, raw, _ = run_db
+    assert store.verify_audit().ok
+    raw.execute("""UPDATE stages SET outputs = '{"address":"evil.example"}'
+                   WHERE stage_id = 'hosts'""")
+    result = store.verify_audit()
+    assert not result.ok and result.reason == "1 stage record(s) differ from the audit log"
+    assert [str(p) for p in result.stage_problems] == [
+        "run r1, stage hosts (attempt 1): its row differs from what audit entry seq 3 recorded "
+        "(status, outputs, changes, error or details were changed)"]
+
+
+@pytest.mark.parametrize(("sql", "expected"), [
+    ("DELETE FROM stages WHERE stage_id = 'app'", "its row is gone (deleted)"),
+    ("UPDATE stages SET attempt = 2 WHERE stage_id = 'app'", "never recorded"),
+    ("UPDATE stages SET outputs = '{' WHERE stage_id = 'app'", "can no longer be read"),
+])
+def test_deleted_rekeyed_or_damaged_stage_rows_are_caught(
+        run_db: tuple[SqliteStore, sqlite3.Connection, str], sql: str, expected: str) -> None:
+    store, raw, _ = run_db
+    raw.execute(sql)
+    problems = store.verify_audit().stage_problems
+    assert problems and all(p.stage_id == "app" for p in problems)
+    assert expected in " ".join(str(p) for p in problems)
+
+
+def test_deleting_the_last_audit_rows_is_caught_against_the_head_printed_before(
+        run_db: tuple[SqliteStore, sqlite3.Connection, str]) -> None:
+    store, raw, head = run_db
+    assert store.verify_audit(head=head[:16]).ok
+    raw.execute("DROP TRIGGER audit_no_delete")
+    raw.execute("DELETE FROM audit WHERE seq >= 4")  # the last stage and the run's end
+    raw.execute("DELETE FROM stages WHERE stage_id = 'app'")
+    assert store.verify_audit().ok, "a cut-off tail is still a whole chain"
+    cut = store.verify_audit(head=head[:16])
+    assert not cut.ok
+    assert cut.reason is not None and cut.reason.startswith("the log ends at seq 3 with head ")
+    assert cut.reason.endswith(f"but you expected head {head[:16]}: entries were removed or "
+                               "this is another store")

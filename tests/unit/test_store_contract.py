@@ -12,7 +12,7 @@ import pytest
 from iacorch.errors import RunNotFoundError, UsageError
 from iacorch.model.status import RunStatus, StageStatus
 from iacorch.store import open_store
-from iacorch.store.audit import GENESIS_HASH
+from iacorch.store.audit import COVERS_STAGES, GENESIS_HASH, next_entry, stage_audit_data
 from iacorch.store.base import (
     ApprovalRecord,
     DriftRecord,
@@ -377,6 +377,83 @@ def test_audit_data_must_be_json(store: Store) -> None:
     with pytest.raises(TypeError, match="audit data"):
         store.append_audit("x", data={"bad": {1, 2}})
     assert store.audit_entries() == []
+
+
+def finished(store: Store, record: StageRecord) -> None:
+    """A stage attempt ends as the engine records it: the row and its digest in one commit."""
+    with store.transaction():
+        store.record_stage(record)
+        store.append_audit(f"stage_{record.status.value}", run_id=record.run_id,
+                           stage_id=record.stage_id, data=stage_audit_data(record))
+
+
+def covered_run(store: Store, run_id: str = "r1") -> None:
+    store.create_run(run(run_id))
+    store.append_audit("run_started", run_id=run_id, data={COVERS_STAGES: True})
+    finished(store, stage(run_id, "net", 1, StageStatus.FAILED, exit_code=1, error="boom",
+                          started_at=10, finished_at=11))
+    finished(store, stage(run_id, "net", 2, outputs={"subnet": "10.0.0.0/24"},
+                          changes={"add": 1}, details={"gate_hash": "gh"}))
+    finished(store, stage(run_id, "net", 1, StageStatus.ROLLED_BACK, phase="rollback"))
+    store.record_stage(stage(run_id, "hosts", 1, StageStatus.RUNNING))  # in flight: no result
+
+
+def test_stage_results_are_covered_by_the_chain(store: Store) -> None:
+    covered_run(store)
+    result = store.verify_audit()
+    assert (result.ok, result.stage_problems) == (True, ())
+
+
+@pytest.mark.parametrize("change", [
+    {"outputs": {"subnet": "6.6.6.0/24"}}, {"status": StageStatus.SKIPPED},
+    {"changes": None}, {"error": "all fine"}, {"details": {"gate_hash": "forged"}}])
+def test_a_stage_result_changed_outside_the_chain_is_caught_naming_run_and_stage(
+        store: Store, change: dict[str, Any]) -> None:
+    covered_run(store)
+    forged = stage("r1", "net", 2, **{"outputs": {"subnet": "10.0.0.0/24"},
+                                      "changes": {"add": 1}, "details": {"gate_hash": "gh"},
+                                      **change})
+    store.record_stage(forged)   # what an UPDATE of the row does: no audit entry
+    result = store.verify_audit()
+    assert not result.ok and result.first_bad_seq is None
+    (problem,) = result.stage_problems
+    assert (problem.run_id, problem.stage_id, problem.attempt, problem.seq) == ("r1", "net", 2, 3)
+    assert str(problem).startswith("run r1, stage net (attempt 2): its row differs from what "
+                                   "audit entry seq 3 recorded")
+
+
+def test_a_result_the_chain_never_recorded_is_caught(store: Store) -> None:
+    covered_run(store)
+    store.record_stage(stage("r1", "net", 3, outputs={"subnet": "6.6.6.0/24"}))
+    store.record_stage(stage("r1", "hosts", 2, StageStatus.PENDING))  # would only run again
+    (problem,) = store.verify_audit().stage_problems
+    assert (problem.stage_id, problem.attempt, problem.seq) == ("net", 3, None)
+    assert "never recorded" in problem.reason
+
+
+def test_runs_from_before_stage_digests_still_verify(store: Store) -> None:
+    store.create_run(run("old"))
+    store.append_audit("run_started", run_id="old")
+    store.record_stage(stage("old", "net", 1, outputs={"subnet": "10.0.0.0/24"}))
+    store.append_audit("stage_succeeded", run_id="old", stage_id="net",
+                       data={"attempt": 1, "phase": "forward"})
+    assert store.verify_audit().ok
+
+
+def test_an_expected_head_must_still_be_in_the_log(store: Store) -> None:
+    first = store.append_audit("run_started", run_id="r1")
+    last = store.append_audit("run_succeeded", run_id="r1")
+    assert store.verify_audit(head=last.hash[:12]).head_seen_at == 2
+    earlier = store.verify_audit(head=first.hash.upper())   # the log grew since: fine
+    assert (earlier.ok, earlier.head_seen_at) == (True, 1)
+    elsewhere = next_entry(2, last.hash, "run_started", time=1.0).hash
+    lost = store.verify_audit(head=elsewhere[:16])
+    assert not lost.ok and lost.head_seen_at is None
+    assert lost.reason == (f"the log ends at seq 2 with head {last.hash[:16]}, but you "
+                           f"expected head {elsewhere[:16]}: entries were removed or this is "
+                           "another store")
+    with pytest.raises(ValueError, match="at least 12 hex digits"):
+        store.verify_audit(head=last.hash[:11])
 
 
 # --- approvals and drift ------------------------------------------------------------------
