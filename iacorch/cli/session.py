@@ -93,7 +93,15 @@ def build_runtime(store_url: str | None, *, json_events: bool, plan: Plan | None
 
     runbook = plan.path if plan is not None else None
     state_dir = make_state_dir(state_dir_for(store_url, runbook))
-    runtime = Runtime(store=open_store(store_url, runbook), state_dir=state_dir)
+    store = open_store(store_url, runbook)
+    if store.read_only:
+        from iacorch.errors import StoreError
+
+        raise StoreError(f"the state store in {state_dir} is read-only here: runs cannot be "
+                         "recorded, so nothing was started",
+                         hint="inspection works (runs, show, logs, audit verify); to run, use a "
+                              "writable checkout, or set $IACORCH_HOME or --store")
+    runtime = Runtime(store=store, state_dir=state_dir)
     runtime.interactive = sys.stdin.isatty() and sys.stdout.isatty()
     def interrupted() -> bool:
         return runtime.cancel.interrupted

@@ -171,6 +171,8 @@ class Store(Protocol):
     Implementations are safe to call from several threads of one process.
     """
 
+    read_only: bool   # opened for inspection only (a read-only mount): every write fails
+
     def create_run(self, run: RunRecord) -> None: ...
 
     def update_run(self, run_id: str, *, status: RunStatus,

@@ -32,6 +32,8 @@ from iacorch.store.base import (
 class MemoryStore:
     """A Store whose state lives in this object and dies with it."""
 
+    read_only = False
+
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._lock = threading.RLock()

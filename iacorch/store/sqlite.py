@@ -9,6 +9,7 @@ to do; a failed transaction is rolled back whole.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -36,6 +37,7 @@ from iacorch.store.base import (
 )
 from iacorch.store.migrations import (
     RESTORE_HINT,
+    SCHEMA_VERSION,
     check_files,
     create_file,
     not_a_store,
@@ -60,6 +62,11 @@ _STAGE_UPSERT = (
     f"INSERT INTO stages ({_STAGE}) VALUES ({', '.join('?' * len(base.STAGE_COLUMNS))}) "
     "ON CONFLICT (run_id, phase, stage_id, attempt) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in base.STAGE_COLUMNS[4:]))
+
+
+def _writable(path: Path) -> bool:
+    """Whether SQLite can write the file and create its -wal and -shm beside it."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
 
 class SqliteStore:
@@ -87,6 +94,7 @@ class SqliteStore:
         self._depth = 0
         self._synchronous = synchronous.upper()
         self._conn: sqlite3.Connection | None = None
+        self.read_only = False
         try:
             self._conn = self._open(synchronous.upper(), quick_check_max_bytes,
                                     dict(pragmas or {}))
@@ -100,6 +108,8 @@ class SqliteStore:
               pragmas: dict[str, int | str]) -> sqlite3.Connection:
         check_files(self.path)
         size = self.path.stat().st_size if self.path.exists() else 0
+        if size and not _writable(self.path):
+            return self._open_read_only(size <= quick_check_max_bytes)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -128,6 +138,36 @@ class SqliteStore:
                 if not _PRAGMA_NAME.match(name) or not re.match(r"^\w+$", str(value)):
                     raise ValueError(f"bad pragma {name}={value!r}")
                 conn.execute(f"PRAGMA {name} = {value}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_read_only(self, check: bool) -> sqlite3.Connection:
+        """A store on a read-only mount (or without write permission) for inspection.
+
+        `runs`, `show`, `logs` and `audit verify` work; anything that writes fails
+        with SQLite's read-only error, which names the cause. Without a write-ahead
+        log to read, the file is opened as immutable: SQLite then needs no -shm file,
+        which a read-only directory could not hold.
+        """
+        self.read_only = True
+        wal = self.path.with_name(self.path.name + "-wal")
+        immutable = "&immutable=1" if not wal.exists() or not wal.stat().st_size else ""
+        conn = sqlite3.connect(f"file:{quote(str(self.path))}?mode=ro{immutable}", uri=True,
+                               timeout=self.busy_timeout, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            version = schema_version(conn, self.path)
+            if version == 0:
+                raise not_a_store(self.path)
+            if version != SCHEMA_VERSION:
+                raise StoreError(f"{self.path} is read-only here and needs an upgrade to "
+                                 "this iacorch's schema",
+                                 hint="open it once where it is writable, or use the iacorch "
+                                      "that wrote it")
+            if check:
+                quick_check(conn, self.path)
         except BaseException:
             conn.close()
             raise
