@@ -7,6 +7,7 @@ The CLI is the one place that turns them into messages and exit codes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +43,34 @@ class Problem:
         return "\n".join(lines)
 
 
+class ExitCode(IntEnum):
+    """The one table of exit codes (README, `iacorch --help`, DESIGN.md §4).
+
+    Run outcomes use 0-5; a command that could not do its work at all uses the
+    sysexits codes, so a pipeline can tell "the deployment failed" (1) from
+    "iacorch could not run here" (69, 74) or "you may not do that" (77).
+    """
+
+    SUCCESS = 0
+    RUN_FAILED = 1              # failed, rolled back, rejected at a gate
+    CHANGES_PRESENT = 2         # drift, or plan --detailed-exitcode
+    WAITING_APPROVAL = 3
+    ROLLBACK_FAILED = 4
+    LOCKED = 5
+    BAD_INVOCATION = 64
+    INVALID_RUNBOOK = 65
+    TOOL_MISSING = 69           # a program the runbook needs is not installed
+    INTERNAL_ERROR = 70
+    STORE_UNUSABLE = 74         # state.db damaged, foreign, read-only, full, locked
+    NOT_ALLOWED = 77            # an approval refused: not an approver, expired, decided
+    INTERRUPTED = 130
+    TERMINATED = 143
+
+
 class IacorchError(Exception):
     """Base of every error a user can cause; carries the exit code the CLI uses."""
 
-    exit_code = 70
+    exit_code = ExitCode.INTERNAL_ERROR
 
     def __init__(self, message: str, *, hint: str | None = None,
                  location: Location | None = None) -> None:
@@ -65,13 +90,13 @@ class IacorchError(Exception):
 class UsageError(IacorchError):
     """Bad invocation: a missing file, an unknown flag value, a malformed --var."""
 
-    exit_code = 64
+    exit_code = ExitCode.BAD_INVOCATION
 
 
 class RunbookError(IacorchError):
     """The runbook is invalid. Carries every problem found, not only the first."""
 
-    exit_code = 65
+    exit_code = ExitCode.INVALID_RUNBOOK
 
     def __init__(self, problems: list[Problem] | tuple[Problem, ...]) -> None:
         first = problems[0]
@@ -92,19 +117,19 @@ class RunbookError(IacorchError):
 class StoreError(IacorchError):
     """The state store is unreadable, corrupt, too new, read-only or full."""
 
-    exit_code = 1
+    exit_code = ExitCode.STORE_UNUSABLE
 
 
 class LockedError(IacorchError):
     """Another run holds the lock for this runbook and workspace."""
 
-    exit_code = 5
+    exit_code = ExitCode.LOCKED
 
 
 class ToolMissingError(IacorchError):
     """A tool the runbook needs (terraform, pulumi, ...) is not installed."""
 
-    exit_code = 1
+    exit_code = ExitCode.TOOL_MISSING
 
 
 class RunNotFoundError(UsageError):
@@ -114,4 +139,4 @@ class RunNotFoundError(UsageError):
 class ApprovalError(IacorchError):
     """An approval or rejection that is not allowed: wrong identity, expired, reused."""
 
-    exit_code = 1
+    exit_code = ExitCode.NOT_ALLOWED

@@ -13,13 +13,7 @@ import traceback
 import click
 
 from iacorch import __version__
-from iacorch.errors import IacorchError
-
-EXIT_BAD_INVOCATION = 64
-EXIT_INTERNAL = 70
-EXIT_SIGINT = 130
-EXIT_SIGTERM = 143
-
+from iacorch.errors import ExitCode, IacorchError
 
 # Command name -> module defining it; modules load only when their command runs,
 # so `iacorch --version` does not pay for pydantic, jinja2 or sqlite.
@@ -62,7 +56,9 @@ def cli() -> None:
     \b
     Exit codes: 0 success/in sync, 1 run failed, 2 drift or changes present,
     3 waiting for approval, 4 rollback failed, 5 locked by another run,
-    64 bad invocation, 65 invalid runbook, 70 internal error, 130/143 interrupted.
+    64 bad invocation, 65 invalid runbook, 69 a needed tool is missing,
+    70 internal error, 74 state store unusable, 77 approval not allowed,
+    130/143 interrupted.
     """
 
 
@@ -95,17 +91,17 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        code = EXIT_BAD_INVOCATION
+        code = ExitCode.BAD_INVOCATION
     except (click.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
-        code = EXIT_SIGINT
+        code = ExitCode.INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the one boundary: anything else is a bug
         try:
             where = f"details in {_crash_log(traceback.format_exc())}"
         except OSError as log_error:
             where = f"no crash log could be written ({log_error.strerror}): {exc!r}"
         click.echo(f"iacorch: internal error (a bug: please report it); {where}", err=True)
-        code = EXIT_INTERNAL
+        code = ExitCode.INTERNAL_ERROR
     finally:
         if argv is not None:
             gc.unfreeze()

@@ -19,7 +19,7 @@ from iacorch.cli.session import (
     store_option,
 )
 from iacorch.engine.operations import plan_of_run
-from iacorch.errors import ToolMissingError, UsageError
+from iacorch.errors import ExitCode, ToolMissingError, UsageError
 from iacorch.model.runbook import parse_duration
 from iacorch.model.status import Operation, StageKind
 
@@ -182,7 +182,7 @@ def plan_command(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str,
     if detailed_exitcode and outcome.status is RunStatus.SUCCEEDED and any(
             line.startswith("would change") for line in changes.values()):
         write_and_summarise(runtime, outcome, reports, summary)
-        raise click.exceptions.Exit(2)
+        raise click.exceptions.Exit(ExitCode.CHANGES_PRESENT)
     _finish(runtime, outcome, reports, summary)
 
 

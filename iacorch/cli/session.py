@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from iacorch.engine.rollback import NOTHING_TO_UNDO_CHECK
+from iacorch.errors import ExitCode
 from iacorch.model.status import RunStatus
 
 if TYPE_CHECKING:
@@ -23,24 +24,25 @@ if TYPE_CHECKING:
     from iacorch.store.base import Store
 
 # The one table of run outcomes -> exit codes (DESIGN.md §4).
-RUN_EXIT_CODES: dict[RunStatus, int] = {
-    RunStatus.SUCCEEDED: 0,
-    RunStatus.FAILED: 1,
-    RunStatus.ROLLED_BACK: 1,
-    RunStatus.WAITING_APPROVAL: 3,
-    RunStatus.ROLLBACK_FAILED: 4,
-    RunStatus.ROLLING_BACK: 4,
-    RunStatus.INTERRUPTED: 130,
-    RunStatus.DIED: 1,
+RUN_EXIT_CODES: dict[RunStatus, ExitCode] = {
+    RunStatus.SUCCEEDED: ExitCode.SUCCESS,
+    RunStatus.FAILED: ExitCode.RUN_FAILED,
+    RunStatus.ROLLED_BACK: ExitCode.RUN_FAILED,
+    RunStatus.WAITING_APPROVAL: ExitCode.WAITING_APPROVAL,
+    RunStatus.ROLLBACK_FAILED: ExitCode.ROLLBACK_FAILED,
+    RunStatus.ROLLING_BACK: ExitCode.ROLLBACK_FAILED,
+    RunStatus.INTERRUPTED: ExitCode.INTERRUPTED,
+    RunStatus.DIED: ExitCode.RUN_FAILED,
 }
 _KILL_WINDOW = 3.0
 # undo notes that say "by design" rather than "needs a human": not worth a summary line
 _NOTHING_TO_UNDO = ("approval gate", "`rollback: none`", NOTHING_TO_UNDO_CHECK)
 
 
-def exit_code_for(status: RunStatus, interrupt_signal: int | None) -> int:
+def exit_code_for(status: RunStatus, interrupt_signal: int | None) -> ExitCode:
+    """The exit code of a run that ended with `status`."""
     if status is RunStatus.INTERRUPTED and interrupt_signal == signal.SIGTERM:
-        return 143
+        return ExitCode.TERMINATED
     return RUN_EXIT_CODES[status]
 
 

@@ -86,7 +86,7 @@ def test_request_lists_the_terraform_change(project, gated):
 def test_identities_quorum_and_self_approval(project, gated):
     run_id = gated(require=2)
     outsider = project.run("approve", run_id, "go", env={"IACORCH_USER": "mallory"})
-    assert outsider.code == 1 and "not an approver" in outsider.err
+    assert outsider.code == 77 and "not an approver" in outsider.err
     starter = project.write("gated2.yaml", GATED.replace("{require}", "1").replace(
         "approvers: [alice, bob]", "approvers: [alice, carol]").replace("name: gated",
                                                                        "name: gated2"))
@@ -94,10 +94,10 @@ def test_identities_quorum_and_self_approval(project, gated):
     own_run = project.runs()[0]["id"]
     assert own.code == 3
     refused = project.run("approve", own_run, "go", env={"IACORCH_USER": "carol"})
-    assert refused.code == 1 and "started this run" in refused.err
+    assert refused.code == 77 and "started this run" in refused.err
     assert project.run("approve", run_id, "go", env={"IACORCH_USER": "alice"}).code == 0
     twice = project.run("approve", run_id, "go", env={"IACORCH_USER": "alice"})
-    assert twice.code == 1 and "already decided" in twice.err
+    assert twice.code == 77 and "already decided" in twice.err
     still = project.run("resume", run_id)
     assert still.code == 3, still.text
     assert project.run("approve", run_id, "go", "--resume",

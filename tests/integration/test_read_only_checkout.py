@@ -57,7 +57,7 @@ def test_inspection_works_and_a_run_is_refused_before_it_starts(project, can_mou
     assert verified.returncode == 0 and "intact" in verified.stdout, verified.stderr
 
     refused = read_only(project, "apply", "ro.yaml")
-    assert refused.returncode == 1
+    assert refused.returncode == 74
     assert "read-only here: runs cannot be recorded, so nothing was started" in refused.stderr
     assert "Traceback" not in refused.stderr and "internal error" not in refused.stderr
     assert len(project.runs()) == 1
@@ -67,7 +67,7 @@ def test_a_fresh_read_only_checkout_says_where_state_could_not_go(project, can_m
     project.write("ro.yaml", RUNBOOK)
     for command in (("apply", "ro.yaml"), ("plan", "ro.yaml")):
         refused = read_only(project, *command)
-        assert refused.returncode == 1, refused.stderr
+        assert refused.returncode == 74, refused.stderr
         assert "cannot create the state directory" in refused.stderr
         assert "Read-only file system" in refused.stderr
         assert "internal error" not in refused.stderr

@@ -64,7 +64,7 @@ def test_an_identity_not_in_approvers_is_refused(project):
     run_id = gated(project)
     for who in ("mallory", "Alice", "alice2", " alice", "alice,bob"):
         refused = as_user(project, who, "approve", run_id, "go")
-        assert refused.code == 1 and "is not an approver" in refused.err, (who, refused.text)
+        assert refused.code == 77 and "is not an approver" in refused.err, (who, refused.text)
     assert decisions(project) == []
     still = project.run("resume", run_id)
     assert still.code == 3 and not ran_after(project)
@@ -73,7 +73,7 @@ def test_an_identity_not_in_approvers_is_refused(project):
 def test_the_starter_cannot_approve_unless_the_gate_allows_it(project):
     run_id = gated(project)
     own = as_user(project, "carol", "approve", run_id, "go")
-    assert own.code == 1 and "started this run and cannot approve it" in own.err
+    assert own.code == 77 and "started this run and cannot approve it" in own.err
     assert decisions(project) == []
     allowed = gated(project, extra="    allow_self_approval: true", name="self.yaml")
     assert as_user(project, "carol", "approve", allowed, "go").code == 0
@@ -84,7 +84,7 @@ def test_one_person_cannot_satisfy_require_2(project):
     run_id = gated(project, require=2)
     assert as_user(project, "alice", "approve", run_id, "go").code == 0
     twice = as_user(project, "alice", "approve", run_id, "go", "--comment", "me again")
-    assert twice.code == 1 and "already decided" in twice.err
+    assert twice.code == 77 and "already decided" in twice.err
     assert project.run("resume", run_id).code == 3 and not ran_after(project)
     assert as_user(project, "bob", "approve", run_id, "go").code == 0
     assert project.run("resume", run_id).code == 0 and ran_after(project)
@@ -96,7 +96,7 @@ def test_a_gate_already_passed_takes_no_more_decisions(project):
     assert as_user(project, "alice", "approve", run_id, "go", "--resume").code == 0
     for user, verb in (("bob", "approve"), ("alice", "approve"), ("bob", "reject")):
         late = as_user(project, user, verb, run_id, "go")
-        assert late.code == 1 and "is not waiting at a gate" in late.err, late.text
+        assert late.code == 77 and "is not waiting at a gate" in late.err, late.text
     assert decisions(project) == ["alice:approve"]
 
 
@@ -146,7 +146,7 @@ def test_an_expired_gate_only_approves_itself_when_written_so(project):
     for on_timeout, (name, run_id) in runs.items():
         code, runs_after = EXPIRY[on_timeout]
         late = as_user(project, "bob", "approve", run_id, "go")
-        assert late.code == 1 and "expired" in late.err, late.text
+        assert late.code == 77 and "expired" in late.err, late.text
         resumed = project.run("resume", run_id)
         assert resumed.code == code, (on_timeout, resumed.text)
         ledger = (project.root / f"{name}.ledger").read_text().split()

@@ -39,3 +39,14 @@ def test_readme_command_parses(command):
         command_object = command_object.get_command(context, name)
         assert command_object is not None, f"unknown command in README: {command}"
     command_object.make_context(name, args, parent=context)  # raises on a bad option
+
+
+@pytest.mark.parametrize("doc", [README, README.parent / "docs" / "runbook.md"],
+                         ids=lambda p: p.name)
+def test_the_exit_code_tables_show_every_code(doc):
+    from iacorch.errors import ExitCode
+
+    section = doc.read_text().split("| exit |" if doc == README else "## Exit codes")[1]
+    shown = {int(code) for row in re.findall(r"^\| ([\d /]+) \|", section, re.M)
+             for code in row.split("/")}
+    assert shown == {int(code) for code in ExitCode}
