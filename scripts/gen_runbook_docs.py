@@ -175,12 +175,16 @@ DESCRIPTIONS: dict[str, str] = {
                                     "`\"{{ secrets.vault }}\"`); passed through a private "
                                     "file.",
     "ShellAction.run": "A bash script (`bash -eo pipefail`; `sh -e` without bash). Every "
-                       "`{{ }}` value is shell-quoted; `| raw` inserts it as is.",
+                       "`{{ }}` value is shell-quoted; `| raw` inserts it as is. A secret "
+                       "is the reference `\"${IACORCH_SECRET_<NAME>}\"`, so only a bare "
+                       "`{{ secrets.x }}` may use it.",
     "ShellAction.argv": "A program and its arguments, run without a shell.",
     "ShellAction.env": "Environment variables for the command.",
     "ShellAction.cwd": "Working directory, relative to the runbook. Default: the runbook's "
                        "directory.",
-    "HttpAction.url": "The URL.",
+    "HttpAction.url": "The URL: http or https, percent-encoded (no spaces or control "
+                      "characters; `| urlencode` a value). `user:password@` is sent as "
+                      "basic auth, the password masked.",
     "HttpAction.method": "The HTTP method. Only GET, HEAD and OPTIONS checks are idempotent "
                          "by default.",
     "HttpAction.headers": "Request headers.",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import ssl
 import time
@@ -10,12 +12,14 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit
 
 from pydantic import ValidationError
 
 from iacorch.drivers.base import StageContext
+from iacorch.model.masking import Masker
 from iacorch.model.results import StageResult
-from iacorch.model.runbook import HttpAction, HttpExpect
+from iacorch.model.runbook import HttpAction, HttpExpect, RuleError
 from iacorch.model.status import ActionType, StageStatus
 
 BODY_LIMIT = 64 * 1024          # characters of body kept in outputs
@@ -35,6 +39,51 @@ class Response:
     def outputs(self) -> dict[str, Any]:
         return {"status": self.status, "headers": dict(self.headers), "json": self.json,
                 "body": self.body[:BODY_LIMIT]}
+
+
+@dataclass(frozen=True, slots=True)
+class BasicAuth:
+    """`user:password@` taken out of a URL, to be sent as an Authorization header instead."""
+
+    url: str        # the URL without them
+    user: str
+    password: str
+    written: str    # the password as the URL wrote it (percent-encoded)
+
+    @property
+    def header(self) -> str:
+        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+        return f"Basic {token}"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What the masker must learn: the password as written and decoded, and the
+        `user:password` that the header carries in base64."""
+        return self.password, self.written, f"{self.user}:{self.password}"
+
+
+def basic_auth(url: str) -> BasicAuth | None:
+    """The credentials in `url` (`http://user:password@host/`), or None when it has none."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, written = userinfo.partition(":")
+    return BasicAuth(url.replace(parts.netloc, host, 1), unquote(user), unquote(written),
+                     written)
+
+
+def _credentials_as_header(action: HttpAction, masker: Masker) -> HttpAction:
+    """The action with URL credentials moved to an Authorization header (an explicit
+    header wins), and their values taught to the masker before anything is logged."""
+    auth = basic_auth(action.url)
+    if auth is None:
+        return action
+    masker.add(auth.secrets)
+    headers = dict(action.headers)
+    if not any(name.lower() == "authorization" for name in headers):
+        headers["Authorization"] = auth.header
+    return action.model_copy(update={"url": auth.url, "headers": headers})
 
 
 def request_body(body: Any, headers: Mapping[str, str]) -> tuple[bytes | None, dict[str, str]]:
@@ -127,8 +176,8 @@ def fetch(action: HttpAction, timeout: float) -> Response | str:
             return _response(error.code, error)
     except urllib.error.URLError as error:
         return _no_response(error.reason)
-    except (OSError, ValueError) as error:    # timeouts, resets, a malformed URL
-        return _no_response(error)
+    except (OSError, ValueError, http.client.HTTPException) as error:
+        return _no_response(error)   # timeouts, resets, a garbled status line or headers
 
 
 class HttpDriver:
@@ -146,17 +195,18 @@ class HttpDriver:
 
     def plan(self, ctx: StageContext) -> StageResult:
         """Say what would be checked; no request is made."""
-        url = ctx.masker.mask(str(ctx.spec.action.get("url", "")))
-        return StageResult(status=StageStatus.SUCCEEDED, details={"would_check": url})
+        url = str(ctx.spec.action.get("url", ""))
+        auth = basic_auth(url)
+        shown = ctx.masker.mask(auth.url if auth is not None else url)
+        return StageResult(status=StageStatus.SUCCEEDED, details={"would_check": shown})
 
     def apply(self, ctx: StageContext) -> StageResult:
         """Request the URL until the expectations hold or the attempts run out."""
         try:
             action = HttpAction.model_validate(ctx.spec.action)
         except ValidationError as error:
-            return StageResult.failure(
-                f"invalid http action: {ctx.masker.mask(str(error))}",
-                hint="the runbook compiler should have caught this; check the rendered values")
+            return _invalid_action(error, ctx.masker)
+        action = _credentials_as_header(action, ctx.masker)
         attempts, log = action.until.attempts, list[str]()
         target = f"{action.method} {ctx.masker.mask(action.url)}"
         for attempt in range(1, attempts + 1):
@@ -204,6 +254,20 @@ class HttpDriver:
         """Nothing to compare: a check declares no desired state."""
         return StageResult(status=StageStatus.SKIPPED, details={
             "reason": "http stages have no drift check: a request declares no desired state"})
+
+
+def _invalid_action(error: ValidationError, masker: Masker) -> StageResult:
+    """A rendered action the format refuses, such as a URL a value made unusable."""
+    for detail in error.errors(include_url=False):
+        rule = detail.get("ctx", {}).get("error")
+        if isinstance(rule, RuleError):
+            field = ".".join(map(str, detail["loc"]))
+            return StageResult.failure(
+                masker.mask(f"the rendered `{field}` is unusable: {rule.message}"),
+                hint=masker.mask(rule.hint))
+    return StageResult.failure(
+        f"invalid http action: {masker.mask(str(error))}",
+        hint="the runbook compiler should have caught this; check the rendered values")
 
 
 def _response(status: int, reply: Any) -> Response:

@@ -10,9 +10,13 @@ from typing import Any
 from iacorch.model.plan import Plan, PlannedStage
 from iacorch.model.results import StageSpec
 from iacorch.model.status import ActionType, Operation, StageStatus
-from iacorch.runbook.templating import TemplateProblem, Templates, shell_raw, to_text
-
-from .secrets import secret_env_name
+from iacorch.runbook.templating import (
+    TemplateProblem,
+    Templates,
+    secret_env_name,
+    shell_secret,
+    to_text,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +117,7 @@ def render_action(templates: Templates, action_type: ActionType, action: Mapping
     else:
         rendered = templates.render({k: v for k, v in action.items() if k != "run"}, context)
         shell_context = dict(context)
-        shell_context["secrets"] = {name: shell_raw(f'"${{{secret_env_name(name)}}}"')
-                                    for name in secrets}
+        shell_context["secrets"] = {name: shell_secret(name) for name in secrets}
         rendered["run"] = templates.render(action["run"], shell_context, shell=True)
     _refuse_unkept(rendered)
     return rendered

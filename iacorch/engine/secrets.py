@@ -29,8 +29,3 @@ def resolve_secrets(specs: Mapping[str, Any], root: Path) -> dict[str, str]:
                              f"({exc.strerror})", hint="check the path and its permissions"
                              ) from None
     return values
-
-
-def secret_env_name(name: str) -> str:
-    """The environment variable through which a secret reaches a shell stage."""
-    return "IACORCH_SECRET_" + "".join(c if c.isalnum() else "_" for c in name).upper()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -178,6 +179,39 @@ class HttpUntil(Strict):
     interval: Duration = 1.0
 
 
+_URL_HINT = "write it as http://host[:port]/path or https://host[:port]/path"
+_ENCODE_HINT = ("percent-encode it (a space is %20); a value from a template can go through "
+                "`| urlencode`")
+
+
+def url_problem(url: str) -> RuleError | None:
+    """Why an http stage cannot request `url` (the URL itself is not quoted: it may hold a
+    secret); None when it can. `user:password@` is allowed: it becomes basic auth."""
+    for position, char in enumerate(url, start=1):
+        if char == " ":
+            return RuleError(f"the URL has a space at character {position}", _ENCODE_HINT)
+        if not char.isprintable():
+            return RuleError(f"the URL has the unprintable character U+{ord(char):04X} at "
+                             f"character {position}", _ENCODE_HINT)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # `[` without `]`
+        return RuleError("the URL's host is not readable: an IPv6 address needs both `[` "
+                         "and `]`", _URL_HINT)
+    if parts.scheme.lower() not in ("http", "https"):
+        found = f"`{parts.scheme}:`" if parts.scheme else "none"
+        return RuleError(f"the URL's scheme must be http: or https:, found {found}", _URL_HINT)
+    if not parts.hostname:
+        return RuleError("the URL names no host", _URL_HINT)
+    try:
+        _ = parts.port  # raises ValueError unless it is a number from 0 to 65535
+    except ValueError:
+        return RuleError("the URL's port is not a number from 0 to 65535", _URL_HINT)
+    if not (parts.path + parts.query).isascii():  # a host may be international, not a path
+        return RuleError("the URL's path or query has a non-ASCII character", _ENCODE_HINT)
+    return None
+
+
 class HttpAction(Strict):
     url: Templated
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
@@ -187,6 +221,16 @@ class HttpAction(Strict):
     until: HttpUntil = HttpUntil()
     timeout: Duration = 10.0
     verify_tls: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _requestable(cls, url: str) -> str:
+        if "{{" in url or "{%" in url:
+            return url  # checked once rendered, by the driver
+        problem = url_problem(url)
+        if problem is not None:
+            raise problem
+        return url
 
 
 ACTION_MODELS: dict[ActionType, type[Strict]] = {

@@ -252,6 +252,7 @@ class _Compiler:
             refs = self.refs.template(source, path)
             if refs is None:
                 continue
+            self.refs.script_secrets(refs, path)
             in_rollback = len(path) > 2 and path[2] == "rollback"
             for ref in sorted(refs.items, key=lambda r: (r.root, r.path)):  # a stable hash
                 target = self.refs.stage_reference(section, stage_id, stage, ref, path)

@@ -20,6 +20,7 @@ from iacorch.runbook.templating import (
     Templates,
     did_you_mean,
     is_template,
+    secret_env_name,
 )
 
 ProblemSink = Callable[[str, Sequence[Any], str], None]
@@ -83,6 +84,20 @@ class ReferenceChecker:
             self._problem(f"template uses the private attribute `{refs.unsafe_attributes[0]}`",
                           path, "the template sandbox refuses names starting with `_`")
         return refs if self._reported == count else None
+
+    def script_secrets(self, refs: References, path: Sequence[Any]) -> None:
+        """In `shell.run` a secret is an environment reference: only `{{ secrets.X }}` works."""
+        if tuple(path[-2:]) != ("shell", "run"):
+            return
+        for use in refs.secret_uses:
+            name = use.expression.partition(".")[2]
+            variable = secret_env_name(name) if name else "IACORCH_SECRET_<NAME>"
+            self._problem(f"`shell.run` applies {use.how} to `{use.expression}`, but in a "
+                          f"script a secret is the reference \"${{{variable}}}\", not its "
+                          "value", path,
+                          f"apply the transformation in the shell, to \"${variable}\", or "
+                          "pass it through env: put this template in the stage's `env:` "
+                          "(e.g. as TOKEN) and use \"$TOKEN\" in the script")
 
     def stage_reference(self, section: str, stage_id: str, stage: Stage, ref: Reference,
                          path: Sequence[Any]) -> str | None:

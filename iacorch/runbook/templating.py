@@ -2,7 +2,8 @@
 
 A value that is one whole expression (`"{{ vars.replicas }}"`) keeps its type;
 anything else renders to text. In `shell.run`, every interpolated value is
-shell-quoted unless it goes through the `raw` filter.
+shell-quoted unless it goes through the `raw` filter, and a secret is a reference
+to its environment variable, never its value.
 
 Jinja2 loads on first use (see `sandbox`): text with no template, and the plain
 `{{ root.a.b }}` references the compiler checks, need none of it.
@@ -40,6 +41,14 @@ class Reference:
 
 
 @dataclass(frozen=True, slots=True)
+class SecretUse:
+    """A secret used other than as a bare `{{ secrets.NAME }}`: `how` says what is done to it."""
+
+    expression: str   # `secrets.token`, or `secrets` for the whole map
+    how: str          # "the `upper` filter", "an expression", ...
+
+
+@dataclass(frozen=True, slots=True)
 class References:
     """What a template uses: context roots, and names that would fail when it renders."""
 
@@ -48,6 +57,7 @@ class References:
     unknown_names: tuple[str, ...] = ()      # `{{ var.env }}`: not a context root
     unknown_filters: tuple[str, ...] = ()    # `{{ x | uper }}`
     unknown_tests: tuple[str, ...] = ()      # `{% if x is evn %}`
+    secret_uses: tuple[SecretUse, ...] = ()  # `{{ secrets.token | upper }}`
 
     def under(self, root: str) -> Iterator[tuple[str, ...]]:
         return (ref.path for ref in self.items if ref.root == root)
@@ -87,6 +97,16 @@ def to_text(value: Any) -> str:
     if isinstance(value, dict | list | tuple):
         return json.dumps(value, sort_keys=True, default=str)
     return str(value)
+
+
+def secret_env_name(name: str) -> str:
+    """The environment variable through which a secret reaches a shell stage."""
+    return "IACORCH_SECRET_" + "".join(c if c.isalnum() else "_" for c in name).upper()
+
+
+def shell_secret(name: str) -> str:
+    """What `{{ secrets.NAME }}` inserts into a `shell.run` script: its variable, quoted."""
+    return shell_raw(f'"${{{secret_env_name(name)}}}"')
 
 
 def _shell_finalize(value: Any) -> str:
@@ -148,7 +168,7 @@ class Templates:
         found = _walk_references(tree)
         return References(found.items, found.unsafe_attributes,
                           tuple(sorted(undeclared - ROOTS - set(self._env.globals))),
-                          unknown_filters, unknown_tests)
+                          unknown_filters, unknown_tests, found.secret_uses)
 
     def known(self, kind: str) -> list[str]:
         """The names of the filters (`kind="filter"`) or tests templates may use."""
@@ -293,13 +313,17 @@ def _simple_references(source: str) -> References | None:
     items: set[Reference] = set()
     unsafe: list[str] = []
     unknown: list[str] = []
+    uses: list[SecretUse] = []
     for dotted in paths:
         root, *path = dotted.split(".")
         items.add(Reference(root, tuple(path)))
         unsafe += [p for p in path if p.startswith("_")]
         if root not in ROOTS and root not in unknown:
             unknown.append(root)
-    return References(frozenset(items), tuple(unsafe), tuple(sorted(unknown)))
+        if root == "secrets" and len(path) != 1:
+            uses.append(_secret_use(tuple(path)))
+    return References(frozenset(items), tuple(unsafe), tuple(sorted(unknown)),
+                      secret_uses=tuple(uses))
 
 
 def _walk_references(tree: nodes.Node) -> References:
@@ -307,22 +331,63 @@ def _walk_references(tree: nodes.Node) -> References:
 
     found: set[Reference] = set()
     unsafe: list[str] = []
-    stack: list[nodes.Node] = [tree]
+    uses: list[SecretUse] = []
+    # (node, its parent, the block that captures its output: `{% filter %}`, `{% set %}`...)
+    stack: list[tuple[nodes.Node, nodes.Node | None, str | None]] = [(tree, None, None)]
     while stack:
-        node = stack.pop()
+        node, parent, block = stack.pop()
         chain = _attribute_chain(node)
         if chain is not None:
             root, path, rest = chain
             found.add(Reference(root, path))
             unsafe.extend(p for p in path if p.startswith("_"))
-            stack.extend(rest)
+            use = _transformed_secret(path, node, parent, block) if root == "secrets" else None
+            if use is not None:
+                uses.append(use)
+            stack.extend((arg, node, block) for arg in rest)
             continue
         if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
             unsafe.append(node.attr)
         if isinstance(node, nodes.Name) and node.ctx == "load" and node.name in ROOTS:
             found.add(Reference(node.name))
-        stack.extend(node.iter_child_nodes())
-    return References(frozenset(found), tuple(unsafe))
+            if node.name == "secrets":
+                uses.append(_secret_use(()))
+        block = _capturing_block(node) or block
+        stack.extend((child, node, block) for child in node.iter_child_nodes())
+    return References(frozenset(found), tuple(unsafe), secret_uses=tuple(reversed(uses)))
+
+
+def _transformed_secret(path: tuple[str, ...], node: nodes.Node, parent: nodes.Node | None,
+                        block: str | None) -> SecretUse | None:
+    """None for a bare `{{ secrets.NAME }}`; else what the template does to the secret."""
+    from jinja2 import nodes
+
+    if isinstance(parent, nodes.Output) and len(path) == 1 and block is None:
+        return None
+    how = block
+    if how is None and isinstance(parent, nodes.Filter | nodes.Test) and parent.node is node:
+        kind = "filter" if isinstance(parent, nodes.Filter) else "test"
+        how = f"the `{parent.name}` {kind}"
+    return _secret_use(path, how)
+
+
+def _secret_use(path: tuple[str, ...], how: str | None = None) -> SecretUse:
+    if how is None:
+        how = f"`.{'.'.join(path[1:])}`" if len(path) > 1 else "an expression"
+    return SecretUse("secrets" + (f".{path[0]}" if path else ""), how)
+
+
+def _capturing_block(node: nodes.Node) -> str | None:
+    """The blocks whose output is text the template goes on to change."""
+    from jinja2 import nodes
+
+    if isinstance(node, nodes.FilterBlock) and isinstance(node.filter, nodes.Filter):
+        return f"the `{node.filter.name}` filter of a `{{% filter %}}` block"
+    if isinstance(node, nodes.AssignBlock):
+        return "a `{% set %}` block"
+    if isinstance(node, nodes.Macro | nodes.CallBlock):
+        return "a macro"
+    return None
 
 
 def _attribute_chain(node: nodes.Node) -> tuple[str, tuple[str, ...], list[nodes.Node]] | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shlex
 import subprocess
 import threading
 import time
@@ -32,6 +33,9 @@ def encodings(secret: str) -> dict[str, bytes]:
     raw = secret.encode()
     found = {"raw": raw, "url": quote(secret, safe="").encode(),
              "url+": quote_plus(secret).encode(),
+             "urlencode": quote(secret).encode(),     # Jinja's urlencode filter keeps `/`
+             "upper": secret.upper().encode(), "lower": secret.lower().encode(),
+             "hex": raw.hex().encode(), "shell": shlex.quote(secret).encode(),
              "json": json.dumps(secret, ensure_ascii=False)[1:-1].encode(),
              "json-ascii": json.dumps(secret, ensure_ascii=True)[1:-1].encode(),
              "json-html": json.dumps(secret, ensure_ascii=False)[1:-1].replace(

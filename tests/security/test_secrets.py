@@ -254,3 +254,57 @@ def test_a_plan_kept_for_approval_is_private_and_gone_once_applied(project, requ
     assert approved.code == 0, approved.text
     assert list(Path(project.env["IACORCH_HOME"]).rglob("tfplan")) == []
     assert scan_home(project, canaries, waiting.text, approved.text) == {}
+
+
+HTTP_SECRETS = """
+version: 1
+name: http-secrets
+secrets:
+  token: {env: CANARY_TOKEN}
+  password: {env: QUOTED_TOKEN}
+on_failure: continue
+stages:
+  call:
+    kind: verify
+    http: {url: "{{ env.RECEIVER }}/ok?token={{ secrets.token | urlencode }}"}
+  refused:
+    kind: verify
+    http:
+      url: "{{ env.RECEIVER }}/no?token={{ secrets.token | urlencode }}"
+      expect: {status: 201}
+  login:
+    kind: verify
+    http: {url: "http://tester:{{ secrets.password | urlencode }}@{{ env.RECEIVER_HOST }}/in"}
+"""
+
+
+def test_a_secret_urlencoded_into_an_http_url_or_given_as_its_password_is_masked(
+        project, canaries, receiver):
+    """The URL is shown on the console, in the stage log, in the failure kept in state.db
+    and in the audit log: in none of them, in no encoding, is the secret readable."""
+    from base64 import b64encode
+    from urllib.parse import quote
+
+    project.write("http.yaml", HTTP_SECRETS)
+    project.env.update(CANARY_TOKEN=canaries.env, QUOTED_TOKEN=canaries.quoted,
+                       RECEIVER=receiver.url, RECEIVER_HOST=receiver.url.split("//")[1])
+    reports = ("--report", "out/apply.xml", "--report", "out/apply.json",
+               "--summary", "out/apply.md")
+    applied = project.run("apply", "http.yaml", *reports)
+    assert applied.code == 1, applied.text                # `refused` fails by design
+    run_id = project.runs()[0]["id"]
+    stages = {s["id"]: s["status"] for s in project.show(run_id)["stages"]}
+    assert stages == {"call": "succeeded", "refused": "failed", "login": "succeeded"}
+    assert f"/ok?token={quote(canaries.env)}" in [r.path for r in receiver.requests]
+    login = next(r for r in receiver.requests if r.path == "/in")
+    credentials = b64encode(f"tester:{canaries.quoted}".encode()).decode()
+    assert login.headers["Authorization"] == f"Basic {credentials}"
+    assert "/ok?token=***" in applied.text and "status 200, expected 201" in applied.text
+
+    outputs = [applied.text]
+    for args in (("plan", "http.yaml", "--json"), ("show", run_id, "--json"),
+                 ("logs", run_id), ("runs", "--json"), ("audit", "verify")):
+        result = project.run(*args)
+        assert result.code == 0, result.text
+        outputs.append(result.text)
+    assert scan_home(project, canaries, *outputs) == {}

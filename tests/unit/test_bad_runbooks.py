@@ -228,6 +228,18 @@ GOLDEN = {
         dir-missing.yaml:6:43: error: `dir` 'stacks/netwrok' does not exist (looked for \
 <project>/stacks/netwrok)
           hint: did you mean 'stacks/network'? Paths are relative to the runbook's directory""",
+    "secret-filtered-in-shell-run": """\
+        secret-filtered-in-shell-run.yaml:10:12: error: `shell.run` applies the `urlencode` filter \
+to `secrets.token`, but in a script a secret is the reference "${IACORCH_SECRET_TOKEN}", not its \
+value
+          hint: apply the transformation in the shell, to "$IACORCH_SECRET_TOKEN", or pass it \
+through env: put this template in the stage's `env:` (e.g. as TOKEN) and use "$TOKEN" in the \
+script""",
+    "http-url-with-space": """\
+        http-url-with-space.yaml:8:12: error: `stages.smoke.http.url`: the URL has a space at \
+character 33
+          hint: percent-encode it (a space is %20); a value from a template can go through \
+`| urlencode`""",
     "bad-timezone": """\
         bad-timezone.yaml:9:15: error: `schedules.nightly.timezone`: unknown time zone \
 'Europe/Pariss'

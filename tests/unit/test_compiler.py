@@ -386,3 +386,28 @@ def test_unquoted_true_in_argv_is_explained(tmp_path):
     assert "reads as true" in found[0].message
     assert found[0].hint == 'write it in quotes: argv: ["true"]'
     assert (found[0].location.line, found[0].location.column) == (4, 35)
+
+
+def test_a_secret_transformed_in_a_shell_script_is_an_error_elsewhere_it_is_not(tmp_path):
+    """`shell.run` gets a secret as "${IACORCH_SECRET_X}": a filter would change that text."""
+    found = problems(tmp_path, """
+        version: 1
+        name: demo
+        secrets: {token: {env: TOKEN}}
+        stages:
+          call:
+            kind: verify
+            shell:
+              run: |
+                echo start
+                curl "https://x/?t={{ secrets.token }}"
+              env: {UPPER: "{{ secrets.token | upper }}"}
+            rollback:
+              shell: {run: "echo {{ 'Bearer ' ~ secrets.token }}"}
+          check:
+            kind: verify
+            http: {url: "https://x/?t={{ secrets.token | urlencode }}"}
+        """)
+    assert [(p.location.line, p.location.column) for p in found] == [(13, 20)]
+    assert found[0].message.startswith("`shell.run` applies an expression to `secrets.token`")
+    assert '"$TOKEN"' in found[0].hint

@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
-from iacorch.drivers import http, load_driver
+from iacorch.drivers import execute, http, load_driver
 from iacorch.drivers.base import StageContext
 from iacorch.drivers.http import (
+    BasicAuth,
     HttpDriver,
     Response,
+    basic_auth,
     expectation_problems,
     json_mismatch,
     parse_body,
@@ -21,7 +23,7 @@ from iacorch.drivers.http import (
 )
 from iacorch.model.masking import Masker
 from iacorch.model.results import StageSpec
-from iacorch.model.runbook import HttpExpect
+from iacorch.model.runbook import HttpAction, HttpExpect, url_problem
 from iacorch.model.status import ActionType, Operation, StageStatus
 from iacorch.process import CancelToken, ProcessRunner
 
@@ -191,3 +193,78 @@ def test_plan_drift_and_destroy_make_no_request(tmp_path, replies):
     assert plan.details == {"would_check": "https://svc/?t=***"}
     assert HttpDriver().drift(ctx).status is StageStatus.SKIPPED
     assert HttpDriver().destroy(ctx).status is StageStatus.SKIPPED
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("http://svc:8080/health?q=a%20b#x", None),
+    ("HTTPS://user:p%40ss@[::1]:8443/", None),
+    ("http://bücher.example/", None),                     # an international host is fine
+    ("http://svc/q?a=1 2", "the URL has a space at character 17"),
+    ("http://svc/\n", "the URL has the unprintable character U+000A at character 12"),
+    ("http://svc/\x7f", "the URL has the unprintable character U+007F at character 12"),
+    ("http://svc/é", "the URL's path or query has a non-ASCII character"),
+    ("file:///etc/passwd", "the URL's scheme must be http: or https:, found `file:`"),
+    ("svc:8080/health", "the URL's scheme must be http: or https:, found `svc:`"),
+    ("/health", "the URL's scheme must be http: or https:, found none"),
+    ("http:///health", "the URL names no host"),
+    ("http://svc:80a/", "the URL's port is not a number from 0 to 65535"),
+    ("http://[::1/", "the URL's host is not readable: an IPv6 address needs both `[` and `]`"),
+])
+def test_url_problems_are_sentences_with_a_hint(url, problem):
+    found = url_problem(url)
+    assert (found.message if found else None) == problem
+    assert found is None or found.hint
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/h?t=s3cr3t value", "http://127.0.0.1:9/\x00",
+                                 "http://127.0.0.1:9a/", "ftp://127.0.0.1/s3cr3t value"])
+def test_a_url_a_template_made_unusable_is_a_user_error_not_a_bug(tmp_path, url):
+    lines: list[str] = []
+    ctx = context(tmp_path, {"url": url}, secrets=("s3cr3t value",), lines=lines)
+    result = execute(ctx)
+    assert result.status is StageStatus.FAILED
+    assert result.error is not None and result.error.startswith("the rendered `url` is unusable")
+    assert result.hint and "bug" not in result.hint
+    assert not any("Traceback" in line for line in lines)
+    assert "s3cr3t" not in result.error + result.hint
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("http://svc/health", None),
+    ("http://svc/a@b?mail=x@y", None),
+    ("http://admin:p%40ss@svc:8080/h?x=1",
+     BasicAuth("http://svc:8080/h?x=1", "admin", "p@ss", "p%40ss")),
+    ("https://deploy@svc/", BasicAuth("https://svc/", "deploy", "", "")),
+    ("http://u:a@b@svc/", BasicAuth("http://svc/", "u", "a@b", "a@b")),
+])
+def test_basic_auth_takes_the_credentials_out_of_the_url(url, expected):
+    assert basic_auth(url) == expected
+
+
+def test_url_credentials_are_sent_as_basic_auth_and_masked(tmp_path, monkeypatch):
+    sent: list[HttpAction] = []
+    monkeypatch.setattr(http, "fetch", lambda action, timeout: sent.append(action) or
+                        reply(401, "denied admin:hunter2"))
+    lines: list[str] = []
+    ctx = context(tmp_path, {"url": "http://admin:hunter2@svc/h?x=1"}, lines=lines)
+    result = HttpDriver().apply(ctx)
+    assert sent[0].url == "http://svc/h?x=1"
+    assert sent[0].headers == {"Authorization": "Basic YWRtaW46aHVudGVyMg=="}
+    assert result.status is StageStatus.FAILED
+    written = " ".join([result.error or "", *lines, *result.output_tail])
+    assert "GET http://svc/h?x=1 -> 401" in written
+    assert "hunter2" not in written and "YWRtaW46aHVudGVyMg" not in written
+    assert ctx.masker.mask("Basic YWRtaW46aHVudGVyMg==") == "Basic ***"
+
+
+def test_an_explicit_authorization_header_wins_over_url_credentials(tmp_path, monkeypatch):
+    sent: list[HttpAction] = []
+    monkeypatch.setattr(http, "fetch", lambda action, timeout: sent.append(action) or reply())
+    action = {"url": "http://admin:hunter2@svc/", "headers": {"authorization": "Bearer t0ken"}}
+    HttpDriver().apply(context(tmp_path, action))
+    assert sent[0].url == "http://svc/" and sent[0].headers == {"authorization": "Bearer t0ken"}
+
+
+def test_plan_shows_the_url_without_its_credentials(tmp_path):
+    plan = HttpDriver().plan(context(tmp_path, {"url": "http://admin:hunter2@svc/h"}))
+    assert plan.details == {"would_check": "http://svc/h"}

@@ -1,6 +1,12 @@
 import pytest
 
-from iacorch.runbook.templating import Reference, TemplateProblem, Templates
+from iacorch.runbook.templating import (
+    Reference,
+    TemplateProblem,
+    Templates,
+    secret_env_name,
+    shell_secret,
+)
 
 T = Templates()
 
@@ -71,3 +77,32 @@ def test_computed_key_keeps_the_known_prefix():
 def test_syntax_error_is_a_template_problem():
     with pytest.raises(TemplateProblem, match="syntax"):
         T.references("{{ vars.x ")
+
+
+@pytest.mark.parametrize(("source", "uses"), [
+    ("{{ secrets.tok }}", []),
+    ("curl -H 'X: {{ secrets.tok }}' {{ secrets['b'] }}", []),
+    ("{% if vars.on %}{{ secrets.tok }}{% endif %}", []),
+    ("{{ secrets.tok | urlencode }}", [("secrets.tok", "the `urlencode` filter")]),
+    ("a {{ secrets.tok|upper }} {{ secrets.b }}", [("secrets.tok", "the `upper` filter")]),
+    ("{{ secrets.tok is string }}", [("secrets.tok", "the `string` test")]),
+    ("{{ 'Bearer ' ~ secrets.tok }}", [("secrets.tok", "an expression")]),
+    ("{% if secrets.tok == 'x' %}y{% endif %}", [("secrets.tok", "an expression")]),
+    ("{{ secrets.tok.upper() }}", [("secrets.tok", "`.upper`")]),
+    ("{{ secrets.tok.x }}", [("secrets.tok", "`.x`")]),
+    ("{{ secrets }}", [("secrets", "an expression")]),
+    ("{% filter upper %}{{ secrets.tok }}{% endfilter %}",
+     [("secrets.tok", "the `upper` filter of a `{% filter %}` block")]),
+    ("{% set t %}{{ secrets.tok }}{% endset %}{{ t }}",
+     [("secrets.tok", "a `{% set %}` block")]),
+])
+def test_secret_uses_other_than_a_bare_reference_are_found(source, uses):
+    """In `shell.run` a secret is an environment reference: these would transform that."""
+    found = T.references(source).secret_uses
+    assert [(use.expression, use.how) for use in found] == uses
+
+
+def test_a_shell_script_gets_a_secret_as_its_quoted_variable():
+    assert T.render("echo {{ secrets.api_key }}", {"secrets": {"api_key": shell_secret("api-key")}},
+                    shell=True) == 'echo "${IACORCH_SECRET_API_KEY}"'
+    assert secret_env_name("db.pass-1") == "IACORCH_SECRET_DB_PASS_1"
