@@ -25,13 +25,11 @@ from iacorch.runbook.templating import TemplateProblem, Templates
 from iacorch.store.base import DriftRecord, RunRecord, Store
 
 from .drift_rules import DriftStatus, StageDrift, classify, ignore_rules, is_new
-from .executor import LocalExecutor
 from .journal import REDACTED, Journal
 from .locks import RunLock, lock_key
 from .rendering import RunInfo, build_spec, render_action, stage_view, template_context
 from .runtime import Runtime
 from .secrets import resolve_secrets
-from .stage_exec import run_stage_attempt
 
 CHECKED_KINDS = (StageKind.PROVISION, StageKind.CONFIGURE)
 _HISTORY_RUNS = 100   # successful applies searched for a stage's last application
@@ -153,8 +151,7 @@ class _DriftCheck:
         verdicts: dict[str, StageDrift] = {}
         running: dict[str, Future[StageResult]] = {}
         started: dict[str, float] = {}
-        executor = LocalExecutor(max(1, self.plan.concurrency))
-        try:
+        with self.rt.executor.pool(self.plan.concurrency) as pool:
             for stage in stages:
                 started[stage.id] = self.rt.clock()
                 spec_or_verdict = self._spec(stage)
@@ -165,15 +162,11 @@ class _DriftCheck:
                 self.journal.stage_started(stage.id, 1, started[stage.id])
                 self.rt.emit(Event(EventKind.STAGE_STARTED, self.run_id, stage.id, {
                     "attempt": 1, "action": str(stage.action_type), "operation": "drift"}))
-                running[stage.id] = executor.submit(
-                    run_stage_attempt, spec_or_verdict, self.rt.process, self.masker,
-                    self.rt.cancel, self.rt.emit)
+                running[stage.id] = pool.submit(spec_or_verdict, self.masker)
             for stage_id, future in running.items():
                 result = future.result()
                 verdict = classify(stage_id, result, rules, today)
                 verdicts[stage_id] = self._settle(stage_id, verdict, started[stage_id], result)
-        finally:
-            executor.shutdown()
         return [verdicts[s.id] for s in stages]
 
     def _spec(self, stage: PlannedStage) -> Any:

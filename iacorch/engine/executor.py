@@ -1,20 +1,74 @@
-"""Where stage attempts run: a local thread pool (a distributed executor can replace it)."""
+"""Where stage attempts run: every attempt the engine makes goes through an Executor.
+
+The runner's stage workers call `run` from their own threads: a worker that finishes a
+stage takes the next ready one and runs it itself, with no hand-off through a central
+loop. Gate pre-plans, undo, drift and `finally` submit to a `pool` of bounded size. A
+distributed executor implements the same two calls (run = submit and wait).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Protocol
+
+from iacorch.model.events import Event
+from iacorch.model.masking import Masker
+from iacorch.model.results import StageResult, StageSpec
+from iacorch.process import CancelToken, ProcessRunner
+
+from .stage_exec import run_stage_attempt
+
+
+class AttemptPool(Protocol):
+    """At most a fixed number of attempts at once; closed when the caller is done."""
+
+    def submit(self, spec: StageSpec, masker: Masker) -> Future[StageResult]: ...
+
+    def __enter__(self) -> AttemptPool: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class Executor(Protocol):
+    """Runs stage attempts: a pure function of the spec plus the executor's side effects."""
+
+    def run(self, spec: StageSpec, masker: Masker) -> StageResult:
+        """Run one attempt to its end; called from a stage worker thread."""
+        ...
+
+    def pool(self, workers: int) -> AttemptPool:
+        """A pool that runs at most `workers` of the attempts submitted to it at once."""
+        ...
 
 
 class LocalExecutor:
-    """Runs stage attempts on at most `workers` threads of this process."""
+    """Attempts run in this process, with its process runner, cancel token and sinks."""
 
-    def __init__(self, workers: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stage")
+    def __init__(self, process: ProcessRunner, cancel: CancelToken,
+                 emit: Callable[[Event], None]) -> None:
+        self.process, self.cancel, self.emit = process, cancel, emit
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        return self._pool.submit(fn, *args)
+    def run(self, spec: StageSpec, masker: Masker) -> StageResult:
+        """Run the attempt in the calling thread (no thread hop: the engine's hot path)."""
+        return run_stage_attempt(spec, self.process, masker, self.cancel, self.emit)
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def pool(self, workers: int) -> _LocalPool:
+        """A thread pool of `workers` threads over `run`."""
+        return _LocalPool(self, workers)
+
+
+class _LocalPool:
+    def __init__(self, executor: LocalExecutor, workers: int) -> None:
+        self._executor = executor
+        self._threads = ThreadPoolExecutor(max_workers=max(1, workers),
+                                           thread_name_prefix="stage")
+
+    def submit(self, spec: StageSpec, masker: Masker) -> Future[StageResult]:
+        return self._threads.submit(self._executor.run, spec, masker)
+
+    def __enter__(self) -> _LocalPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._threads.shutdown(wait=True, cancel_futures=True)

@@ -27,9 +27,7 @@ from .approvals import (
     evaluate_gate,
     record_decision,
 )
-from .executor import LocalExecutor
 from .rendering import build_spec, render_action
-from .stage_exec import run_stage_attempt
 
 if TYPE_CHECKING:
     from .runner import Runner
@@ -152,8 +150,7 @@ class GateKeeper:
         futures: dict[Future[StageResult], str] = {}
         if not behind:
             return planned
-        executor = LocalExecutor(r.options.concurrency or r.plan.concurrency)
-        try:
+        with r.rt.executor.pool(r.options.concurrency or r.plan.concurrency) as pool:
             for stage in behind:
                 assert stage.action_type is not None
                 try:
@@ -169,12 +166,9 @@ class GateKeeper:
                 r.rt.emit(Event(EventKind.STAGE_STARTED, r.run_id, stage.id, {
                     "attempt": 0, "action": str(stage.action_type),
                     "operation": f"plan for gate {gate_stage.id}"}))
-                futures[executor.submit(run_stage_attempt, spec, r.rt.process, r.masker,
-                                        r.rt.cancel, r.rt.emit)] = stage.id
+                futures[pool.submit(spec, r.masker)] = stage.id
             for future, stage_id in futures.items():
                 planned[stage_id] = _plan_info(future.result(), r.masker.mask)
-        finally:
-            executor.shutdown()
         return planned
 
     # -- asking -------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from iacorch.model.status import FailurePolicy, Operation, RunStatus, StageStatu
 from iacorch.runbook.templating import TemplateProblem, Templates
 
 from . import policies, scheduler
-from .executor import LocalExecutor
 from .journal import Journal
 from .rendering import (
     RunInfo,
@@ -30,7 +29,7 @@ from .rendering import (
     update_stage_view,
 )
 from .runtime import Runtime
-from .stage_exec import LOG_ERROR, run_stage_attempt
+from .stage_exec import LOG_ERROR
 
 if TYPE_CHECKING:
     from .gates import GateKeeper
@@ -178,8 +177,7 @@ class Runner:
                     if self._may_take():
                         self._turn.notify()  # more work than this worker can take
                 attempting = True
-                last = (spec.stage_id, run_stage_attempt(spec, self.rt.process, self.masker,
-                                                         self.rt.cancel, self.rt.emit))
+                last = (spec.stage_id, self.rt.executor.run(spec, self.masker))
                 attempting = False
         except BaseException as exc:  # a bug or a store failure: stop cleanly, raise in run()
             with self._turn:
@@ -439,9 +437,8 @@ class Runner:
                 RunStatus.INTERRUPTED, RunStatus.WAITING_APPROVAL) or \
                 self.options.operation is not Operation.APPLY:
             return
-        executor = LocalExecutor(self.options.concurrency or self.plan.concurrency)
         running: dict[Future[StageResult], str] = {}
-        try:
+        with self.rt.executor.pool(self.options.concurrency or self.plan.concurrency) as pool:
             with self.rt.store.transaction():
                 for stage in self.plan.finally_stages.values():
                     if self.state.statuses.get(stage.id, StageStatus.PENDING).is_done:
@@ -449,9 +446,7 @@ class Runner:
                     spec = self._submit(stage, self.context_for(stage, status.value),
                                         Operation.APPLY)
                     if spec is not None:
-                        running[executor.submit(run_stage_attempt, spec, self.rt.process,
-                                                self.masker, self.rt.cancel,
-                                                self.rt.emit)] = stage.id
+                        running[pool.submit(spec, self.masker)] = stage.id
             for future, stage_id in running.items():
                 result = future.result()
                 with self.rt.store.transaction():
@@ -460,8 +455,6 @@ class Runner:
                         self._settle(stage_id, StageStatus.SUCCEEDED, None, result)
                     else:
                         self._settle(stage_id, StageStatus.FAILED, result.error, result)
-        finally:
-            executor.shutdown()
 
     def _provisional_status(self) -> RunStatus:
         statuses = {sid: s for sid, s in self.state.statuses.items() if sid in self.plan.stages}

@@ -17,6 +17,8 @@ from iacorch.process import CancelToken, ProcessRunner
 if TYPE_CHECKING:
     from iacorch.store.base import Store
 
+    from .executor import Executor
+
 
 class EventSink(Protocol):
     """Console views, JSON streams and report collectors all receive every event."""
@@ -49,6 +51,13 @@ class Runtime:
     interactive: bool = False
     interrupt_signal: int | None = None  # set by the CLI's signal handler
     prompt: Callable[[Any], Any] | None = None  # asks a person at a terminal (gates.Prompt)
+    executor: Executor = field(default=None)  # type: ignore[assignment]  # set in post-init
+
+    def __post_init__(self) -> None:
+        if self.executor is None:
+            from .executor import LocalExecutor
+
+            self.executor = LocalExecutor(self.process, self.cancel, self.emit)
 
     def emit(self, event: Event) -> None:
         for sink in self.sinks:

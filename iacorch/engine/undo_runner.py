@@ -14,12 +14,11 @@ from iacorch.model.results import StageResult
 from iacorch.model.status import StageStatus
 from iacorch.runbook.templating import TemplateProblem, Templates
 
-from .executor import LocalExecutor
+from .executor import AttemptPool
 from .journal import Journal
 from .rendering import RunInfo, build_spec, render_action, stage_view, template_context
 from .rollback import UndoKind, UndoStep, ready_to_undo
 from .runtime import Runtime
-from .stage_exec import run_stage_attempt
 
 
 @dataclass(frozen=True)
@@ -61,9 +60,8 @@ class UndoRunner:
         self.attempts: dict[str, int] = dict(attempts or {})
 
     def run(self) -> UndoOutcome:
-        executor = LocalExecutor(self.workers)
         running: dict[Future[StageResult], str] = {}
-        try:
+        with self.rt.executor.pool(self.workers) as pool:
             while True:
                 settled_before = len(self.done)
                 if not self.rt.cancel.interrupted:
@@ -71,7 +69,7 @@ class UndoRunner:
                     for stage_id in ready_to_undo(self.plan, not_done, self.done):
                         if stage_id in running.values() or len(running) >= self.workers:
                             continue
-                        future = self._start(executor, stage_id)
+                        future = self._start(pool, stage_id)
                         if future is not None:
                             running[future] = stage_id
                 if not running:
@@ -81,14 +79,12 @@ class UndoRunner:
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     self._finish(running.pop(future), future.result())
-        finally:
-            executor.shutdown()
         for stage_id in self.steps:
             if stage_id not in self.done and stage_id not in self.failed:
                 self.not_undone.setdefault(stage_id, "not reached")
         return UndoOutcome(tuple(self.undone), dict(self.failed), dict(self.not_undone))
 
-    def _start(self, executor: LocalExecutor, stage_id: str) -> Future[StageResult] | None:
+    def _start(self, pool: AttemptPool, stage_id: str) -> Future[StageResult] | None:
         step = self.steps[stage_id]
         blocker = next((d for d in self.dependents.get(stage_id, ()) if d in self.failed), None)
         if blocker is not None:
@@ -117,8 +113,7 @@ class UndoRunner:
         self.rt.emit(Event(EventKind.STAGE_STARTED, self.run_id, stage_id,
                            {"attempt": attempt, "action": str(step.action_type),
                             "operation": f"undo ({step.note})"}))
-        return executor.submit(run_stage_attempt, spec, self.rt.process, self.masker,
-                               self.rt.cancel, self.rt.emit)
+        return pool.submit(spec, self.masker)
 
     def _finish(self, stage_id: str, result: StageResult) -> None:
         if result.ok:

@@ -1,0 +1,143 @@
+"""Every stage attempt goes through Runtime.executor: the run loop, gate pre-plans,
+undo, drift and `finally`. A recording executor stands in for the tools."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+
+from iacorch.engine.drift import check_drift
+from iacorch.engine.runner import RunOptions
+from iacorch.engine.runs import start_run
+from iacorch.engine.runtime import Runtime
+from iacorch.model.masking import Masker
+from iacorch.model.results import ChangeSummary, StageResult, StageSpec
+from iacorch.model.status import Operation, RunStatus, StageStatus
+from iacorch.runbook.compiler import compile_runbook
+from iacorch.store.memory import MemoryStore
+
+Answer = Callable[[StageSpec], StageResult]
+
+
+def succeed(spec: StageSpec) -> StageResult:
+    changes = ChangeSummary() if spec.operation is Operation.PLAN else None
+    return StageResult(StageStatus.SUCCEEDED, outputs={"seen": spec.stage_id},
+                       changes=changes)
+
+
+class RecordingExecutor:
+    """Answers each attempt without running anything, and remembers what it was asked."""
+
+    def __init__(self, answer: Answer = succeed) -> None:
+        self.answer = answer
+        self.seen: list[tuple[str, Operation, str]] = []   # (stage, operation, via)
+
+    def run(self, spec: StageSpec, masker: Masker) -> StageResult:
+        self.seen.append((spec.stage_id, spec.operation, "run"))
+        return self.answer(spec)
+
+    def pool(self, workers: int) -> RecordingPool:
+        assert workers >= 1
+        return RecordingPool(self)
+
+
+class RecordingPool:
+    def __init__(self, executor: RecordingExecutor) -> None:
+        self.executor = executor
+
+    def submit(self, spec: StageSpec, masker: Masker) -> Future[StageResult]:
+        self.executor.seen.append((spec.stage_id, spec.operation, "pool"))
+        future: Future[StageResult] = Future()
+        future.set_result(self.executor.answer(spec))
+        return future
+
+    def __enter__(self) -> RecordingPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("IACORCH_PROJECT", str(tmp_path))
+    (tmp_path / "stack").mkdir()
+    (tmp_path / "stack" / "main.tf").write_text("")
+    return tmp_path
+
+
+def runbook(root: Path, text: str) -> Path:
+    path = root / "seam.yaml"
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def runtime(root: Path, executor: RecordingExecutor) -> Runtime:
+    return Runtime(store=MemoryStore(), state_dir=root / ".iacorch", executor=executor)
+
+
+def test_the_loop_the_gate_pre_plan_and_finally_go_through_the_executor(project: Path) -> None:
+    plan = compile_runbook(runbook(project, """
+        version: 1
+        name: seam
+        stages:
+          first: {kind: provision, shell: {run: "true"}}
+          gate: {kind: approval, needs: [first]}
+          stack: {kind: provision, needs: [gate], terraform: {dir: stack}}
+        finally:
+          tell: {shell: {run: "true"}}
+        """))
+    executor = RecordingExecutor()
+    outcome = start_run(plan, runtime(project, executor), RunOptions())
+    assert outcome.status is RunStatus.WAITING_APPROVAL
+    assert executor.seen == [("first", Operation.APPLY, "run"),
+                             ("stack", Operation.PLAN, "pool")]   # shown at the gate
+
+
+def test_undo_and_finally_go_through_the_executor(project: Path) -> None:
+    plan = compile_runbook(runbook(project, """
+        version: 1
+        name: seam
+        on_failure: rollback
+        stages:
+          first:
+            kind: provision
+            shell: {run: "true"}
+            rollback: {shell: {run: "true"}}
+          second: {kind: deploy, needs: [first], shell: {run: "false"}}
+        finally:
+          tell: {shell: {run: "true"}}
+        """))
+
+    def second_fails(spec: StageSpec) -> StageResult:
+        if spec.stage_id == "second":
+            return StageResult.failure("exit 1")
+        return succeed(spec)
+
+    executor = RecordingExecutor(second_fails)
+    outcome = start_run(plan, runtime(project, executor), RunOptions())
+    assert outcome.status is RunStatus.ROLLED_BACK
+    assert executor.seen == [("first", Operation.APPLY, "run"),
+                             ("second", Operation.APPLY, "run"),
+                             ("first", Operation.APPLY, "pool"),     # its rollback: action
+                             ("tell", Operation.APPLY, "pool")]
+
+
+def test_drift_goes_through_the_executor(project: Path) -> None:
+    plan = compile_runbook(runbook(project, """
+        version: 1
+        name: seam
+        stages:
+          stack: {kind: provision, terraform: {dir: stack}}
+        """))
+    executor = RecordingExecutor()
+    rt = runtime(project, executor)
+    assert start_run(plan, rt, RunOptions()).status is RunStatus.SUCCEEDED
+    report = check_drift(plan, rt, run_id="drift-1")
+    assert [v.stage_id for v in report.stages] == ["stack"]
+    assert executor.seen == [("stack", Operation.APPLY, "run"),
+                             ("stack", Operation.DRIFT, "pool")]
