@@ -7,6 +7,7 @@ from collections.abc import Callable
 import click
 
 from iacorch.engine.gates import GateAnswer, GateRequest
+from iacorch.model.results import diff_preview
 
 
 def terminal_prompt(pause: Callable[[], None], resume: Callable[[], None]
@@ -33,6 +34,8 @@ def _ask(request: GateRequest) -> GateAnswer | None:
                f"approver(s){have}", err=True)
     for stage_id, summary in request.changes.items():
         click.echo(f"  {stage_id}: {summary}", err=True)
+        for line in diff_preview(request.diffs.get(stage_id, ""), " " * 6):
+            click.echo(line, err=True)
     choice = click.prompt("  approve, reject, or leave it waiting?",
                           type=click.Choice(["approve", "reject", "wait"]), default="wait",
                           err=True)
