@@ -11,6 +11,7 @@ from collections import defaultdict
 from typing import IO, Any
 
 from iacorch.model.events import Event, EventKind
+from iacorch.model.results import diff_preview
 
 _STATUS_MARK = {"succeeded": "ok", "failed": "FAILED", "skipped": "skipped",
                 "interrupted": "interrupted", "cancelled": "cancelled",
@@ -69,6 +70,8 @@ class PlainConsole:
                         f"{': ' + data['message'] if data.get('message') else ''}")
             for planned, summary in data.get("changes", {}).items():
                 self._write(f"      {planned}: {summary}")
+                for line in diff_preview(data.get("diffs", {}).get(planned, ""), " " * 10):
+                    self._write(line)
         elif event.kind is EventKind.DEADLINE_BREACHED:
             self._write(f"{_clock(event)} ! deadline of {data['deadline']:.0f}s breached")
         elif event.kind in (EventKind.RUN_STARTED, EventKind.RUN_FINISHED):

@@ -33,6 +33,12 @@ def finding_text(finding: Mapping[str, Any]) -> str:
     return text
 
 
+def not_checkable_text(task: Mapping[str, Any]) -> str:
+    """An Ansible task a dry run could not check as written: it asks for check_mode false."""
+    return (f"{task.get('host', '?')}: task `{task.get('task', '?')}` not checkable (it asks "
+            f"for check_mode {task.get('check_mode')}; it ran in check mode)")
+
+
 def acknowledged_text(finding: Mapping[str, Any]) -> str:
     until = f" until {finding['until']}" if finding.get("until") else ""
     return f"{finding_text(finding)} - acknowledged{until}: {finding.get('reason', '')}"
@@ -51,6 +57,7 @@ def console_lines(report: DriftReport, runbook_path: str = "RUNBOOK") -> list[st
         if len(stage.findings) > _SHOWN_FINDINGS:
             lines.append(f"      ... and {len(stage.findings) - _SHOWN_FINDINGS} more")
         lines += [f"      {acknowledged_text(f)}" for f in stage.acknowledged]
+        lines += [f"      {not_checkable_text(t)}" for t in stage.not_checkable]
         if stage.error:
             lines.append(f"      {stage.error}")
         if stage.hint and stage.status is not DriftStatus.IN_SYNC:
@@ -83,9 +90,10 @@ def junit_xml(report: DriftReport) -> str:
             error.text = stage.hint or ""
         elif stage.status is DriftStatus.SKIPPED:
             ElementTree.SubElement(case, "skipped", {"message": stage.hint or "not checked"})
-        if stage.acknowledged:
+        if stage.acknowledged or stage.not_checkable:
             out = ElementTree.SubElement(case, "system-out")
-            out.text = "\n".join(acknowledged_text(f) for f in stage.acknowledged)
+            out.text = "\n".join([*map(acknowledged_text, stage.acknowledged),
+                                  *map(not_checkable_text, stage.not_checkable)])
     suites = ElementTree.Element("testsuites")
     suites.append(suite)
     return ElementTree.tostring(suites, encoding="unicode", xml_declaration=True)
@@ -105,10 +113,11 @@ def markdown(report: DriftReport) -> str:
                      f" | {len(stage.findings) or ''} {_cell(note)} | "
                      f"{len(stage.acknowledged) or ''} |")
     for stage in report.stages:
-        if stage.findings or stage.acknowledged:
+        if stage.findings or stage.acknowledged or stage.not_checkable:
             lines += ["", f"**{stage.stage_id}**", ""]
             lines += [f"- {_cell(finding_text(f))}" for f in stage.findings]
             lines += [f"- _{_cell(acknowledged_text(f))}_" for f in stage.acknowledged]
+            lines += [f"- {_cell(not_checkable_text(t))}" for t in stage.not_checkable]
     return "\n".join(lines) + "\n"
 
 

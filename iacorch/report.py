@@ -37,6 +37,11 @@ RUN_REPORT_SCHEMA: dict[str, Any] = {
                            "error": {"type": ["string", "null"]},
                            "exit_code": {"type": ["integer", "null"]},
                            "changes": {"type": ["object", "null"]},
+                           "diffs": {"type": "array", "items": {
+                               "type": "object", "required": ["diff"],
+                               "properties": {"host": {"type": "string"},
+                                              "task": {"type": "string"},
+                                              "diff": {"type": "string"}}}},
                            "outputs": {"type": "object"}}}},
     },
 }
@@ -46,6 +51,12 @@ def _duration(record: StageRecord) -> float | None:
     if record.started_at is None or record.finished_at is None:
         return None
     return round(record.finished_at - record.started_at, 3)
+
+
+def _diffs(record: StageRecord) -> list[dict[str, Any]]:
+    """The diffs a stage showed (Ansible's `--diff` of a plan or drift), one per task and host."""
+    return [{"host": str(c.get("host")), "task": str(c.get("task")), "diff": str(c["diff"])}
+            for c in record.details.get("changed") or () if isinstance(c, dict) and c.get("diff")]
 
 
 def run_report(run: RunRecord, stages: dict[str, StageRecord]) -> dict[str, Any]:
@@ -59,7 +70,8 @@ def run_report(run: RunRecord, stages: dict[str, StageRecord]) -> dict[str, Any]
         "stages": [{"id": sid, "status": rec.status.value, "attempt": rec.attempt,
                     "duration": _duration(rec), "error": rec.error, "exit_code": rec.exit_code,
                     "changes": dict(rec.changes) if rec.changes else None,
-                    "outputs": dict(rec.outputs)} for sid, rec in stages.items()],
+                    "diffs": _diffs(rec), "outputs": dict(rec.outputs)}
+                   for sid, rec in stages.items()],
     }
 
 

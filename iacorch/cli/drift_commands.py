@@ -92,18 +92,24 @@ def drift(runbook: str, stages: tuple[str, ...], remediate: bool, lock_timeout: 
 
 
 def _remediate(plan: Plan, runtime: Runtime, report: DriftReport, lock_timeout: float) -> int:
-    """`iacorch apply --target <drifted>` through the normal apply path; its exit code."""
+    """`iacorch apply --target` the drifted stages and the applied provision/configure stages
+    downstream of them, through the normal apply path; its exit code."""
     from iacorch.cli.notifications import notify_run_end
+    from iacorch.engine.drift import last_applications
+    from iacorch.engine.drift_rules import remediation_targets
     from iacorch.engine.runner import RunOptions
     from iacorch.engine.runs import new_run_id, start_run
     from iacorch.model.status import Operation
 
-    targets = tuple(report.drifted)
+    targets = remediation_targets(plan, report.drifted, last_applications(runtime.store, plan))
+    downstream = [t for t in targets if t not in report.drifted]
     run_id = new_run_id(runtime.clock())
-    click.echo(f"run {run_id}: remediating {', '.join(targets)} (apply --target) "
+    click.echo(f"run {run_id}: remediating {', '.join(report.drifted)} (apply --target"
+               f"{'; downstream: ' + ', '.join(downstream) if downstream else ''}) "
                f"after drift check {report.run_id}", err=True)
     runtime.store.append_audit("drift_remediation", run_id=run_id, actor=runtime.identity,
-                               data={"drift_run": report.run_id, "targets": list(targets)})
+                               data={"drift_run": report.run_id, "drifted": report.drifted,
+                                     "targets": list(targets)})
     with forward_interrupts(runtime):
         outcome = start_run(plan, runtime, RunOptions(operation=Operation.APPLY,
                                                       targets=targets),

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import click
 
 from iacorch.engine.gates import GateAnswer, GateRequest
+from iacorch.model.results import diff_preview
 
 _POLL = 0.1  # seconds between looks at the cancel token while waiting for a line
 
@@ -97,6 +98,8 @@ def _ask(request: GateRequest, terminal: _Terminal) -> GateAnswer | None:
                f"approver(s){have}", err=True)
     for stage_id, summary in request.changes.items():
         click.echo(f"  {stage_id}: {summary}", err=True)
+        for line in diff_preview(request.diffs.get(stage_id, ""), " " * 6):
+            click.echo(line, err=True)
     choice = terminal.choose("  approve, reject, or leave it waiting?",
                              ["approve", "reject", "wait"], "wait")
     if choice in (None, "wait"):

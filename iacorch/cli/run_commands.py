@@ -197,6 +197,9 @@ def _planned_changes(store: Store, run_id: str) -> dict[str, str]:
             moved = c.get("add", 0) or c.get("change", 0) or c.get("destroy", 0)
             found[stage_id] = (f"would change: +{c.get('add', 0)} ~{c.get('change', 0)} "
                                f"-{c.get('destroy', 0)}" if moved else "no changes")
+            if record.details.get("not_checkable"):
+                found[stage_id] += (f" ({len(record.details['not_checkable'])} task(s) not "
+                                    "checkable: check_mode false)")
         elif record.details.get("would_run") or record.details.get("would_check"):
             found[stage_id] = "would run"
         elif record.status.value == "failed":

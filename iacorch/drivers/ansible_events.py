@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import difflib
 import json
 import os
 import re
@@ -22,6 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
+
+from iacorch.drivers.ansible_check import detail_lines, not_checkable, result_diff
 
 if TYPE_CHECKING:
     from iacorch.drivers.base import StageContext
@@ -151,7 +152,8 @@ def log_lines(event: Mapping[str, Any]) -> list[str]:
 
 
 def progress(event: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A progress dict for the console: play and task starts, task results, the recap."""
+    """A progress dict for the console: play and task starts, task results (a change with
+    its diff), the recap."""
     data = event.get("event_data") or {}
     kind = event.get("event")
     if kind == "playbook_on_play_start":
@@ -163,8 +165,11 @@ def progress(event: Mapping[str, Any]) -> dict[str, Any] | None:
     status = result_status(event)
     if status is None:
         return None
-    return {"kind": "result", "task": data.get("task"), "host": data.get("host"),
-            "status": status, "action": data.get("task_action")}
+    update = {"kind": "result", "task": data.get("task"), "host": data.get("host"),
+              "status": status, "action": data.get("task_action")}
+    if status == "changed" and (diff := result_diff(_res(data))):
+        update["diff"] = diff
+    return update
 
 
 def module_message(res: Mapping[str, Any]) -> str:
@@ -200,24 +205,6 @@ def published_stats(stats_data: Mapping[str, Any]) -> dict[str, Any]:
     return dict(data) if isinstance(data, Mapping) else {}
 
 
-def render_diff(diff: Any, limit: int = 4000) -> str:
-    """A module's `diff` result (one or a list of before/after dicts) as unified diff text."""
-    chunks: list[str] = []
-    for entry in diff if isinstance(diff, list) else [diff]:
-        if not isinstance(entry, Mapping):
-            continue
-        if entry.get("prepared"):
-            chunks.append(_text(entry["prepared"]))
-        if "before" in entry or "after" in entry:
-            before, after = _diff_side(entry.get("before")), _diff_side(entry.get("after"))
-            chunks.extend(difflib.unified_diff(
-                before.splitlines(keepends=True), after.splitlines(keepends=True),
-                fromfile=f"before: {entry.get('before_header', '')}".rstrip(),
-                tofile=f"after: {entry.get('after_header', '')}".rstrip()))
-    text = "".join(c if c.endswith("\n") else c + "\n" for c in chunks)
-    return text if len(text) <= limit else text[:limit] + "\n... (diff truncated)\n"
-
-
 @dataclass(frozen=True, slots=True)
 class TaskOutcome:
     """One task result on one host that the driver reports."""
@@ -238,6 +225,7 @@ class PlayRecord:
     stats: dict[str, Any] | None = None
     published: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    not_checkable: list[dict[str, str]] = field(default_factory=list)   # check_mode held on
 
     def add(self, event: Mapping[str, Any]) -> None:
         """Fold one event in."""
@@ -248,6 +236,8 @@ class PlayRecord:
             self.published = published_stats(data)
         elif kind == "error" and event.get("stdout"):
             self.errors.append(str(event["stdout"]).strip())
+        elif (unchecked := not_checkable(event)) is not None:
+            self.not_checkable.append(unchecked)
         status = result_status(event)
         if status is None:
             return
@@ -257,7 +247,7 @@ class PlayRecord:
             action=str(data.get("task_action") or data.get("resolved_action") or ""),
             status=status,
             message=module_message(res) if status in ("failed", "unreachable") else "",
-            diff=render_diff(res["diff"]) if res.get("diff") else ""))
+            diff=result_diff(res)))
 
     @property
     def failures(self) -> list[TaskOutcome]:
@@ -296,14 +286,6 @@ def _text(value: Any) -> str:
     if isinstance(value, list):
         return "; ".join(_text(v) for v in value)
     return str(value).strip()
-
-
-def _diff_side(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, indent=2, sort_keys=True, default=str) + "\n"
 
 
 def masked_json(masker: Masker, value: Any, indent: int | None = 2) -> str:
@@ -379,7 +361,7 @@ class EventReader:
         self.record.add(masked)
         if event.get("event") == "playbook_on_stats":   # outputs are data, not log text
             self.record.published = published_stats(event.get("event_data") or {})
-        for line in log_lines(masked):
+        for line in log_lines(masked) + detail_lines(masked):
             self._say(line)
         update = progress(masked)
         if update is not None:

@@ -365,11 +365,15 @@ def drift_findings(refresh: UiStream, config: UiStream) -> list[dict[str, str]]:
     """Per-address differences: "refresh" when reality moved, "config" when the code did.
 
     A resource changed outside Terraform also shows up as a planned change in the
-    normal plan; it is reported once, as reality having moved.
+    normal plan; it is reported once, as reality having moved. A refresh-only plan also
+    evaluates outputs with the current code and inputs: when no resource moved but the
+    code would change some, its output changes are put down to the code too.
     """
     findings = [{"address": c.address, "action": c.action, "source": "refresh"}
                 for c in refresh.drifted]
-    findings += [{"address": f"output.{name}", "action": action, "source": "refresh"}
+    code_moved = not findings and any(c.action != "no-op" for c in config.planned)
+    findings += [{"address": f"output.{name}", "action": action,
+                  "source": "config" if code_moved else "refresh"}
                  for name, action in refresh.changed_outputs.items()]
     seen = {f["address"] for f in findings}
     findings += [{"address": c.address, "action": c.action, "source": "config"}

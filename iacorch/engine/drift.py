@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -20,28 +20,29 @@ from iacorch.model.events import Event, EventKind
 from iacorch.model.masking import Masker
 from iacorch.model.plan import Plan, PlannedStage
 from iacorch.model.results import StageResult
-from iacorch.model.status import Operation, RunStatus, StageKind, StageStatus
+from iacorch.model.status import Operation, RunStatus, StageStatus
 from iacorch.runbook.templating import TemplateProblem, Templates
 from iacorch.store.base import DriftRecord, RunRecord, Store
 
-from .drift_rules import DriftStatus, StageDrift, classify, ignore_rules, is_new
+from .drift_rules import CHECKED_KINDS, DriftStatus, StageDrift, classify, ignore_rules, is_new
 from .journal import REDACTED, Journal
 from .locks import RunLock, lock_key
 from .rendering import RunInfo, build_spec, render_action, stage_view, template_context
 from .runtime import Runtime
 from .secrets import resolve_secrets
 
-CHECKED_KINDS = (StageKind.PROVISION, StageKind.CONFIGURE)
 _HISTORY_RUNS = 100   # successful applies searched for a stage's last application
 
 
 @dataclass(frozen=True)
 class AppliedStage:
-    """A stage's last successful application: the run, its vars, the stage's outputs."""
+    """A stage's last successful application: the run, its vars, the stage's outputs, and
+    the outputs of every stage that run finished (the upstream outputs this stage used)."""
 
     run_id: str
     vars: Mapping[str, Any]
     outputs: Mapping[str, Any]
+    run_outputs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,11 +107,20 @@ def last_applications(store: Store, plan: Plan) -> dict[str, AppliedStage]:
             continue
         if destroyed_at is not None and run.started_at < destroyed_at:
             break
-        for stage_id, record in store.stage_records(run.id).items():
-            if stage_id not in found and record.status in (StageStatus.SUCCEEDED,
-                                                           StageStatus.MARKED_DONE):
-                found[stage_id] = AppliedStage(run.id, dict(run.vars), dict(record.outputs))
+        done = {sid: dict(record.outputs) for sid, record in store.stage_records(run.id).items()
+                if record.status in (StageStatus.SUCCEEDED, StageStatus.MARKED_DONE)}
+        for stage_id, outputs in done.items():
+            if stage_id not in found:
+                found[stage_id] = AppliedStage(run.id, dict(run.vars), outputs, done)
     return found
+
+
+def recorded_inputs(applied: Mapping[str, AppliedStage],
+                    stage_id: str) -> dict[str, Mapping[str, Any]]:
+    """Upstream outputs as the stage's last application saw them: those its run recorded,
+    else (a stage that run did not finish) the stage's own last application's."""
+    latest = {sid: a.outputs for sid, a in applied.items()}
+    return {**latest, **applied[stage_id].run_outputs}
 
 
 def check_drift(plan: Plan, runtime: Runtime, *, run_id: str, selection: Sequence[str] = (),
@@ -179,8 +189,8 @@ class _DriftCheck:
                               hint=f"no successful `iacorch apply` of {self.plan.name} "
                                    f"({self.plan.workspace}) ran this stage; apply it first")
         recorded = dataclasses.replace(self.plan, vars={**self.plan.vars, **applied.vars})
-        outputs = {sid: a.outputs for sid, a in self.applied.items()}
-        statuses = {sid: StageStatus.SUCCEEDED for sid in self.applied}
+        outputs = recorded_inputs(self.applied, stage.id)
+        statuses = {sid: StageStatus.SUCCEEDED for sid in outputs}
         info = RunInfo(self.run_id, RunStatus.RUNNING.value, str(self.rt.state_dir),
                        {"id": applied.run_id, "vars": dict(applied.vars), "outputs": outputs})
         context = template_context(recorded, info, stage_view(recorded, outputs, statuses),
@@ -219,7 +229,8 @@ class _DriftCheck:
             finished_at=now, result=result, reason=verdict.error,
             details={"drift": {"status": verdict.status.value,
                                "findings": list(verdict.findings),
-                               "acknowledged": list(verdict.acknowledged)}})
+                               "acknowledged": list(verdict.acknowledged),
+                               "not_checkable": list(verdict.not_checkable)}})
         reason = verdict.error or verdict.hint
         if verdict.status is DriftStatus.DRIFTED:
             reason = f"{len(verdict.findings)} finding(s)"
@@ -291,6 +302,7 @@ def _masked(verdict: StageDrift, masker: Masker) -> StageDrift:
     return dataclasses.replace(
         verdict, findings=tuple(mask(dict(f)) for f in verdict.findings),
         acknowledged=tuple(mask(dict(f)) for f in verdict.acknowledged),
+        not_checkable=tuple(mask(dict(t)) for t in verdict.not_checkable),
         error=masker.mask(verdict.error) if verdict.error else None,
         hint=masker.mask(verdict.hint) if verdict.hint else None)
 

@@ -9,19 +9,21 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
 from iacorch.errors import UsageError
+from iacorch.model.plan import Plan
 from iacorch.model.results import StageResult
-from iacorch.model.status import StageStatus
+from iacorch.model.status import StageKind, StageStatus
 
 # The keys that say *what* drifted; a diff's text may differ between checks of the same
 # unchanged finding (timestamps, ordering), so it never goes into the fingerprint.
 _IDENTITY_KEYS = ("address", "host", "task", "action")
+CHECKED_KINDS = (StageKind.PROVISION, StageKind.CONFIGURE)   # the stages drift checks
 
 
 class DriftStatus(StrEnum):
@@ -70,13 +72,14 @@ class StageDrift:
     fingerprint: str = ""
     new: bool = False                                     # new or changed since last check
     details: Mapping[str, Any] = field(default_factory=dict)
+    not_checkable: tuple[Mapping[str, Any], ...] = ()     # tasks held in check mode (Ansible)
 
     def to_dict(self) -> dict[str, Any]:
         return {"stage": self.stage_id, "status": self.status.value,
                 "findings": [dict(f) for f in self.findings],
                 "acknowledged": [dict(f) for f in self.acknowledged],
                 "error": self.error, "hint": self.hint, "fingerprint": self.fingerprint,
-                "new": self.new}
+                "new": self.new, "not_checkable": [dict(t) for t in self.not_checkable]}
 
 
 def parse_until(text: str | None) -> date | None:
@@ -160,8 +163,9 @@ def classify(stage_id: str, result: StageResult, rules: Sequence[IgnoreRule],
             active.append({**finding, "acknowledgement_expired": rule.until.isoformat()
                            if rule.until else None})
     status = DriftStatus.DRIFTED if active else DriftStatus.IN_SYNC
+    unchecked = tuple(dict(t) for t in (result.details or {}).get("not_checkable") or ())
     return StageDrift(stage_id, status, tuple(active), tuple(acknowledged),
-                      fingerprint=fingerprint(active))
+                      fingerprint=fingerprint(active), not_checkable=unchecked)
 
 
 def is_new(current: StageDrift, previous_status: str | None,
@@ -171,6 +175,30 @@ def is_new(current: StageDrift, previous_status: str | None,
         return False
     return previous_status != DriftStatus.DRIFTED.value or \
         previous_fingerprint != current.fingerprint
+
+
+def remediation_targets(plan: Plan, drifted: Iterable[str],
+                        applied: Collection[str]) -> tuple[str, ...]:
+    """What `--remediate` applies, in plan order: the drifted stages, and every provision or
+    configure stage downstream of them that was applied before.
+
+    Re-applying a drifted stage may change its outputs, and the stages after it were made
+    with the old ones; a later drift check judges them with the inputs they were applied
+    with, so it would not see that they are behind. One apply takes the change all the way
+    down. A stage never applied is left for a plain `apply`.
+    """
+    dependents = plan.dependents()
+    chosen = set(drifted)
+    seen, pending = set(chosen), list(chosen)
+    while pending:
+        for child in dependents.get(pending.pop(), ()):
+            if child in seen:
+                continue
+            seen.add(child)
+            pending.append(child)
+            if child in applied and plan.stages[child].kind in CHECKED_KINDS:
+                chosen.add(child)
+    return tuple(sid for sid in plan.stages if sid in chosen)
 
 
 def exit_code(verdicts: Iterable[StageDrift]) -> int:

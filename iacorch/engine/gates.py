@@ -32,7 +32,7 @@ from .rendering import build_spec, render_action
 if TYPE_CHECKING:
     from .runner import Runner
 
-_PLANNABLE = (ActionType.TERRAFORM, ActionType.PULUMI)
+_PLANNABLE = (ActionType.TERRAFORM, ActionType.PULUMI, ActionType.ANSIBLE)
 
 
 class GateVerdict(StrEnum):
@@ -54,6 +54,7 @@ class GateRequest:
     approved_by: tuple[str, ...]
     changes: Mapping[str, str]            # stage -> "+1 ~0 -0: addr, addr" or why unknown
     inputs: Mapping[str, Mapping[str, Any]]
+    diffs: Mapping[str, str] = field(default_factory=dict)   # stage -> what Ansible would change
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class GateOutcome:
 def gate_hash(plan_hash: str, gate_id: str, planned: Mapping[str, Mapping[str, Any]]) -> str:
     """What an approval binds to: the run's plan and the exact saved plans behind the gate."""
     payload = {"plan": plan_hash, "gate": gate_id,
-               "stages": {sid: info.get("sha256") or info.get("summary")
+               "stages": {sid: info.get("sha256") or _shown(info)
                           for sid, info in sorted(planned.items())}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -141,7 +142,8 @@ class GateKeeper:
 
     # -- the plans shown in the request -------------------------------------------------
     def _plan_behind(self, gate_stage: PlannedStage) -> dict[str, dict[str, Any]]:
-        """Plan every Terraform/Pulumi stage behind the gate whose inputs are known now."""
+        """Plan every Terraform/Pulumi/Ansible stage behind the gate whose inputs are known
+        now (Ansible in check mode with diff; it keeps no plan: it runs again once approved)."""
         r = self.runner
         behind = [r.plan.stages[sid] for sid in r.plan.stages
                   if sid in r.selected and sid in _descendants(r, gate_stage.id)
@@ -187,7 +189,9 @@ class GateKeeper:
             gate=stage.id, message=r.masker.mask(message), asked_by=r.started_by,
             approvers=gate.approvers, require=gate.require, approved_by=approved_by,
             changes={sid: info.get("summary", "") for sid, info in details["planned"].items()},
-            inputs=gate.inputs)
+            inputs=gate.inputs,
+            diffs={sid: info["diff"] for sid, info in details["planned"].items()
+                   if info.get("diff")})
 
     def _announce(self, stage: PlannedStage, details: Mapping[str, Any],
                   approved_by: tuple[str, ...], missing: int) -> None:
@@ -196,7 +200,7 @@ class GateKeeper:
         r.rt.emit(Event(EventKind.APPROVAL_REQUESTED, r.run_id, stage.id, {
             "message": request.message, "missing": missing, "approvers": list(request.approvers),
             "require": request.require, "changes": dict(request.changes),
-            "gate_hash": details["gate_hash"]}))
+            "diffs": dict(request.diffs), "gate_hash": details["gate_hash"]}))
 
     def _ask(self, stage: PlannedStage, details: Mapping[str, Any],
              approved_by: tuple[str, ...]) -> None:
@@ -248,4 +252,16 @@ def _plan_info(result: StageResult, mask: Callable[[str], str]) -> dict[str, Any
         if changes else ""
     summary = f"{changes}: {addresses}" if changes and addresses else str(changes or "planned")
     return {"summary": mask(summary), "saved_plan": result.saved_plan,
-            "sha256": result.details.get("saved_plan_sha256")}
+            "sha256": result.details.get("saved_plan_sha256"),
+            "diff": mask(_diff_text(result.details))}
+
+
+def _diff_text(details: Mapping[str, Any]) -> str:
+    """The diffs of the task results that would change (Ansible), each under its host: task."""
+    return "".join(f"{c.get('host')}: {c.get('task')}\n{c['diff']}"
+                   for c in details.get("changed") or () if c.get("diff"))
+
+
+def _shown(info: Mapping[str, Any]) -> Any:
+    """What an approval binds to for a stage without a saved plan: what the request showed."""
+    return [info.get("summary"), info["diff"]] if info.get("diff") else info.get("summary")

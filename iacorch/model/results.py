@@ -8,6 +8,8 @@ from typing import Any
 
 from iacorch.model.status import ActionType, Operation, StageStatus
 
+DIFF_PREVIEW_LINES = 30   # lines of a diff shown under a task or a stage; the rest is counted
+
 
 @dataclass(frozen=True, slots=True)
 class StageSpec:
@@ -86,3 +88,12 @@ class StageResult:
         status = StageStatus.INTERRUPTED if interrupted else StageStatus.FAILED
         return cls(status=status, error=error, hint=hint, exit_code=exit_code,
                    output_tail=output_tail, interrupted=interrupted)
+
+
+def diff_preview(diff: str, indent: str = "    ", limit: int = DIFF_PREVIEW_LINES) -> list[str]:
+    """A diff as indented lines for a person: the first `limit`, then "... N more lines"."""
+    lines = diff.rstrip("\n").splitlines()
+    shown = [f"{indent}{line}" for line in lines[:limit]]
+    if len(lines) > limit:
+        shown.append(f"{indent}... {len(lines) - limit} more lines")
+    return shown

@@ -166,6 +166,34 @@ def test_drift_and_plan_use_check_mode_with_diff(make: Callable[..., Stage],
     assert plan.changes.resources[0].address == "web-1: Write the greeting"
 
 
+@pytest.mark.parametrize(("operation", "action"), [
+    (Operation.DRIFT, {}), (Operation.PLAN, {}), (Operation.APPLY, {"check": True})])
+def test_dry_runs_hold_check_mode_false_tasks_in_check_mode(
+        make: Callable[..., Stage], site: Path, operation: Operation,
+        action: dict[str, Any]) -> None:
+    stage = make(operation, playbook="insistent.yml", **action)
+    result = stage.run()
+    assert result.status is StageStatus.SUCCEEDED, result.error
+    assert sorted(p.name for p in site.iterdir()) == [], "the dry run changed nothing"
+    assert result.details["not_checkable"] == [
+        {"host": "web-1", "task": name, "check_mode": asked} for name, asked in (
+            ("Run the migration", "False"), ("Write the marker", "False"),
+            ("Write the version", "{{ insist | default(false) }}"))]
+    assert ("TASK Run the migration | web-1 | not checkable: it asks for check_mode False; "
+            "it ran in check mode") in stage.lines
+    assert "TASK Run the migration | web-1 | skipped" in stage.lines
+    marker = next(c for c in result.details["changed"] if c["task"] == "Write the marker")
+    assert marker["diff"].endswith("+hello v1\n"), "a held task still shows what it would do"
+    task = stage.lines.index("TASK Write the marker | web-1 | changed")
+    assert stage.lines[task + 1:task + 3] == ["    --- before",
+                                              f"    +++ after: {site}/marker-web-1.txt"]
+
+    applied = make(playbook="insistent.yml").run()
+    assert applied.ok and "not_checkable" not in applied.details
+    assert sorted(p.name for p in site.iterdir()) == [
+        "marker-web-1.txt", "migrated-web-1", "version-web-1.txt"]
+
+
 def test_failing_task_names_host_task_and_module_message(make: Callable[..., Stage]) -> None:
     stage = make(playbook="fail.yml")
     result = stage.run()

@@ -138,3 +138,59 @@ def test_stale_saved_plan_is_refused_not_replaced(project, gated):
     assert resumed.code != 0, resumed.text
     assert "no longer matches" in resumed.text
     assert state_labels(project) == ["red"]      # nothing unapproved was applied
+
+
+GATED_PLAYBOOK = """
+version: 1
+name: gated-page
+secrets:
+  token: {env: PAGE_TOKEN}
+stages:
+  go:
+    kind: approval
+    approvers: [alice]
+    message: "publish the page?"
+  publish:
+    kind: deploy
+    needs: [go]
+    ansible:
+      playbook: page.yml
+      inventory: [localhost]
+      extra_vars: {page: "{{ runbook.dir }}/page.txt", token: "{{ secrets.token }}"}
+"""
+
+PAGE_PLAYBOOK = """
+- name: Publish
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Write the page
+      ansible.builtin.copy: {dest: "{{ page }}", content: "v2 token={{ token }}\\n"}
+"""
+
+
+def test_request_shows_the_ansible_diff(project, require_tool):
+    require_tool("ansible-playbook")
+    project.write("gated-page.yaml", GATED_PLAYBOOK)
+    project.write("page.yml", PAGE_PLAYBOOK)
+    page = project.write("page.txt", "v1\n")
+    env = {"IACORCH_USER": "carol", "PAGE_TOKEN": "tok-91f3-gate"}
+    result = project.run("apply", "gated-page.yaml", "--json", env=env)
+    assert result.code == 3, result.text
+    events = [json.loads(line) for line in result.out.splitlines()]
+    request = next(e for e in events if e["event"] == "approval_requested")
+    assert request["changes"]["publish"] == "+0 ~1 -0: update localhost: Write the page"
+    assert request["diffs"]["publish"] == (
+        f"localhost: Write the page\n--- before: {page}\n+++ after: {page}\n"
+        "@@ -1 +1 @@\n-v1\n+v2 token=***\n")
+    assert page.read_text() == "v1\n", "the request's plan changed nothing"
+
+    shown = project.run("resume", project.runs()[0]["id"], env=env)
+    assert shown.code == 3
+    assert "      publish: +0 ~1 -0: update localhost: Write the page" in shown.out
+    assert "          +v2 token=***" in shown.out
+    assert "tok-91f3-gate" not in result.text + shown.text
+    run_id = project.runs()[0]["id"]
+    assert project.run("approve", run_id, "go", "--resume",
+                       env={**env, "IACORCH_USER": "alice"}).code == 0
+    assert page.read_text() == "v2 token=tok-91f3-gate\n"

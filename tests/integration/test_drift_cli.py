@@ -137,7 +137,7 @@ def test_drift_found_acknowledged_remediated_and_recorded(project, require_tool)
     findings = report_of(tf)["net"]["findings"]
     assert {"address": "terraform_data.node[2]", "action": "delete",
             "source": "config"} in findings
-    assert "remediating net (apply --target)" in tf.err
+    assert "remediating net (apply --target; downstream: page)" in tf.err
 
     in_sync = project.run("drift", "drift.yaml", "-q")
     assert in_sync.code == 0, in_sync.text
@@ -150,3 +150,108 @@ def test_drift_found_acknowledged_remediated_and_recorded(project, require_tool)
     assert "drift history:" in shown.out
     assert any(line.strip().startswith("net") and "last drifted" in line and "in sync since"
                in line for line in shown.out.splitlines()), shown.out
+
+
+PAGES = """
+version: 1
+name: pages
+secrets:
+  token: {env: DRIFT_TOKEN}
+stages:
+  page:
+    kind: configure
+    ansible:
+      playbook: playbooks/page.yml
+      inventory: [localhost]
+      extra_vars:
+        page_file: "{{ runbook.dir }}/out/page.txt"
+        region: eu
+        token: "{{ secrets.token }}"
+"""
+
+MIGRATION = """
+    - name: Run the migration
+      ansible.builtin.command: "touch {{ page_file }}.migrated"
+      check_mode: false
+"""
+
+
+def test_ansible_diffs_are_shown_and_dry_runs_change_nothing(project, require_tool) -> None:
+    require_tool("ansible-playbook")
+    project.write("playbooks/page.yml", PLAYBOOK.rstrip() + MIGRATION)
+    project.write("pages.yaml", PAGES)
+    project.env["DRIFT_TOKEN"] = SECRET
+    (project.root / "out").mkdir()
+    page, migrated = project.root / "out" / "page.txt", project.root / "out" / "page.txt.migrated"
+    assert project.run("apply", "pages.yaml", "-q").code == 0
+    assert migrated.exists()
+    migrated.unlink()
+    page.write_text("".join(f"edited by hand {n}\n" for n in range(40)))
+
+    found = project.run("drift", "pages.yaml")
+    assert found.code == 2, found.text
+    assert not migrated.exists(), "a task with check_mode: false did not run"
+    lines = [line.split(" | ", 1)[-1] for line in found.out.splitlines()]
+    task = lines.index("TASK Write the page | localhost | changed")
+    assert lines[task + 1:task + 4] == [
+        f"    --- before: {page}", f"    +++ after: {page}", "    @@ -1,40 +1 @@"]
+    assert lines[task + 31] == "    ... 14 more lines"     # 44 lines of diff, 30 shown
+    assert "    +region=eu token=***" not in lines[task:task + 31], "the end is cut"
+    assert ("localhost: task `Run the migration` not checkable (it asks for check_mode False; "
+            "it ran in check mode)") in found.out
+    assert SECRET not in found.text
+
+    run_id = project.runs()[0]["id"]
+    logs = project.run("logs", run_id, "page")
+    assert "    -edited by hand 0" in logs.out and SECRET not in logs.out
+
+    page.write_text("edited by hand\n")
+    events = project.run("drift", "pages.yaml", "--json")
+    parsed = [json.loads(line) for line in events.out.splitlines() if line.startswith("{")]
+    assert {"event": "stage_log", "line": "    +region=eu token=***"}.items() <= next(
+        e for e in parsed if e.get("line") == "    +region=eu token=***").items()
+    result = next(e for e in parsed if e["event"] == "stage_progress"
+                  and e["progress"].get("status") == "changed")
+    assert result["progress"]["diff"].endswith("-edited by hand\n+region=eu token=***\n")
+    (finding,) = report_of(events)["page"]["findings"]
+    assert finding["diff"].endswith("+region=eu token=***\n")
+    assert report_of(events)["page"]["not_checkable"] == [
+        {"host": "localhost", "task": "Run the migration", "check_mode": "False"}]
+
+    plan = project.run("plan", "pages.yaml", "-q", "--report", "run.json")
+    assert plan.code == 0, plan.text
+    assert "page: would change: +0 ~1 -0 (1 task(s) not checkable: check_mode false)" in plan.err
+    (diff,) = json.loads((project.root / "run.json").read_text())["stages"][0]["diffs"]
+    assert diff["task"] == "Write the page" and diff["diff"].endswith("+region=eu token=***\n")
+    assert not migrated.exists() and page.read_text() == "edited by hand\n"
+    assert SECRET not in (project.root / "run.json").read_text()
+
+
+def test_remediation_follows_the_change_downstream(project, require_tool) -> None:
+    require_tool("terraform")
+    require_tool("ansible-playbook")
+    setup_project(project)
+    page = project.root / "out" / "page.txt"
+    assert project.run("apply", "drift.yaml", "-q").code == 0
+
+    # the code changes: net moves to another region, and page follows net's output
+    project.write("drift.yaml", RUNBOOK.replace("vars: {region: eu,", "vars: {region: eu-west,"))
+    found = project.run("drift", "drift.yaml", "--json")
+    assert found.code == 2, found.text
+    stages = report_of(found)
+    assert {"address": "output.region", "action": "update", "source": "config"} \
+        in stages["net"]["findings"], "the code moved the output, not someone by hand"
+    assert stages["page"]["status"] == "in_sync", "judged with the inputs it was applied with"
+
+    fixed = project.run("drift", "drift.yaml", "--remediate", "-q")
+    assert fixed.code == 0, fixed.text
+    assert "remediating net (apply --target; downstream: page)" in fixed.err
+    assert page.read_text() == f"region=eu-west token={SECRET}\n"
+    clean = project.run("drift", "drift.yaml", "-q")
+    assert clean.code == 0 and "2 in sync" in clean.out, clean.text
+
+    # net alone applied again: page keeps being judged with what it was applied with
+    project.write("drift.yaml", RUNBOOK)
+    assert project.run("apply", "drift.yaml", "--target", "net", "-q").code == 0
+    later = project.run("drift", "drift.yaml", "-q")
+    assert later.code == 0 and "2 in sync" in later.out, later.text

@@ -22,14 +22,16 @@ from iacorch import process
 from iacorch.drivers import ansible
 from iacorch.drivers.ansible import (
     DESTROY_HINT,
-    LOCAL_HOST_VARS,
-    AnsibleActionError,
     AnsibleDriver,
     child_env,
-    extra_vars,
-    normalise_inventory,
     playbook_options,
     prepare_invocation,
+)
+from iacorch.drivers.ansible_check import (
+    CALLBACK_DIR,
+    DRY_RUN_CALLBACK,
+    NOT_CHECKABLE,
+    render_diff,
 )
 from iacorch.drivers.ansible_events import (
     EventReader,
@@ -40,11 +42,16 @@ from iacorch.drivers.ansible_events import (
     masked_json,
     module_message,
     progress,
-    render_diff,
+)
+from iacorch.drivers.ansible_inputs import (
+    LOCAL_HOST_VARS,
+    AnsibleActionError,
+    extra_vars,
+    normalise_inventory,
 )
 from iacorch.drivers.base import StageContext
 from iacorch.model.masking import Masker
-from iacorch.model.results import StageSpec
+from iacorch.model.results import DIFF_PREVIEW_LINES, StageSpec, diff_preview
 from iacorch.model.runbook import AnsibleAction
 from iacorch.model.status import ActionType, Operation, StageStatus
 from iacorch.process import CancelToken, ProcessResult
@@ -622,3 +629,143 @@ def test_scratch_dirs_of_dead_processes_are_swept(tmp_path):
         path.mkdir()
     _sweep_orphans(tmp_path)
     assert not dead.exists() and alive.exists() and other.exists()
+
+
+# -- dry runs: diffs shown, every task held in check mode -------------------------------------
+
+def test_a_dry_run_shows_each_diff_under_its_task_line(stage: Callable[..., Stage]) -> None:
+    s = stage("check_diff", Operation.PLAN)
+    run(s)
+    task = s.lines.index("TASK Write the motd | localhost | changed")
+    assert s.lines[task + 1:task + 6] == [
+        "    --- before: /scratch/motd", "    +++ after: /scratch/motd", "    @@ -1 +1 @@",
+        "    -hello old", "    +hello ***"]
+    assert s.lines[task + 6] == "TASK Never on this host | localhost | skipped"
+    result = next(p for p in s.progress if p.get("kind") == "result" and p["status"] == "changed")
+    assert result["diff"].endswith("-hello old\n+hello ***\n"), "--json events carry it too"
+
+
+def test_loop_items_show_their_diffs(stage: Callable[..., Stage]) -> None:
+    s = stage("check_mode_false", Operation.DRIFT)
+    result = run(s)
+    banners = next(c for c in result.details["changed"] if c["task"] == "Write the banners")
+    assert banners["diff"] == (
+        "item one:\n--- before\n+++ after: /scratch/motd.one\n@@ -0,0 +1 @@\n+one ***\n"
+        "item two:\n--- before\n+++ after: /scratch/motd.two\n@@ -0,0 +1 @@\n+two ***\n")
+    task = s.lines.index("TASK Write the banners | localhost | changed")
+    assert s.lines[task + 1:task + 3] == ["    item one:", "    --- before"]
+
+
+def test_a_long_diff_is_cut_short_with_a_count() -> None:
+    diff = "".join(f"+line {n}\n" for n in range(45))
+    lines = diff_preview(diff)
+    assert len(lines) == DIFF_PREVIEW_LINES + 1
+    assert lines[0] == "    +line 0"
+    assert lines[-1] == f"    ... {45 - DIFF_PREVIEW_LINES} more lines"
+    assert diff_preview("+a\n", indent="  ") == ["  +a"]
+
+
+@pytest.mark.parametrize("operation", [Operation.PLAN, Operation.DRIFT])
+def test_dry_runs_hold_every_task_in_check_mode(stage: Callable[..., Stage],
+                                                operation: Operation) -> None:
+    s = stage("check_mode_false", operation)
+    result = run(s)
+    env = s.runner.calls[0]["env"]
+    assert env["ANSIBLE_STDOUT_CALLBACK"] == DRY_RUN_CALLBACK
+    assert env["ANSIBLE_CALLBACK_PLUGINS"].split(os.pathsep)[0] == str(CALLBACK_DIR)
+    assert (CALLBACK_DIR / f"{DRY_RUN_CALLBACK}.py").is_file()
+    assert result.details["not_checkable"] == [
+        {"host": "localhost", "task": "Write the motd", "check_mode": "False"},
+        {"host": "localhost", "task": "Run a script", "check_mode": "False"}]
+    assert ("TASK Run a script | localhost | not checkable: it asks for check_mode False; "
+            "it ran in check mode") in s.lines
+    assert "TASK Run a script | localhost | skipped" in s.lines
+
+
+def test_apply_runs_the_playbook_with_runner_callback(stage: Callable[..., Stage]) -> None:
+    s = stage("apply_ok")
+    run(s)
+    assert s.runner.calls[0]["env"]["ANSIBLE_STDOUT_CALLBACK"] == "awx_display"
+
+
+@pytest.fixture
+def dry_run_callback(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The callback plugin loaded as Ansible loads it, over a stand-in for awx_display."""
+    import importlib.util
+    from contextlib import contextmanager
+
+    from ansible.plugins import loader
+
+    class AwxDisplay:
+        def __init__(self) -> None:
+            self.events: list[tuple[str, dict[str, Any]]] = []
+            self.started: list[str] = []
+            self._display = type("Display", (), {"display": lambda self, text: None})()
+
+        @contextmanager
+        def capture_event_data(self, event: str, **data: Any) -> Any:
+            self.events.append((event, data))
+            yield
+
+        def v2_runner_on_start(self, host: Any, task: Any) -> None:
+            self.started.append(host.get_name())
+
+    monkeypatch.setattr(loader.callback_loader, "get", lambda name, class_only: AwxDisplay)
+    spec = importlib.util.spec_from_file_location(
+        DRY_RUN_CALLBACK, CALLBACK_DIR / f"{DRY_RUN_CALLBACK}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.CallbackModule()
+
+
+@dataclass
+class FakeTask:
+    check_mode: Any
+    _uuid: str = "t-1"
+
+    def get_name(self) -> str:
+        return "Run a script"
+
+
+@dataclass
+class FakeHost:
+    name: str
+
+    def get_name(self) -> str:
+        return self.name
+
+
+def test_the_callback_forces_check_mode_and_reports_each_host(dry_run_callback: Any) -> None:
+    task = FakeTask(check_mode=False)
+    dry_run_callback.v2_runner_on_start(FakeHost("web-1"), task)
+    dry_run_callback.v2_runner_on_start(FakeHost("web-2"), task)
+    assert task.check_mode is True
+    assert [(e, d["host"], d["check_mode"]) for e, d in dry_run_callback.events] == [
+        (NOT_CHECKABLE, "web-1", "False"), (NOT_CHECKABLE, "web-2", "False")]
+    assert dry_run_callback.started == ["web-1", "web-2"]
+    checked = FakeTask(check_mode=True, _uuid="t-2")
+    dry_run_callback.v2_runner_on_start(FakeHost("web-1"), checked)
+    assert len(dry_run_callback.events) == 2, "a task in check mode is not reported"
+
+
+def test_the_callback_stops_the_playbook_when_it_cannot_hold_a_task(
+        dry_run_callback: Any, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    class Stubborn(FakeTask):
+        def __setattr__(self, name: str, value: Any) -> None:
+            if name == "check_mode" and hasattr(self, "check_mode"):
+                raise AttributeError("read-only")
+            super().__setattr__(name, value)
+
+    exits: list[int] = []
+
+    def fake_exit(code: int) -> None:
+        exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    with pytest.raises(SystemExit):
+        dry_run_callback.v2_runner_on_start(FakeHost("web-1"), Stubborn(check_mode=False))
+    assert exits == [250] and dry_run_callback.started == []
+    assert "could not hold task 'Run a script' in check mode" in capsys.readouterr().err

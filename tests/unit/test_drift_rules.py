@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from iacorch.engine.drift import last_applications, stages_to_check
+from iacorch.engine.drift import last_applications, recorded_inputs, stages_to_check
 from iacorch.engine.drift_rules import (
     DriftStatus,
     classify,
@@ -18,6 +18,7 @@ from iacorch.engine.drift_rules import (
     ignore_rules,
     is_new,
     parse_until,
+    remediation_targets,
     stage_history,
 )
 from iacorch.errors import UsageError
@@ -223,3 +224,54 @@ def test_each_stage_keeps_the_inputs_of_the_run_that_last_applied_it(plan):
         "net": ("r2", "new"), "web[eu]": ("r2", "new"), "web[us]": ("r1", "old")}
     _apply(store, "d1", 40, {}, operation="destroy")
     assert last_applications(store, plan) == {}
+
+
+def test_a_stage_is_judged_with_the_upstream_outputs_its_last_apply_used(plan):
+    store = MemoryStore()
+    _apply(store, "r1", 10, {"net": StageStatus.SUCCEEDED, "web[eu]": StageStatus.SUCCEEDED,
+                             "web[us]": StageStatus.SUCCEEDED})
+    _apply(store, "r2", 20, {"net": StageStatus.SUCCEEDED})    # apply --target net (remediation)
+    found = last_applications(store, plan)
+    assert recorded_inputs(found, "web[eu]")["net"] == {"from": "r1"}, \
+        "net's new outputs are not what web[eu] was made with"
+    assert recorded_inputs(found, "net")["net"] == {"from": "r2"}
+    _apply(store, "r3", 30, {"web[us]": StageStatus.SUCCEEDED})   # net not finished in r3
+    assert recorded_inputs(last_applications(store, plan), "web[us]")["net"] == {"from": "r2"}
+
+
+REMEDIATED = """
+version: 1
+name: chain
+stages:
+  net: {kind: provision, shell: {run: "true"}}
+  hosts: {kind: provision, shell: {run: "echo {{ stages.net.outputs.id }}"}}
+  gate: {kind: approval, needs: [hosts]}
+  config: {kind: configure, needs: [gate], shell: {run: "true"}}
+  smoke: {kind: verify, needs: [config], http: {url: "http://127.0.0.1:1/"}}
+  late: {kind: configure, needs: [smoke], shell: {run: "true"}}
+  other: {kind: configure, shell: {run: "true"}}
+"""
+
+
+@pytest.mark.parametrize(("drifted", "applied", "targets"), [
+    (["net"], {"net", "hosts", "config", "late", "other"}, ("net", "hosts", "config", "late")),
+    (["hosts"], {"net", "hosts", "config", "late", "other"}, ("hosts", "config", "late")),
+    (["net"], {"net", "hosts"}, ("net", "hosts")),              # config was never applied
+    (["config", "other"], {"config", "other"}, ("other", "config")),   # plan order
+    (["late"], {"net", "late"}, ("late",)),
+])
+def test_remediation_follows_the_change_downstream(tmp_path, drifted, applied, targets):
+    (tmp_path / ".git").mkdir()
+    path = tmp_path / "chain.yaml"
+    path.write_text(textwrap.dedent(REMEDIATED))
+    assert remediation_targets(compile_runbook(path), drifted, applied) == targets
+
+
+def test_not_checkable_tasks_are_listed_with_the_verdict():
+    result = StageResult(StageStatus.SUCCEEDED, drifted=False, details={
+        "changed": [], "not_checkable": [
+            {"host": "web-1", "task": "Restart", "check_mode": "False"}]})
+    verdict = classify("page", result, [], TODAY)
+    assert verdict.status is DriftStatus.IN_SYNC
+    assert verdict.to_dict()["not_checkable"] == [
+        {"host": "web-1", "task": "Restart", "check_mode": "False"}]

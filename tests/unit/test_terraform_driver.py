@@ -328,12 +328,41 @@ def test_json_document_is_found_among_stderr_noise() -> None:
 
 def test_drift_findings_from_recorded_plans() -> None:
     findings = drift_findings(stream_of("drift_refresh.jsonl"), stream_of("drift_config.jsonl"))
-    assert {"address": "output.file_present", "action": "update", "source": "refresh"} \
+    # an input changed and no resource moved: the refresh-only plan's output change is the
+    # code's doing, not a change made outside Terraform
+    assert {"address": "output.file_present", "action": "update", "source": "config"} \
         in findings
     assert {"address": "terraform_data.writer", "action": "replace", "source": "config"} \
         in findings
     assert sum(f["address"] == "output.file_present" for f in findings) == 1
     assert drift_findings(UiStream(), UiStream()) == []
+
+
+def ui_stream(*messages: dict[str, Any]) -> UiStream:
+    stream = UiStream()
+    for message in messages:
+        stream.feed(message)
+    return stream
+
+
+OUTPUT_CHANGED = {"type": "outputs", "outputs": {"seen": {"action": "update"}}}
+RESOURCE = {"resource": {"addr": "terraform_data.a"}, "action": "update"}
+
+
+@pytest.mark.parametrize(("refresh", "config", "source"), [
+    # reality moved a resource: its outputs moved with it
+    ((OUTPUT_CHANGED, {"type": "resource_drift", "change": RESOURCE}), (), "refresh"),
+    # nothing but an output moved (e.g. it reads a file someone deleted)
+    ((OUTPUT_CHANGED,), (OUTPUT_CHANGED,), "refresh"),
+    # the code (or its inputs) changes a resource, reality none: the output is the code's
+    ((OUTPUT_CHANGED,), ({"type": "planned_change", "change": RESOURCE}, OUTPUT_CHANGED),
+     "config"),
+])
+def test_output_changes_are_put_down_to_what_moved(
+        refresh: tuple[dict[str, Any], ...], config: tuple[dict[str, Any], ...],
+        source: str) -> None:
+    findings = drift_findings(ui_stream(*refresh), ui_stream(*config))
+    assert [f["source"] for f in findings if f["address"] == "output.seen"] == [source]
 
 
 # -- error mapping -------------------------------------------------------------------------

@@ -4,6 +4,7 @@ Run from the repository root: `python tests/unit/data/ansible/record.py`. Each
 scenario runs ansible-playbook over the local connection with ansible-runner's
 `awx_display` callback, exactly as the driver does, and stores the output lines
 (stdout and stderr merged) and the callback's partial event files as one JSON file.
+Dry runs (`check_mode_false`) use iacorch's own stdout callback, as the driver does.
 """
 
 from __future__ import annotations
@@ -48,6 +49,24 @@ PLAYBOOK_FAIL = """
       ansible.builtin.fail: {msg: "disk /data is 99% full"}
 """
 
+PLAYBOOK_CHECK_MODE_FALSE = """
+- name: Configure
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Write the motd
+      ansible.builtin.copy: {content: "hello {{ greeting }}\\n", dest: "{{ target }}"}
+      check_mode: false
+    - name: Write the banners
+      ansible.builtin.copy:
+        content: "{{ item }} {{ greeting }}\\n"
+        dest: "{{ target }}.{{ item }}"
+      loop: [one, two]
+    - name: Run a script
+      ansible.builtin.command: "touch {{ target }}.ran"
+      check_mode: false
+"""
+
 PLAYBOOK_NO_HOSTS = """
 - name: Nobody
   hosts: webservers
@@ -61,8 +80,11 @@ INVENTORY = ('localhost ansible_connection=local '
              'ghost ansible_host=127.0.0.1 ansible_port=1 ansible_connection=ssh\n')
 
 
-def record(name: str, playbook: str, args: list[str], before: str | None = None) -> None:
+def record(name: str, playbook: str, args: list[str], before: str | None = None,
+           dry_run: bool = False) -> None:
     from ansible_runner.utils import get_callback_dir
+
+    from iacorch.drivers.ansible_check import dry_run_env
 
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
@@ -75,10 +97,12 @@ def record(name: str, playbook: str, args: list[str], before: str | None = None)
         env = {**os.environ, "ANSIBLE_CALLBACK_PLUGINS": get_callback_dir(),
                "ANSIBLE_STDOUT_CALLBACK": "awx_display", "AWX_ISOLATED_DATA_DIR": scratch_dir,
                "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "False"}
+        env = dry_run_env(env) if dry_run else env
         argv = ["ansible-playbook", "-i", str(scratch / "hosts"), "-e", "greeting=world",
                 "-e", f"target={target}", *args, str(scratch / "play.yml")]
         done = subprocess.run(argv, env=env, cwd=scratch, capture_output=False,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+        assert not (dry_run and list(scratch.glob("motd*"))), "a dry run changed nothing"
         partials = {p.name.removesuffix("-partial.json"): json.loads(p.read_text())
                     for p in sorted((scratch / "job_events").glob("*-partial.json"))}
     text = done.stdout.decode().replace(scratch_dir, "/scratch")
@@ -96,3 +120,5 @@ if __name__ == "__main__":
     record("failed", PLAYBOOK_FAIL, ["--limit", "localhost"])
     record("unreachable", PLAYBOOK_OK, [])
     record("no_hosts", PLAYBOOK_NO_HOSTS, [])
+    record("check_mode_false", PLAYBOOK_CHECK_MODE_FALSE,
+           ["--limit", "localhost", "--check", "--diff"], dry_run=True)
