@@ -74,8 +74,6 @@ class PlainConsole:
                     self._write(line)
         elif event.kind is EventKind.DEADLINE_BREACHED:
             self._write(f"{_clock(event)} ! deadline of {data['deadline']:.0f}s breached")
-        elif event.kind in (EventKind.RUN_STARTED, EventKind.RUN_FINISHED):
-            self._write(f"{_clock(event)} {data.get('text', '')}")
 
     def _stage_finished(self, event: Event) -> None:
         stage = event.stage_id or ""

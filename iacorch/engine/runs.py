@@ -5,10 +5,10 @@ from __future__ import annotations
 import secrets as random_tokens
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from iacorch.errors import UsageError
+from iacorch.model.events import Event, EventKind
 from iacorch.model.masking import Masker
 from iacorch.model.plan import Plan
 from iacorch.model.status import Operation, RunStatus, StageStatus
@@ -27,11 +27,6 @@ from .undo_runs import previous_run, run_destroy, run_rollback
 def new_run_id(now: float) -> str:
     """Sortable and short enough to type: 20261127-093012-a3f9."""
     return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + "-" + random_tokens.token_hex(2)
-
-
-@dataclass(frozen=True)
-class ResumeChoice:
-    rerun_interrupted: bool = False
 
 
 def start_run(plan: Plan, runtime: Runtime, options: RunOptions, *,
@@ -99,6 +94,11 @@ def resume_run(plan: Plan, run: RunRecord, runtime: Runtime, *, rerun_interrupte
 
 
 def _finish(runner: Runner, journal: Journal, runtime: Runtime) -> RunOutcome:
+    """Run the loop, then what follows it (rollback, `finally`), telling the sinks."""
+    plan = runner.plan
+    runtime.emit(Event(EventKind.RUN_STARTED, runner.run_id, data={
+        "runbook": plan.name, "workspace": plan.workspace, "plan_hash": plan.plan_hash,
+        "operation": runner.options.operation.value}))
     outcome = runner.run()
     status = outcome.status
     if runtime.interrupt_signal is not None and status is not RunStatus.SUCCEEDED:
@@ -116,6 +116,8 @@ def _finish(runner: Runner, journal: Journal, runtime: Runtime) -> RunOutcome:
                                     masker=runner.masker, outputs=runner.state.outputs,
                                     concurrency=runner.options.concurrency)
     runner.run_finally(status)
+    runtime.emit(Event(EventKind.RUN_FINISHED, runner.run_id, data={
+        "status": status.value, "elapsed": round(runner.elapsed(), 3)}))
     return RunOutcome(outcome.run_id, status, outcome.statuses, outcome.errors,
                       runner.elapsed(), outcome.deadline, outcome.waiting_gates, undo,
                       outcome.warnings)

@@ -18,11 +18,9 @@ class EventKind(StrEnum):
     STAGE_RETRY = "stage_retry"
     STAGE_FINISHED = "stage_finished"
     APPROVAL_REQUESTED = "approval_requested"
-    APPROVAL_DECIDED = "approval_decided"
     DEADLINE_BREACHED = "deadline_breached"
     ROLLBACK_STARTED = "rollback_started"
     DRIFT_DETECTED = "drift_detected"
-    LOCK_TAKEN_OVER = "lock_taken_over"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -30,7 +29,6 @@ from iacorch.store.base import Store, lock_verdict
 from .jobs import Job, job_argv, job_env
 
 STATE_FILE = "schedule-state.json"
-_RUN_LINE = re.compile(r"\b(?:run|drift) (\d{8}-\d{6}-[0-9a-f]{4})\b")
 _OUTCOMES = {0: "succeeded", 2: "drift_or_changes", 3: "waiting_approval", 5: "locked",
              130: "interrupted", 143: "interrupted"}
 _FINE = (0, 2, 3)            # not a failure of the job: in sync / drift found / gate waiting
@@ -146,7 +144,7 @@ class Scheduler:
         if code < 0:                      # killed by a signal: report it as a shell would
             code = 128 - code
         tail = _tail(running.log_path)
-        run_id = _run_id(running.log_path)
+        run_id = self._run_of(running)
         outcome = _OUTCOMES.get(code, "failed")
         elapsed = self.clock() - running.started
         data = {"exit_code": code, "outcome": outcome, "run": run_id,
@@ -165,6 +163,14 @@ class Scheduler:
                        elapsed, code, f", run {run_id}" if run_id else "",
                        "\n  ".join(tail) or "(no output)")
         self.on_failure(job, code, run_id, tail, running.log_path)
+
+    def _run_of(self, running: _Running) -> str | None:
+        """The run the job's process recorded in the store (None if it made none)."""
+        for run in self.store.list_runs(runbook=running.job.runbook, limit=20):
+            if run.pid == running.proc.pid and run.host == self.host \
+                    and run.started_at >= running.started - 1.0:
+                return run.id
+        return None
 
     def _shutdown(self) -> None:
         if not self.running:
@@ -231,18 +237,6 @@ def _tail(path: Path) -> list[str]:
     except OSError:
         return []
     return [line for line in lines if line.strip()][-_TAIL:]
-
-
-def _run_id(path: Path) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                found = _RUN_LINE.search(line)
-                if found:
-                    return found.group(1)
-    except OSError:
-        return None
-    return None
 
 
 def _when(timestamp: float) -> str:

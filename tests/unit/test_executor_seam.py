@@ -14,6 +14,7 @@ from iacorch.engine.drift import check_drift
 from iacorch.engine.runner import RunOptions
 from iacorch.engine.runs import start_run
 from iacorch.engine.runtime import Runtime
+from iacorch.model.events import Event, EventKind
 from iacorch.model.masking import Masker
 from iacorch.model.results import ChangeSummary, StageResult, StageSpec
 from iacorch.model.status import Operation, RunStatus, StageStatus
@@ -141,3 +142,24 @@ def test_drift_goes_through_the_executor(project: Path) -> None:
     assert [v.stage_id for v in report.stages] == ["stack"]
     assert executor.seen == [("stack", Operation.APPLY, "run"),
                              ("stack", Operation.DRIFT, "pool")]
+
+
+def test_a_run_tells_its_sinks_when_it_starts_and_ends(project: Path) -> None:
+    plan = compile_runbook(runbook(project, """
+        version: 1
+        name: seam
+        stages:
+          only: {kind: provision, shell: {run: "true"}}
+        """))
+    events: list[Event] = []
+
+    class Sink:
+        def handle(self, event: Event) -> None:
+            events.append(event)
+
+    rt = runtime(project, RecordingExecutor())
+    rt.sinks.append(Sink())
+    outcome = start_run(plan, rt, RunOptions())
+    assert events[0].kind is EventKind.RUN_STARTED and events[-1].kind is EventKind.RUN_FINISHED
+    assert {e.run_id for e in events} == {outcome.run_id}
+    assert events[0].data["runbook"] == "seam" and events[-1].data["status"] == "succeeded"
