@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from iacorch.errors import UsageError
+from iacorch.model.status import StageStatus
 from iacorch.store.base import RunRecord, StageRecord, Store
 
 REPORT_SCHEMA_VERSION = 1
@@ -81,18 +82,19 @@ def junit_xml(run: RunRecord, stages: dict[str, StageRecord]) -> str:
 
     suite = ElementTree.Element("testsuite", {
         "name": f"iacorch.{run.runbook}", "tests": str(len(stages)),
-        "failures": str(sum(r.status.value == "failed" for r in stages.values())),
-        "skipped": str(sum(r.status.value in ("skipped", "pending") for r in stages.values())),
+        "failures": str(sum(r.status is StageStatus.FAILED for r in stages.values())),
+        "skipped": str(sum(r.status in (StageStatus.SKIPPED, StageStatus.PENDING) for r in stages.values())),
         "time": f"{(run.finished_at or run.started_at) - run.started_at:.3f}"})
     for stage_id, record in stages.items():
         case = ElementTree.SubElement(suite, "testcase", {
             "classname": f"{run.runbook}.{run.workspace}", "name": stage_id,
             "time": f"{_duration(record) or 0:.3f}"})
-        if record.status.value in ("failed", "interrupted"):
+        if record.status in (StageStatus.FAILED, StageStatus.INTERRUPTED):
             failure = ElementTree.SubElement(case, "failure",
                                              {"message": record.error or record.status.value})
             failure.text = "\n".join(record.details.get("output_tail", []))
-        elif record.status.value in ("skipped", "pending", "waiting_approval"):
+        elif record.status in (StageStatus.SKIPPED, StageStatus.PENDING,
+                               StageStatus.WAITING_APPROVAL):
             ElementTree.SubElement(case, "skipped", {"message": record.error or
                                                      record.status.value})
     suites = ElementTree.Element("testsuites")

@@ -90,7 +90,7 @@ def _runs_at_gates(store: Store, limit: int, runbook: str | None,
 
 def _print_waiting_gates(store: Store, run: RunRecord) -> None:
     for stage_id, record in store.stage_records(run.id).items():
-        if record.status.value == "waiting_approval":
+        if record.status is StageStatus.WAITING_APPROVAL:
             opened = record.details.get("opened_at") or record.finished_at or run.started_at
             deciders = record.details.get("approvers") or ["anyone running the runbook"]
             click.echo(f"    gate {stage_id}: waiting {(time.time() - opened) / 60:.0f} min; "

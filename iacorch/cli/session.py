@@ -15,7 +15,7 @@ import click
 
 from iacorch.engine.rollback import NOTHING_TO_UNDO_CHECK
 from iacorch.errors import ExitCode
-from iacorch.model.status import RunStatus
+from iacorch.model.status import RunStatus, StageStatus
 
 if TYPE_CHECKING:
     from iacorch.engine.runner import RunOutcome
@@ -179,8 +179,7 @@ def print_summary(outcome: RunOutcome, runtime: Runtime) -> None:
                f"{deadline}: {shown or 'nothing to do'}", err=True)
     records = runtime.store.stage_records(outcome.run_id) if outcome.errors else {}
     for stage_id, error in outcome.errors.items():
-        if outcome.statuses.get(stage_id) is not None and \
-                outcome.statuses[stage_id].value in ("failed", "interrupted"):
+        if outcome.statuses.get(stage_id) in (StageStatus.FAILED, StageStatus.INTERRUPTED):
             click.echo(f"  {stage_id}: {error}", err=True)
             hint = records[stage_id].details.get("hint") if stage_id in records else None
             if hint:
