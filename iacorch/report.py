@@ -83,7 +83,8 @@ def junit_xml(run: RunRecord, stages: dict[str, StageRecord]) -> str:
     suite = ElementTree.Element("testsuite", {
         "name": f"iacorch.{run.runbook}", "tests": str(len(stages)),
         "failures": str(sum(r.status is StageStatus.FAILED for r in stages.values())),
-        "skipped": str(sum(r.status in (StageStatus.SKIPPED, StageStatus.PENDING) for r in stages.values())),
+        "skipped": str(sum(r.status in (StageStatus.SKIPPED, StageStatus.PENDING)
+                           for r in stages.values())),
         "time": f"{(run.finished_at or run.started_at) - run.started_at:.3f}"})
     for stage_id, record in stages.items():
         case = ElementTree.SubElement(suite, "testcase", {
