@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 
 from iacorch.errors import LockedError
-from iacorch.store.base import LockHolder, Store
+from iacorch.store.base import LockHolder, Store, acquire_lock
 
 LEASE_SECONDS = 60.0
 
@@ -35,7 +35,7 @@ class RunLock:
         """Take the lock, waiting up to `wait` seconds; LockedError (exit 5) names the holder."""
         deadline = time.monotonic() + wait
         while True:
-            holder = self.store.acquire_lock(self.key, self.run_id, host=self.host, pid=self.pid,
+            holder = acquire_lock(self.store, self.key, self.run_id, host=self.host, pid=self.pid,
                                              lease_seconds=self.lease_seconds)
             if holder is None:
                 break

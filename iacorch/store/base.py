@@ -214,13 +214,14 @@ class Store(Protocol):
         """
         ...
 
-    def acquire_lock(self, key: str, run_id: str, *, host: str, pid: int,
-                     lease_seconds: float) -> LockHolder | None:
-        """None when acquired, else the live holder.
+    def now(self) -> float:
+        """The store's clock (lock leases are judged by it)."""
+        ...
 
-        A holder whose pid is dead on this host, or whose lease expired, is
-        taken over and the takeover audited (`lock_taken_over`).
-        """
+    def get_lock(self, key: str) -> LockHolder | None: ...
+
+    def put_lock(self, holder: LockHolder) -> None:
+        """Write the lock row as given; the take-over rule is `acquire_lock`'s, not the store's."""
         ...
 
     def renew_lock(self, key: str, run_id: str) -> bool: ...
@@ -283,19 +284,51 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def lock_verdict(holder: LockHolder, *, run_id: str, host: str, pid: int, now: float,
-                 alive: Callable[[int], bool] = pid_alive) -> str | None:
-    """Why `run_id` at host:pid may take `holder`'s lock, or None when the holder keeps it.
+class LockVerdict(enum.StrEnum):
+    """Why a lock that is held may be taken anyway."""
 
-    "same_owner" is the holder itself asking again; "pid_dead" and "lease_expired"
-    are takeovers, which the stores audit.
-    """
+    SAME_OWNER = "same_owner"        # the holder itself asking again
+    PID_DEAD = "pid_dead"            # a takeover: its process is gone from this host
+    LEASE_EXPIRED = "lease_expired"  # a takeover: no heartbeat within the lease
+
+
+def lock_verdict(holder: LockHolder, *, run_id: str, host: str, pid: int, now: float,
+                 alive: Callable[[int], bool] = pid_alive) -> LockVerdict | None:
+    """Why `run_id` at host:pid may take `holder`'s lock, or None when the holder keeps it."""
     if holder.run_id == run_id and holder.host == host and holder.pid == pid:
-        return "same_owner"
+        return LockVerdict.SAME_OWNER
     if holder.host == host and not alive(holder.pid):
-        return "pid_dead"
+        return LockVerdict.PID_DEAD
     if holder.expired(now):
-        return "lease_expired"
+        return LockVerdict.LEASE_EXPIRED
+    return None
+
+
+def acquire_lock(store: Store, key: str, run_id: str, *, host: str, pid: int,
+                 lease_seconds: float) -> LockHolder | None:
+    """Take `key` for `run_id` at host:pid: None when acquired, else the live holder.
+
+    The take-over rule lives here once, above every store: a holder whose pid is
+    dead on this host, or whose lease expired, is taken over, and the takeover is
+    audited (`lock_taken_over`) in the same transaction.
+    """
+    with store.transaction():
+        now = store.now()
+        holder = store.get_lock(key)
+        acquired = now
+        if holder is not None:
+            verdict = lock_verdict(holder, run_id=run_id, host=host, pid=pid, now=now)
+            if verdict is None:
+                return holder
+            if verdict is LockVerdict.SAME_OWNER:
+                acquired = holder.acquired_at
+            else:
+                store.append_audit("lock_taken_over", run_id=run_id, actor=f"{host}:{pid}",
+                                   data={"reason": verdict.value,
+                                         "previous": lock_audit_data(holder)})
+        store.put_lock(LockHolder(key=key, run_id=run_id, host=host, pid=pid,
+                                  acquired_at=acquired, heartbeat_at=now,
+                                  lease_seconds=float(lease_seconds)))
     return None
 
 

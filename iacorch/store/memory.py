@@ -156,26 +156,15 @@ class MemoryStore:
 
     # --- locks ----------------------------------------------------------------------------
 
-    def acquire_lock(self, key: str, run_id: str, *, host: str, pid: int,
-                     lease_seconds: float) -> LockHolder | None:
+    def now(self) -> float:
+        return self._clock()
+
+    def get_lock(self, key: str) -> LockHolder | None:
+        return self._locks.get(key)
+
+    def put_lock(self, holder: LockHolder) -> None:
         with self.transaction():
-            now = self._clock()
-            holder = self._locks.get(key)
-            acquired = now
-            if holder is not None:
-                verdict = base.lock_verdict(holder, run_id=run_id, host=host, pid=pid, now=now)
-                if verdict is None:
-                    return holder
-                if verdict == "same_owner":
-                    acquired = holder.acquired_at
-                else:
-                    self.append_audit("lock_taken_over", run_id=run_id, actor=f"{host}:{pid}",
-                                      data={"reason": verdict,
-                                            "previous": base.lock_audit_data(holder)})
-            self._locks[key] = LockHolder(key=key, run_id=run_id, host=host, pid=pid,
-                                          acquired_at=acquired, heartbeat_at=now,
-                                          lease_seconds=float(lease_seconds))
-        return None
+            self._locks[holder.key] = holder
 
     def renew_lock(self, key: str, run_id: str) -> bool:
         with self.transaction():

@@ -338,29 +338,18 @@ class SqliteStore:
 
     # --- locks ----------------------------------------------------------------------------
 
-    def _holder(self, key: str) -> LockHolder | None:
+    def now(self) -> float:
+        return self._clock()
+
+    def get_lock(self, key: str) -> LockHolder | None:
         row = self._exec(f"SELECT {_LOCK} FROM locks WHERE key = ?", (key,)).fetchone()
         return None if row is None else base.lock_from_row(row)
 
-    def acquire_lock(self, key: str, run_id: str, *, host: str, pid: int,
-                     lease_seconds: float) -> LockHolder | None:
+    def put_lock(self, holder: LockHolder) -> None:
         with self.transaction():
-            now = self._clock()
-            holder = self._holder(key)
-            acquired = now
-            if holder is not None:
-                verdict = base.lock_verdict(holder, run_id=run_id, host=host, pid=pid, now=now)
-                if verdict is None:
-                    return holder
-                if verdict == "same_owner":
-                    acquired = holder.acquired_at
-                else:
-                    self.append_audit("lock_taken_over", run_id=run_id, actor=f"{host}:{pid}",
-                                      data={"reason": verdict,
-                                            "previous": base.lock_audit_data(holder)})
             self._exec(f"INSERT OR REPLACE INTO locks ({_LOCK}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (key, run_id, host, pid, acquired, now, float(lease_seconds)))
-        return None
+                       (holder.key, holder.run_id, holder.host, holder.pid, holder.acquired_at,
+                        holder.heartbeat_at, holder.lease_seconds))
 
     def renew_lock(self, key: str, run_id: str) -> bool:
         with self.transaction():
@@ -374,7 +363,7 @@ class SqliteStore:
 
     def force_unlock(self, key: str, *, actor: str, reason: str) -> LockHolder | None:
         with self.transaction():
-            holder = self._holder(key)
+            holder = self.get_lock(key)
             if holder is not None:
                 self._exec("DELETE FROM locks WHERE key = ?", (key,))
                 self.append_audit("force_unlock", run_id=holder.run_id, actor=actor,

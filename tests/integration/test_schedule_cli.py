@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from iacorch.store import open_store
+from iacorch.store.base import acquire_lock
 
 pytestmark = pytest.mark.integration
 
@@ -109,7 +110,7 @@ def test_a_job_whose_lock_is_held_is_skipped_and_recorded(project, scheduler):
     write_runbook(project)
     (project.root / ".iacorch").mkdir()
     store = open_store(str(project.root / ".iacorch" / "state.db"))
-    store.acquire_lock("ticker/default", "held-by-the-test", host=socket.gethostname(),
+    acquire_lock(store, "ticker/default", "held-by-the-test", host=socket.gethostname(),
                        pid=os.getpid(), lease_seconds=300)
     store.close()
     proc = scheduler("ticker.yaml")

@@ -368,14 +368,15 @@ def test_a_full_disk_rolls_back_and_nothing_is_lost_once_space_is_freed(db: Path
 
 RACE = """
     import json, os, socket, sys, time
+    from iacorch.store.base import acquire_lock
     from iacorch.store.sqlite import SqliteStore
     store = SqliteStore({db!r})
     print("ready", flush=True)
     while not os.path.exists({gate!r}):
         time.sleep(0.0005)
     won = [key for key in ("k%d" % i for i in range(30))
-           if store.acquire_lock(key, {run!r}, host=socket.gethostname(), pid=os.getpid(),
-                                 lease_seconds=600) is None]
+           if acquire_lock(store, key, {run!r}, host=socket.gethostname(), pid=os.getpid(),
+                               lease_seconds=600) is None]
     print(json.dumps(won), flush=True)
     sys.stdin.read()  # stay alive so the other racer cannot take over a dead pid
 """

@@ -18,6 +18,7 @@ from iacorch.schedule import cron
 from iacorch.schedule.daemon import STATE_FILE, Scheduler
 from iacorch.schedule.export import crontab, github_actions, utc_cron
 from iacorch.schedule.jobs import find_job, job_argv, job_env, load_jobs
+from iacorch.store.base import acquire_lock
 from iacorch.store.memory import MemoryStore
 
 PARIS = cron.zone("Europe/Paris")
@@ -167,7 +168,7 @@ def test_a_job_whose_lock_a_live_run_holds_is_skipped(runbook: Path, tmp_path: P
     scheduler = _scheduler(runbook, tmp_path, store, 1000.0)
     job = scheduler.jobs[0]
     assert scheduler._why_skip(job) is None
-    store.acquire_lock(job.lock_key, "r-live", host=socket.gethostname(), pid=os.getpid(),
+    acquire_lock(store, job.lock_key, "r-live", host=socket.gethostname(), pid=os.getpid(),
                        lease_seconds=60)
     assert "locked by run r-live" in (scheduler._why_skip(job) or "")
     scheduler._fire(job, 1000.0, catch_up=False)
@@ -180,7 +181,7 @@ def test_a_dead_holder_does_not_block_the_job(runbook: Path, tmp_path: Path):
     store = MemoryStore()
     scheduler = _scheduler(runbook, tmp_path, store, 1000.0)
     job = scheduler.jobs[0]
-    store.acquire_lock(job.lock_key, "r-dead", host=socket.gethostname(), pid=2 ** 22 + 7,
+    acquire_lock(store, job.lock_key, "r-dead", host=socket.gethostname(), pid=2 ** 22 + 7,
                        lease_seconds=60)
     assert scheduler._why_skip(job) is None
 

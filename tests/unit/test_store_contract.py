@@ -19,6 +19,7 @@ from iacorch.store.base import (
     RunRecord,
     StageRecord,
     Store,
+    acquire_lock,
 )
 from iacorch.store.memory import MemoryStore
 from iacorch.store.sqlite import SqliteStore
@@ -233,7 +234,7 @@ def test_an_exception_rolls_back_every_write_of_the_transaction(store: Store) ->
     with pytest.raises(RuntimeError, match="engine bug"), store.transaction():
         store.create_run(run("r1"))
         store.record_stage(stage("r1", "net"))
-        store.acquire_lock("webapp/prod", "r1", host=HOST, pid=1, lease_seconds=60)
+        acquire_lock(store, "webapp/prod", "r1", host=HOST, pid=1, lease_seconds=60)
         store.append_audit("run_started", run_id="r1")
         raise RuntimeError("engine bug")
     assert [r.id for r in store.list_runs()] == ["before"]
@@ -272,47 +273,47 @@ def test_writes_from_several_threads_keep_the_chain_whole(store: Store) -> None:
 # --- locks --------------------------------------------------------------------------------
 
 def test_a_held_lock_is_refused_to_another_run(store: Store, clock: Clock) -> None:
-    assert store.acquire_lock("webapp/prod", "r1", host=HOST, pid=1, lease_seconds=60) is None
-    holder = store.acquire_lock("webapp/prod", "r2", host=HOST, pid=1, lease_seconds=60)
+    assert acquire_lock(store, "webapp/prod", "r1", host=HOST, pid=1, lease_seconds=60) is None
+    holder = acquire_lock(store, "webapp/prod", "r2", host=HOST, pid=1, lease_seconds=60)
     assert holder is not None
     assert (holder.run_id, holder.host, holder.pid, holder.acquired_at) == ("r1", HOST, 1, 1000)
-    assert store.acquire_lock("webapp/dev", "r2", host=HOST, pid=1, lease_seconds=60) is None
+    assert acquire_lock(store, "webapp/dev", "r2", host=HOST, pid=1, lease_seconds=60) is None
     assert [h.key for h in store.list_locks()] == ["webapp/dev", "webapp/prod"]
 
 
 def test_the_holder_may_acquire_again_and_keeps_its_start(store: Store, clock: Clock) -> None:
-    store.acquire_lock("k", "r1", host=HOST, pid=1, lease_seconds=60)
+    acquire_lock(store, "k", "r1", host=HOST, pid=1, lease_seconds=60)
     clock.now += 5
-    assert store.acquire_lock("k", "r1", host=HOST, pid=1, lease_seconds=60) is None
+    assert acquire_lock(store, "k", "r1", host=HOST, pid=1, lease_seconds=60) is None
     (held,) = store.list_locks()
     assert (held.acquired_at, held.heartbeat_at) == (1000.0, 1005.0)
     assert store.audit_entries() == []
 
 
 def test_renew_moves_the_heartbeat_only_for_the_holder(store: Store, clock: Clock) -> None:
-    store.acquire_lock("k", "r1", host=HOST, pid=1, lease_seconds=10)
+    acquire_lock(store, "k", "r1", host=HOST, pid=1, lease_seconds=10)
     clock.now += 8
     assert store.renew_lock("k", "r1") is True
     assert store.renew_lock("k", "r2") is False
     assert store.renew_lock("other", "r1") is False
     clock.now += 8  # 16 s after acquiring, 8 s after the renewal: still within the lease
-    assert store.acquire_lock("k", "r2", host="elsewhere", pid=7, lease_seconds=10) is not None
+    assert acquire_lock(store, "k", "r2", host="elsewhere", pid=7, lease_seconds=10) is not None
     assert store.list_locks()[0].heartbeat_at == 1008.0
 
 
 def test_release_frees_the_lock_only_for_its_holder(store: Store) -> None:
-    store.acquire_lock("k", "r1", host=HOST, pid=1, lease_seconds=60)
+    acquire_lock(store, "k", "r1", host=HOST, pid=1, lease_seconds=60)
     store.release_lock("k", "r2")
     assert [h.run_id for h in store.list_locks()] == ["r1"]
     store.release_lock("k", "r1")
     assert store.list_locks() == []
-    assert store.acquire_lock("k", "r2", host=HOST, pid=1, lease_seconds=60) is None
+    assert acquire_lock(store, "k", "r2", host=HOST, pid=1, lease_seconds=60) is None
 
 
 def test_an_expired_lease_is_taken_over_and_audited(store: Store, clock: Clock) -> None:
-    store.acquire_lock("k", "r1", host="other-host", pid=1, lease_seconds=30)
+    acquire_lock(store, "k", "r1", host="other-host", pid=1, lease_seconds=30)
     clock.now += 31
-    assert store.acquire_lock("k", "r2", host=HOST, pid=2, lease_seconds=30) is None
+    assert acquire_lock(store, "k", "r2", host=HOST, pid=2, lease_seconds=30) is None
     (held,) = store.list_locks()
     assert (held.run_id, held.acquired_at) == ("r2", 1031.0)
     (entry,) = store.audit_entries()
@@ -322,21 +323,21 @@ def test_an_expired_lease_is_taken_over_and_audited(store: Store, clock: Clock) 
 
 
 def test_a_dead_pid_on_this_host_is_taken_over(store: Store) -> None:
-    store.acquire_lock("k", "r1", host=HOST, pid=dead_pid(), lease_seconds=3600)
-    assert store.acquire_lock("k", "r2", host=HOST, pid=2, lease_seconds=60) is None
+    acquire_lock(store, "k", "r1", host=HOST, pid=dead_pid(), lease_seconds=3600)
+    assert acquire_lock(store, "k", "r2", host=HOST, pid=2, lease_seconds=60) is None
     (entry,) = store.audit_entries()
     assert entry.data["reason"] == "pid_dead"
     assert entry.data["previous"]["pid"] == dead_pid()
 
 
 def test_a_pid_on_another_host_is_not_judged_from_here(store: Store) -> None:
-    store.acquire_lock("k", "r1", host="other-host", pid=dead_pid(), lease_seconds=3600)
-    holder = store.acquire_lock("k", "r2", host=HOST, pid=2, lease_seconds=60)
+    acquire_lock(store, "k", "r1", host="other-host", pid=dead_pid(), lease_seconds=3600)
+    holder = acquire_lock(store, "k", "r2", host=HOST, pid=2, lease_seconds=60)
     assert holder is not None and holder.run_id == "r1"
 
 
 def test_force_unlock_removes_the_holder_and_audits_who_and_why(store: Store) -> None:
-    store.acquire_lock("k", "r1", host=HOST, pid=1, lease_seconds=60)
+    acquire_lock(store, "k", "r1", host=HOST, pid=1, lease_seconds=60)
     removed = store.force_unlock("k", actor="alice", reason="laptop died")
     assert removed is not None and removed.run_id == "r1"
     assert store.list_locks() == []
