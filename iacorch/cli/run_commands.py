@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from iacorch.engine.runner import RunOutcome
     from iacorch.engine.runtime import Runtime
     from iacorch.model.plan import Plan
-    from iacorch.store.base import RunRecord, Store
+    from iacorch.store.base import RunRecord
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float:
@@ -149,7 +149,8 @@ def apply(**kwargs: object) -> None:
 @click.argument("runbook")
 @run_options
 @click.option("--detailed-exitcode", is_flag=True,
-              help="Exit 2 when anything would change, 0 when nothing would.")
+              help="Exit 2 when anything would change or a stage could not be fully "
+                   "planned, 0 when nothing would change.")
 @click.option("--mock", is_flag=True,
               help="Use stages' `mock_outputs` for outputs no run has produced yet. "
                    "A mocked plan is marked as such and can never be applied or approved.")
@@ -160,6 +161,7 @@ def plan_command(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str,
                  mock: bool) -> None:
     """Dry run of every stage: terraform plan, pulumi preview, ansible check+diff;
     shell and http stages are shown as "would run". Nothing is changed."""
+    from iacorch.engine.plan_report import has_pending_changes, plan_counts, stage_plans
     from iacorch.engine.runner import RunOptions
     from iacorch.engine.runs import new_run_id, plan_run
     from iacorch.model.status import RunStatus
@@ -176,35 +178,14 @@ def plan_command(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str,
             outcome = plan_run(plan, runtime, options, run_id=run_id)
     finally:
         close_sinks(runtime)
-    changes = _planned_changes(runtime.store, run_id)
-    for stage_id, line in changes.items():
-        click.echo(f"  {stage_id}: {line}", err=True)
-    if detailed_exitcode and outcome.status is RunStatus.SUCCEEDED and any(
-            line.startswith("would change") for line in changes.values()):
+    plans = stage_plans(runtime.store.stage_records(run_id))
+    for stage_id, stage_plan in plans.items():
+        click.echo(f"  {stage_id}: {stage_plan.line}", err=True)
+    click.echo(f"plan: {plan_counts(plans)}", err=True)
+    if detailed_exitcode and outcome.status is RunStatus.SUCCEEDED and has_pending_changes(plans):
         write_and_summarise(runtime, outcome, reports, summary)
         raise click.exceptions.Exit(ExitCode.CHANGES_PRESENT)
     _finish(runtime, outcome, reports, summary)
-
-
-def _planned_changes(store: Store, run_id: str) -> dict[str, str]:
-    """What each stage of a plan run would do, in one line."""
-    found: dict[str, str] = {}
-    for stage_id, record in store.stage_records(run_id).items():
-        if record.status.value == "skipped":
-            found[stage_id] = record.error or "skipped"
-        elif record.changes:
-            c = record.changes
-            moved = c.get("add", 0) or c.get("change", 0) or c.get("destroy", 0)
-            found[stage_id] = (f"would change: +{c.get('add', 0)} ~{c.get('change', 0)} "
-                               f"-{c.get('destroy', 0)}" if moved else "no changes")
-            if record.details.get("not_checkable"):
-                found[stage_id] += (f" ({len(record.details['not_checkable'])} task(s) not "
-                                    "checkable: check_mode false)")
-        elif record.details.get("would_run") or record.details.get("would_check"):
-            found[stage_id] = "would run"
-        elif record.status.value == "failed":
-            found[stage_id] = f"plan failed: {record.error}"
-    return found
 
 
 @click.command()

@@ -42,6 +42,7 @@ from iacorch.drivers.terraform_output import (
     parse_outputs,
     parse_ui_line,
     plan_changes,
+    planned_outputs,
     prior_state_has_resources,
     progress_event,
     secret_strings,
@@ -245,14 +246,20 @@ class _StageRun:
         self.ctx.masker.add(s for name in sensitive for s in secret_strings(values[name]))
         return values, sensitive, None
 
-    def show_plan(self, plan_file: Path) -> tuple[ChangeSummary, bool, StageResult | None]:
-        """Changes and whether the stack had resources, from `show -json <plan>`."""
+    def show_plan(self, plan_file: Path) -> tuple[Mapping[str, Any], ChangeSummary,
+                                                  StageResult | None]:
+        """`show -json <plan>` and its changes; planned sensitive values go to the masker."""
         document, failed = self.read_json("show", self.command.show(plan_file))
         if failed is not None:
-            return ChangeSummary(), False, failed
+            return {}, ChangeSummary(), failed
+        planned = planned_outputs(document)
+        self.ctx.masker.add(s for name in planned.sensitive
+                            for s in secret_strings(planned.values[name]))
         changes = plan_changes(document)
-        self.log(f"Plan summary: {changes} ({changes.unchanged} unchanged)")
-        return changes, prior_state_has_resources(document), None
+        changed_outputs = f", outputs changed: {', '.join(changes.outputs)}" \
+            if changes.outputs else ""
+        self.log(f"Plan summary: {changes} ({changes.unchanged} unchanged){changed_outputs}")
+        return document, changes, None
 
     # -- failures ------------------------------------------------------------------
 
@@ -297,9 +304,10 @@ def _apply(run: _StageRun) -> StageResult:
             return _with_details(failed, {"nothing_applied": True})
         os.chmod(plan_file, 0o600)
     plan_sha256 = sha256_of(plan_file)
-    changes, stack_existed, failed = run.show_plan(plan_file)
+    document, changes, failed = run.show_plan(plan_file)
     if failed is not None:
         return _with_details(failed, {"nothing_applied": True})
+    stack_existed = prior_state_has_resources(document)
     applied, failed = run.stream("apply", run.command.apply_plan(plan_file))
     if failed is not None:
         stale = bool(approved) and is_stale_plan(applied.diagnostics)
@@ -330,18 +338,29 @@ def _plan(run: _StageRun) -> StageResult:
     if failed is not None:
         return failed
     os.chmod(plan_file, 0o600)
-    changes, stack_existed, failed = run.show_plan(plan_file)
+    document, changes, failed = run.show_plan(plan_file)
     if failed is not None:
         plan_file.unlink(missing_ok=True)
         return failed
-    outputs, sensitive, failed = run.outputs()
+    planned = planned_outputs(document)
+    applied, applied_sensitive, failed = run.outputs()
     if failed is not None:
         plan_file.unlink(missing_ok=True)
         return failed
+    # downstream stages are planned with the values this plan gives; only where the apply
+    # alone will tell does the last applied value stand in
+    stand_ins = {name: applied[name] for name in planned.unknown if name in applied}
+    if planned.unknown:
+        run.log("outputs known only after apply: " + ", ".join(
+            f"{name} ({'its last applied value stands in' if name in stand_ins else 'no value'})"
+            for name in sorted(planned.unknown)))
     return StageResult(
-        status=StageStatus.SUCCEEDED, outputs=outputs, sensitive_outputs=sensitive,
-        changes=changes, saved_plan=str(plan_file), artifacts=(str(plan_file),),
-        details=run.details(saved_plan_sha256=sha256_of(plan_file), stack_existed=stack_existed))
+        status=StageStatus.SUCCEEDED, outputs={**stand_ins, **planned.values},
+        sensitive_outputs=planned.sensitive | (applied_sensitive & stand_ins.keys()),
+        unknown_outputs=planned.unknown, changes=changes, saved_plan=str(plan_file),
+        artifacts=(str(plan_file),),
+        details=run.details(saved_plan_sha256=sha256_of(plan_file),
+                            stack_existed=prior_state_has_resources(document)))
 
 
 def _destroy(run: _StageRun) -> StageResult:

@@ -199,7 +199,11 @@ def extract_json_document(lines: Iterable[str]) -> Any:
 
 
 def plan_changes(plan: Mapping[str, Any]) -> ChangeSummary:
-    """Change counts and the resource list from `show -json <planfile>`."""
+    """Change counts, the resource list and the changed outputs from `show -json <planfile>`.
+
+    An output that would change is a change, as `terraform plan -detailed-exitcode` says
+    with exit 2: a module of only locals and outputs changes nothing else.
+    """
     add = change = destroy = unchanged = 0
     resources = []
     for entry in plan.get("resource_changes") or []:
@@ -213,8 +217,42 @@ def plan_changes(plan: Mapping[str, Any]) -> ChangeSummary:
         change += action == "update"
         destroy += action in ("delete", "replace")
         resources.append(ResourceChange(str(entry.get("address")), action))
+    outputs = tuple(sorted(name for name, entry in (plan.get("output_changes") or {}).items()
+                           if _plan_action(tuple(entry.get("actions") or ())) != "no-op"))
     return ChangeSummary(add=add, change=change, destroy=destroy, unchanged=unchanged,
-                         resources=tuple(resources))
+                         resources=tuple(resources), outputs=outputs)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedOutputs:
+    """The outputs a stack will have after applying a plan."""
+
+    values: dict[str, Any]            # known now
+    unknown: frozenset[str]           # known only after apply, in whole or in part
+    sensitive: frozenset[str]         # of `values`
+
+
+def planned_outputs(plan: Mapping[str, Any]) -> PlannedOutputs:
+    """The root outputs of `show -json <planfile>` as they will be after the apply.
+
+    From `output_changes`: `after` is the planned value and `after_unknown` says which
+    parts of it only the apply will tell (true, or a structure with true at those
+    parts); an output with any unknown part counts as unknown. A deleted output will
+    not exist. https://developer.hashicorp.com/terraform/internals/json-format#change-representation
+    """
+    values: dict[str, Any] = {}
+    unknown: set[str] = set()
+    sensitive: set[str] = set()
+    for name, entry in (plan.get("output_changes") or {}).items():
+        if tuple(entry.get("actions") or ()) == ("delete",):
+            continue
+        if _has_true(entry.get("after_unknown")):
+            unknown.add(name)
+            continue
+        values[name] = entry.get("after")
+        if _has_true(entry.get("after_sensitive")):
+            sensitive.add(name)
+    return PlannedOutputs(values, frozenset(unknown), frozenset(sensitive))
 
 
 def prior_state_has_resources(plan: Mapping[str, Any]) -> bool:
@@ -269,6 +307,15 @@ def lock_info(diagnostics: Iterable[Diagnostic]) -> LockInfo | None:
 
 def is_stale_plan(diagnostics: Iterable[Diagnostic]) -> bool:
     return any("saved plan is stale" in d.summary.lower() for d in diagnostics)
+
+
+def _has_true(marks: Any) -> bool:
+    """Whether a `after_unknown`/`after_sensitive` structure marks any part."""
+    if isinstance(marks, Mapping):
+        return any(_has_true(v) for v in marks.values())
+    if isinstance(marks, list):
+        return any(_has_true(v) for v in marks)
+    return marks is True
 
 
 def _module_has_resources(module: Mapping[str, Any]) -> bool:

@@ -159,7 +159,8 @@ class GateKeeper:
                     rendered = render_action(r.templates, stage.action_type, stage.action,
                                              r.context_for(stage), r.secrets)
                 except TemplateProblem as exc:
-                    planned[stage.id] = {"summary": f"(known after apply: {exc.message})"}
+                    why = "not planned" if exc.after_apply else "template error"
+                    planned[stage.id] = {"summary": f"({why}: {exc.message})"}
                     continue
                 spec = build_spec(r.plan, stage, stage.action_type, rendered, run_id=r.run_id,
                                   operation=Operation.PLAN, attempt=0,
@@ -247,10 +248,12 @@ def _descendants(runner: Runner, stage_id: str) -> set[str]:
 def _plan_info(result: StageResult, mask: Callable[[str], str]) -> dict[str, Any]:
     if not result.ok:
         return {"summary": f"(plan failed: {mask(result.error or 'unknown error')})"}
-    changes = result.changes
-    addresses = ", ".join(f"{c.action} {c.address}" for c in changes.resources[:20]) \
-        if changes else ""
-    summary = f"{changes}: {addresses}" if changes and addresses else str(changes or "planned")
+    changes, summary = result.changes, "planned"
+    if changes is not None:   # an approver sees output changes too: they feed other stages
+        items = [f"{c.action} {c.address}" for c in changes.resources[:20]]
+        if changes.outputs:
+            items.append(f"outputs {', '.join(changes.outputs)}")
+        summary = f"{changes.counts}: {', '.join(items)}" if items else changes.counts
     return {"summary": mask(summary), "saved_plan": result.saved_plan,
             "sha256": result.details.get("saved_plan_sha256"),
             "diff": mask(_diff_text(result.details))}

@@ -76,6 +76,8 @@ class Journal:
             masked = self.masker.mask_value(dict(result.details))
             assert isinstance(masked, dict)
             record_details.update(masked)
+            if result.unknown_outputs:
+                record_details["outputs_after_apply"] = sorted(result.unknown_outputs)
             if result.hint:
                 record_details["hint"] = self.masker.mask(result.hint)
             if result.output_tail:
@@ -84,7 +86,8 @@ class Journal:
                 changes = {"add": result.changes.add, "change": result.changes.change,
                            "destroy": result.changes.destroy,
                            "unchanged": result.changes.unchanged,
-                           "resources": [[r.action, r.address] for r in result.changes.resources]}
+                           "resources": [[r.action, r.address] for r in result.changes.resources],
+                           "outputs": list(result.changes.outputs)}
         record = StageRecord(
             self.run_id, stage_id, attempt, status, started_at=started_at,
             finished_at=finished_at, exit_code=exit_code,

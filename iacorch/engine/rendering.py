@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +11,7 @@ from iacorch.model.plan import Plan, PlannedStage
 from iacorch.model.results import StageSpec
 from iacorch.model.status import ActionType, Operation, StageStatus
 from iacorch.runbook.templating import (
+    StageOutputs,
     TemplateProblem,
     Templates,
     secret_env_name,
@@ -27,36 +28,50 @@ class RunInfo:
     previous: Mapping[str, Any] | None = None
 
 
+PendingOutputs = Callable[[str, StageStatus], frozenset[str] | None]
+
+
+def settled_outputs(_stage_id: str, status: StageStatus) -> frozenset[str] | None:
+    """A stage that has finished has all its outputs; one that has not may have any."""
+    return frozenset() if status.is_final else None
+
+
 def stage_view(plan: Plan, outputs: Mapping[str, Mapping[str, Any]],
-               statuses: Mapping[str, StageStatus]) -> dict[str, Any]:
-    """`stages` as templates see it; a for_each stage is a map keyed by its items."""
+               statuses: Mapping[str, StageStatus],
+               pending: PendingOutputs = settled_outputs) -> dict[str, Any]:
+    """`stages` as templates see it; a for_each stage is a map keyed by its items.
+
+    `pending(stage_id, status)` names the outputs of a stage that only an apply will
+    tell, or is None when the stage may yet have any output (see StageOutputs).
+    """
     view: dict[str, Any] = {}
     for base_id, expanded in plan.expansions.items():
-        if expanded == (base_id,):
-            view[base_id] = {"outputs": dict(outputs.get(base_id, {})),
-                             "status": str(statuses.get(base_id, StageStatus.PENDING))}
-        else:
-            keys = {e: e[len(base_id) + 1:-1] for e in expanded}
-            view[base_id] = {
-                "outputs": {keys[e]: dict(outputs.get(e, {})) for e in expanded},
-                "status": {keys[e]: str(statuses.get(e, StageStatus.PENDING)) for e in expanded}}
+        view[base_id] = {"outputs": {}, "status": {}} if expanded != (base_id,) else {}
+        for stage_id in expanded:
+            status = statuses.get(stage_id, StageStatus.PENDING)
+            update_stage_view(view, plan, stage_id, outputs.get(stage_id, {}), status,
+                              pending(stage_id, status))
     return view
 
 
 def update_stage_view(view: dict[str, Any], plan: Plan, stage_id: str,
-                      outputs: Mapping[str, Any] | None, status: StageStatus) -> None:
+                      outputs: Mapping[str, Any] | None, status: StageStatus,
+                      pending: frozenset[str] | None) -> None:
     """Change one stage in a view made by `stage_view`: O(1) instead of a rebuild."""
     stage = plan.stages.get(stage_id)
     if stage is None:  # a finally stage: nothing refers to it
         return
     entry = view[stage.base_id]
     if stage.item_key is None:
-        if outputs is not None:
-            entry["outputs"] = dict(outputs)
+        known = entry.get("outputs", {}) if outputs is None else outputs
+        entry["outputs"] = StageOutputs(known, stage_id=stage_id, pending=pending,
+                                        reference=f"{stage.base_id}.outputs", status=status)
         entry["status"] = str(status)
     else:
-        if outputs is not None:
-            entry["outputs"][stage.item_key] = dict(outputs)
+        known = entry["outputs"].get(stage.item_key, {}) if outputs is None else outputs
+        entry["outputs"][stage.item_key] = StageOutputs(
+            known, stage_id=stage_id, pending=pending, status=status,
+            reference=f"{stage.base_id}.outputs.{stage.item_key}")
         entry["status"][stage.item_key] = str(status)
 
 

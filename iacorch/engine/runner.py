@@ -20,10 +20,12 @@ from iacorch.runbook.templating import TemplateProblem, Templates
 
 from . import policies, scheduler
 from .journal import Journal
+from .plan_report import NOT_FULLY_PLANNED
 from .rendering import (
     RunInfo,
     build_spec,
     render_action,
+    settled_outputs,
     stage_view,
     template_context,
     update_stage_view,
@@ -110,7 +112,10 @@ class Runner:
                      if self.options.mock and st.mock_outputs is not None}
             self._standins = {**mocks, **(self.previous or {}).get("outputs", {})}
             outputs = {**self._standins, **outputs}
-        self.stage_view = stage_view(plan, outputs, self.state.statuses)
+        # plan only: stages whose plan said which outputs they will have -> those of them
+        # that only an apply will tell
+        self._planned_outputs: dict[str, frozenset[str]] = {}
+        self.stage_view = stage_view(plan, outputs, self.state.statuses, self._pending_outputs)
         self.started_at = started_at if started_at is not None else runtime.clock()
         self._turn = threading.Condition()   # guards the run state; held for one worker's turn
         self._running = 0
@@ -238,11 +243,13 @@ class Runner:
         return self._submit(stage, context, self.options.operation)
 
     def _template_failed(self, stage: PlannedStage, exc: TemplateProblem) -> None:
-        if self.options.operation is Operation.PLAN:
+        if self.options.operation is Operation.PLAN and exc.after_apply:
             self._settle(stage.id, StageStatus.SKIPPED,
-                         f"not fully planned: an input is known only after apply ({exc.message})")
+                         f"not fully planned: {exc.message}",
+                         StageResult(StageStatus.SKIPPED, details={NOT_FULLY_PLANNED: True}))
         else:
-            message = f"template error in {stage.location}: {exc.message}"
+            where = stage.reference_locations.get(exc.reference or "", stage.location)
+            message = f"template error in {where}: {exc.message}"
             self._fail_final(stage, StageResult.failure(message, hint=exc.hint), message)
 
     def _submit(self, stage: PlannedStage, context: Mapping[str, Any],
@@ -286,9 +293,7 @@ class Runner:
 
             GateKeeper.discard({stage_id: result.saved_plan})  # a dry run applies nothing
         if result.ok:
-            # a dry run's own outputs (e.g. current Terraform outputs) refine the stand-ins
-            self.state.outputs[stage_id] = {**self._standins.get(stage_id, {}),
-                                            **result.outputs}
+            self.state.outputs[stage_id] = self._outputs_of(stage_id, result)
             self._settle(stage_id, StageStatus.SUCCEEDED, None, result)
             return
         if result.interrupted or self.rt.cancel.interrupted:
@@ -307,6 +312,29 @@ class Runner:
                                 "error": self.masker.mask(result.error or "")}))
             return
         self._fail_final(stage, result, result.error or "failed")
+
+    def _outputs_of(self, stage_id: str, result: StageResult) -> dict[str, Any]:
+        """What downstream stages see of a finished stage's outputs.
+
+        In a plan, a stage's own outputs (a Terraform plan's planned values) win; the
+        stand-ins (last apply, mocks) fill in only what that plan cannot tell: the outputs
+        it says only an apply will tell, or every output when it cannot say which it has.
+        """
+        if self.options.operation is not Operation.PLAN:
+            return dict(result.outputs)
+        stand_ins = self._standins.get(stage_id, {})
+        unknown = result.unknown_outputs
+        if unknown is None:
+            return {**stand_ins, **result.outputs}
+        outputs = {**{k: v for k, v in stand_ins.items() if k in unknown}, **result.outputs}
+        self._planned_outputs[stage_id] = unknown - outputs.keys()
+        return outputs
+
+    def _pending_outputs(self, stage_id: str, status: StageStatus) -> frozenset[str] | None:
+        """Outputs of the stage only an apply will tell; None: it may yet have any."""
+        if self.options.operation is Operation.PLAN:
+            return self._planned_outputs.get(stage_id)
+        return settled_outputs(stage_id, status)
 
     def _fail_final(self, stage: PlannedStage, result: StageResult | None, error: str) -> None:
         self._settle(stage.id, StageStatus.FAILED, error, result)
@@ -327,7 +355,8 @@ class Runner:
         if status.is_done:
             self.queue.done(stage_id)
         update_stage_view(self.stage_view, self.plan, stage_id,
-                          self.state.outputs.get(stage_id), status)
+                          self.state.outputs.get(stage_id), status,
+                          self._pending_outputs(stage_id, status))
         if reason and status is not StageStatus.SUCCEEDED:
             self.state.errors[stage_id] = self.masker.mask(reason)
         started = self.state.started.get(stage_id)

@@ -51,6 +51,9 @@ class PlannedStage:
     is_finally: bool = False
     declared_outputs: tuple[str, ...] | None = None
     mock_outputs: Mapping[str, Any] | None = None
+    # where each `stages.X.outputs...` reference of its templates is written, keyed by the
+    # path after `stages.` ("net.outputs.cidr"): run-time errors point there
+    reference_locations: Mapping[str, Location] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,13 +51,22 @@ class ChangeSummary:
     destroy: int = 0
     unchanged: int = 0
     resources: tuple[ResourceChange, ...] = ()
+    outputs: tuple[str, ...] = ()             # names of outputs that would change
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.add or self.change or self.destroy)
+        return bool(self.add or self.change or self.destroy or self.outputs)
+
+    @property
+    def counts(self) -> str:
+        """Resources to add, change and destroy: "+1 ~0 -0"."""
+        return f"+{self.add} ~{self.change} -{self.destroy}"
 
     def __str__(self) -> str:
-        return f"+{self.add} ~{self.change} -{self.destroy}"
+        if not self.outputs:
+            return self.counts
+        return f"{self.counts}, {len(self.outputs)} output{'s' if len(self.outputs) > 1 else ''}" \
+               " changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +86,10 @@ class StageResult:
     details: Mapping[str, Any] = field(default_factory=dict)  # tool-specific, already masked
     saved_plan: str | None = None             # plan operations: the saved plan to apply later
     interrupted: bool = False
+    # plan operations: outputs whose value only an apply will tell (a value in `outputs` for
+    # one of them is its last applied value); None when the tool cannot say which outputs
+    # the stage will have, so that any output may still appear
+    unknown_outputs: frozenset[str] | None = None
 
     @property
     def ok(self) -> bool:

@@ -227,15 +227,18 @@ class _Compiler:
         planned: dict[str, PlannedStage] = {}
         for stage_id, stage in stages.items():
             raw = self.document.data[section][stage_id]
-            deps = self._dependencies(section, stage_id, stage, raw, expansions)
+            deps, places = self._dependencies(section, stage_id, stage, raw, expansions)
             for expanded_id, item in expansions.get(stage_id, [(stage_id, None)]):
                 planned[expanded_id] = self._planned(section, stage_id, expanded_id, item,
-                                                     stage, raw, deps)
+                                                     stage, raw, deps, places)
         return planned
 
     def _dependencies(self, section: str, stage_id: str, stage: Stage, raw: Mapping[str, Any],
-                      expansions: Mapping[str, list[tuple[str, Any]]]) -> tuple[str, ...]:
+                      expansions: Mapping[str, list[tuple[str, Any]]]
+                      ) -> tuple[tuple[str, ...], dict[str, Location]]:
+        """The expanded ids the stage waits for, and where its stage references are written."""
         needs: list[str] = []
+        places: dict[str, Location] = {}
         for index, need in enumerate(stage.needs):
             if need not in self.runbook.stages:
                 self.problem(f"stage `{stage_id}` needs `{need}`, which is not a stage",
@@ -258,11 +261,15 @@ class _Compiler:
                 target = self.refs.stage_reference(section, stage_id, stage, ref, path)
                 if target and section == "stages" and not in_rollback:
                     needs.append(target)
+                if target and len(ref.path) > 2:
+                    places.setdefault(".".join(ref.path), self.document.locate(path))
         ordered = dict.fromkeys(needs)
-        return tuple(e for need in ordered for e, _ in expansions.get(need, [(need, None)]))
+        return tuple(e for need in ordered
+                     for e, _ in expansions.get(need, [(need, None)])), places
 
     def _planned(self, section: str, base_id: str, stage_id: str, item: Any, stage: Stage,
-                 raw: Mapping[str, Any], deps: tuple[str, ...]) -> PlannedStage:
+                 raw: Mapping[str, Any], deps: tuple[str, ...],
+                 places: Mapping[str, Location]) -> PlannedStage:
         action_type = stage.action_type
         defaults = self.runbook.defaults
         retries = stage.retries or defaults.retries
@@ -292,7 +299,7 @@ class _Compiler:
             idempotent=_idempotent(stage, action_type), approval=approval,
             is_finally=section == "finally",
             declared_outputs=tuple(stage.outputs) if stage.outputs is not None else None,
-            mock_outputs=stage.mock_outputs)
+            mock_outputs=stage.mock_outputs, reference_locations=places)
 
     # -- graph --------------------------------------------------------------
     def _order(self, stages: Mapping[str, PlannedStage]

@@ -20,6 +20,7 @@ from iacorch.runbook.templating import (
     Templates,
     did_you_mean,
     is_template,
+    missing_output,
     secret_env_name,
 )
 
@@ -164,8 +165,8 @@ class ReferenceChecker:
         known = (list(stage.inputs or {}) if stage.is_approval else stage.outputs)
         if stage.for_each is not None or known is None or rest[1] in known:
             return
-        self._problem(f"stage `{target}` has no output `{rest[1]}`", path,
-                      f"its outputs are: {', '.join(known) or '(none)'}")
+        problem = missing_output(target, rest[1], known)
+        self._problem(problem.message, path, problem.hint or "")
 
 
 

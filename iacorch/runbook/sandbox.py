@@ -10,12 +10,40 @@ import json
 import math
 from typing import Any
 
-from jinja2 import StrictUndefined
+from jinja2 import StrictUndefined, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
-from iacorch.runbook.templating import shell_raw, to_text
+from iacorch.runbook.templating import (
+    StageOutputs,
+    TemplateProblem,
+    shell_raw,
+    to_text,
+    why_missing,
+)
 
 MAX_BUILT = 1_000_000  # characters or items one `*` may build; digits one `**` may make
+
+
+class _MissingOutput(StrictUndefined):
+    """A stage output that has no value: using it raises our explanation of why, not
+    Jinja's "'dict object' has no attribute"; `| default` and `is defined` still work."""
+
+    __slots__ = ("_problem",)
+
+    def __init__(self, problem: TemplateProblem, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._problem = problem
+
+    def _fail_with_undefined_error(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._problem
+
+
+# Jinja binds its failing operators (`__str__`, `__iter__`, `__add__`...) to the base
+# method when the class is made, so they are bound again here to the override.
+for _cls in (Undefined, StrictUndefined):
+    for _name, _value in vars(_cls).items():
+        if _value is Undefined._fail_with_undefined_error and _name.startswith("__"):
+            setattr(_MissingOutput, _name, _MissingOutput._fail_with_undefined_error)
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
@@ -35,6 +63,17 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             raise SecurityError(f"`**` would make a number of more than {MAX_BUILT // 100:,} "
                                 "digits")
         return super().call_binop(context, operator, left, right)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        return self._explained(obj, attribute, super().getattr(obj, attribute))
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        return self._explained(obj, argument, super().getitem(obj, argument))
+
+    def _explained(self, obj: Any, name: Any, value: Any) -> Any:
+        if isinstance(value, Undefined) and isinstance(obj, StageOutputs):
+            return _MissingOutput(why_missing(obj, str(name)), obj=obj, name=str(name))
+        return value
 
 
 def new_environment(**options: Any) -> ImmutableSandboxedEnvironment:

@@ -15,9 +15,11 @@ import difflib
 import json
 import re
 import shlex
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from iacorch.model.status import StageStatus
 
 if TYPE_CHECKING:
     from jinja2 import TemplateSyntaxError, nodes
@@ -68,13 +70,72 @@ class References:
 
 
 class TemplateProblem(Exception):
-    """A template that does not parse, is unsafe, or fails to render; the caller adds where."""
+    """A template that does not parse, is unsafe, or fails to render; the caller adds where.
 
-    def __init__(self, message: str, line_offset: int = 0, hint: str | None = None) -> None:
+    `after_apply` marks a value that exists only once an upstream stage has applied (a
+    plan reports such a stage as not fully planned); `reference` is the `stages.…` path,
+    without `stages.`, that the problem is about, so the caller can point at where it
+    is written.
+    """
+
+    def __init__(self, message: str, line_offset: int = 0, hint: str | None = None, *,
+                 after_apply: bool = False, reference: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.line_offset = line_offset
         self.hint = hint
+        self.after_apply = after_apply
+        self.reference = reference
+
+
+def missing_output(stage_id: str, name: str, known: Iterable[str], *, why: str = "",
+                   reference: str | None = None) -> TemplateProblem:
+    """A reference to an output the stage does not have: the names it has, and the closest."""
+    names = sorted(known)
+    listed = f"its outputs are: {', '.join(names) or '(none)'}"
+    close = did_you_mean(name, names)
+    return TemplateProblem(f"stage `{stage_id}` has no output `{name}`{why}",
+                           hint=f"{close} {listed}" if close else listed, reference=reference)
+
+
+class StageOutputs(dict[str, Any]):
+    """One stage's outputs as templates see them, and why a name missing from them is missing.
+
+    `pending` names outputs whose values only an apply will tell; None means the stage
+    may yet have any output (it has not run, or its plan cannot say). Any other name is
+    one the stage does not have, which is an error rather than something to wait for.
+    """
+
+    __slots__ = ("_stage_id", "_reference", "_pending", "_status")
+
+    def __init__(self, values: Mapping[str, Any], *, stage_id: str, reference: str,
+                 pending: frozenset[str] | None, status: StageStatus) -> None:
+        super().__init__(values)
+        self._stage_id, self._reference = stage_id, reference
+        self._pending, self._status = pending, status
+
+
+def why_missing(outputs: StageOutputs, name: str) -> TemplateProblem:
+    """Why `name` has no value: known only after apply, or not an output of the stage.
+
+    A function, not a method: any attribute of StageOutputs would hide the output of that
+    name from templates.
+    """
+    reference = f"{outputs._reference}.{name}"
+    stage_id, pending = outputs._stage_id, outputs._pending
+    if pending is None or name in pending:
+        so_far = ""
+        if pending is None and outputs:   # a typo should not pass as "later"
+            close = did_you_mean(name, list(outputs))
+            so_far = f"; its outputs so far: {', '.join(sorted(outputs))}" \
+                     f"{', ' + close if close else ''}"
+        return TemplateProblem(
+            f"output `{name}` of stage `{stage_id}` is known only after apply{so_far}",
+            hint=f"apply `{stage_id}` first, or give it `mock_outputs` and plan with --mock",
+            after_apply=True, reference=reference)
+    why = "" if outputs._status in (StageStatus.SUCCEEDED, StageStatus.MARKED_DONE) \
+        else f" (its status is {outputs._status.value})"
+    return missing_output(stage_id, name, outputs, why=why, reference=reference)
 
 
 class _ShellRaw(str):

@@ -1,4 +1,5 @@
-"""Pure engine rules, by table: selection, readiness, blocking, retries, undo order, gates."""
+"""Pure engine rules, by table: selection, readiness, blocking, retries, undo order, gates,
+what a plan found."""
 
 from __future__ import annotations
 
@@ -6,11 +7,18 @@ import pytest
 
 from iacorch.engine import policies, rollback, scheduler
 from iacorch.engine.approvals import GateDecision, check_decider, check_inputs, evaluate_gate
+from iacorch.engine.plan_report import (
+    PlanVerdict,
+    StagePlan,
+    has_pending_changes,
+    plan_counts,
+    stage_plans,
+)
 from iacorch.errors import ApprovalError, Location
 from iacorch.model.plan import ApprovalGate, Plan, PlannedStage, RetryPolicy
 from iacorch.model.results import StageResult
 from iacorch.model.status import ActionType, FailurePolicy, StageKind, StageStatus
-from iacorch.store.base import ApprovalRecord
+from iacorch.store.base import ApprovalRecord, StageRecord
 
 S = StageStatus
 
@@ -191,3 +199,46 @@ def test_ready_queue_keeps_what_was_not_started_and_requeues_retries():
     assert list(queue.ready()) == ["c"]
     queue.requeue("b")
     assert list(queue.ready()) == ["b", "c"]
+
+
+def record(status, changes=None, error=None, **details):
+    return StageRecord("r", "s", 1, status, changes=changes, error=error, details=details)
+
+
+NO_CHANGE = {"add": 0, "change": 0, "destroy": 0, "outputs": []}
+
+
+@pytest.mark.parametrize(("stage_record", "verdict", "line"), [
+    (record(S.SUCCEEDED, {**NO_CHANGE, "outputs": ["service"]}), PlanVerdict.WOULD_CHANGE,
+     "would change: +0 ~0 -0, outputs service"),
+    (record(S.SUCCEEDED, {**NO_CHANGE, "add": 1}, outputs_after_apply=["id"]),
+     PlanVerdict.WOULD_CHANGE, "would change: +1 ~0 -0; known only after apply: id (the last "
+     "applied values stand in, where there are any)"),
+    (record(S.SUCCEEDED, NO_CHANGE), PlanVerdict.NO_CHANGES, "no changes"),
+    (record(S.SKIPPED, error="not fully planned: x", not_fully_planned=True),
+     PlanVerdict.NOT_FULLY_PLANNED, "not fully planned: x"),
+    (record(S.SKIPPED, error="`when` is false"), PlanVerdict.SKIPPED, "`when` is false"),
+    (record(S.SUCCEEDED, would_run="echo"), PlanVerdict.WOULD_RUN, "would run"),
+    (record(S.FAILED, error="boom"), PlanVerdict.FAILED, "plan failed: boom"),
+])
+def test_plan_verdicts(stage_record, verdict, line):
+    assert stage_plans({"s": stage_record})["s"] == StagePlan(verdict, line)
+
+
+@pytest.mark.parametrize(("records", "pending", "counts"), [
+    ({"a": record(S.SUCCEEDED, NO_CHANGE)}, False,
+     "0 would change, 0 not fully planned, 1 no changes"),
+    ({"a": record(S.SUCCEEDED, {**NO_CHANGE, "outputs": ["n"]}),
+      "b": record(S.SUCCEEDED, NO_CHANGE)}, True,
+     "1 would change, 0 not fully planned, 1 no changes"),
+    # before a first apply: what could not be planned is no "no changes" (exit 2, not 0)
+    ({"a": record(S.SUCCEEDED, NO_CHANGE),
+      "b": record(S.SKIPPED, error="not fully planned", not_fully_planned=True),
+      "c": record(S.SUCCEEDED, would_check="http://x")}, True,
+     "0 would change, 1 not fully planned, 1 no changes, 1 would run"),
+])
+def test_plan_exit_2_when_a_stage_would_change_or_was_not_fully_planned(records, pending,
+                                                                        counts):
+    plans = stage_plans(records)
+    assert has_pending_changes(plans) is pending
+    assert plan_counts(plans) == counts

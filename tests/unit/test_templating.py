@@ -1,7 +1,9 @@
 import pytest
 
+from iacorch.model.status import StageStatus
 from iacorch.runbook.templating import (
     Reference,
+    StageOutputs,
     TemplateProblem,
     Templates,
     secret_env_name,
@@ -106,3 +108,43 @@ def test_a_shell_script_gets_a_secret_as_its_quoted_variable():
     assert T.render("echo {{ secrets.api_key }}", {"secrets": {"api_key": shell_secret("api-key")}},
                     shell=True) == 'echo "${IACORCH_SECRET_API_KEY}"'
     assert secret_env_name("db.pass-1") == "IACORCH_SECRET_DB_PASS_1"
+
+
+def outputs_ctx(values, pending, status=StageStatus.SUCCEEDED):
+    net = StageOutputs(values, stage_id="net", reference="net.outputs", pending=pending,
+                       status=status)
+    return {"stages": {"net": {"outputs": net}}}
+
+
+def test_a_wrong_output_name_is_an_error_naming_the_outputs_there_are():
+    ctx = outputs_ctx({"network_cidr": "10.0.0.0/16", "vpc_id": "v"}, frozenset())
+    for source in ("{{ stages.net.outputs.network_cidrs }}",
+                   "cidr={{ stages.net.outputs['network_cidrs'] }}",
+                   "{% if stages.net.outputs.network_cidrs %}x{% endif %}"):
+        with pytest.raises(TemplateProblem) as caught:
+            T.render(source, ctx)
+        problem = caught.value
+        assert problem.message == "stage `net` has no output `network_cidrs`", source
+        assert problem.hint == ("did you mean `network_cidr`? its outputs are: network_cidr, "
+                                "vpc_id")
+        assert not problem.after_apply and problem.reference == "net.outputs.network_cidrs"
+    assert T.render("{{ stages.net.outputs.missing | default('d') }}", ctx) == "d"
+    assert T.render("{{ stages.net.outputs.missing is defined }}", ctx) is False
+    assert T.render("{{ stages.net.outputs.vpc_id }}", ctx) == "v"
+
+
+def test_an_output_only_an_apply_will_tell_is_known_after_apply():
+    with pytest.raises(TemplateProblem) as caught:
+        T.render("{{ stages.net.outputs.id }}", outputs_ctx({"name": "a"}, frozenset({"id"})))
+    assert caught.value.after_apply
+    assert caught.value.message == "output `id` of stage `net` is known only after apply"
+    with pytest.raises(TemplateProblem) as caught:   # a stage whose outputs may be any
+        T.render("{{ stages.net.outputs.nmae }}", outputs_ctx({"name": "a"}, None))
+    assert caught.value.after_apply
+    assert caught.value.message == ("output `nmae` of stage `net` is known only after apply; "
+                                    "its outputs so far: name, did you mean `name`?")
+
+
+def test_a_stage_that_did_not_succeed_says_so():
+    with pytest.raises(TemplateProblem, match=r"has no output `x` \(its status is skipped\)"):
+        T.render("{{ stages.net.outputs.x }}", outputs_ctx({}, frozenset(), StageStatus.SKIPPED))

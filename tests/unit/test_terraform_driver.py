@@ -38,6 +38,7 @@ from iacorch.drivers.terraform_output import (
     parse_outputs,
     parse_ui_line,
     plan_changes,
+    planned_outputs,
     prior_state_has_resources,
     progress_event,
     secret_strings,
@@ -303,6 +304,43 @@ def test_show_json_counts_changes_and_prior_resources() -> None:
     assert not unchanged.has_changes and unchanged.unchanged == 3
 
 
+def test_output_changes_are_changes() -> None:
+    """A module of only locals and outputs: Terraform's plan exits 2, and so must ours."""
+    for name in ("show_outputs_create.json", "show_outputs_update.json"):
+        summary = plan_changes(json.loads((DATA / name).read_text()))
+        assert summary.has_changes and summary.outputs == ("service",), name
+        assert (summary.add, summary.change, summary.destroy, summary.resources) == (0, 0, 0, ())
+        assert str(summary) == "+0 ~0 -0, 1 output changed"
+    update = plan_changes(json.loads((DATA / "show_update.json").read_text()))
+    assert update.outputs == ("b", "file_present", "name")     # token and password: no-op
+    assert plan_changes(json.loads((DATA / "show_nochange.json").read_text())).outputs == ()
+
+
+def test_planned_outputs_are_known_except_where_after_unknown_says() -> None:
+    update = planned_outputs(json.loads((DATA / "show_outputs_update.json").read_text()))
+    assert update.values == {"service": "svc-payments"} and not update.unknown
+    create = planned_outputs(json.loads((DATA / "show_create.json").read_text()))
+    assert create.values == {"password_echo": SECRET}
+    assert create.unknown == {"b", "file_present", "name", "token"}
+    assert create.sensitive == {"password_echo"}
+    unchanged = planned_outputs(json.loads((DATA / "show_nochange.json").read_text()))
+    assert unchanged.values["name"] == "alpha" and not unchanged.unknown
+    assert unchanged.sensitive == {"password_echo", "token"}
+
+
+def test_planned_outputs_partly_unknown_or_deleted() -> None:
+    plan = {"output_changes": {
+        "both": {"actions": ["create"], "after": {"n": "a"}, "after_unknown": {"id": True}},
+        "list": {"actions": ["update"], "after": [1, None], "after_unknown": [False, True]},
+        "gone": {"actions": ["delete"], "before": "x", "after": None, "after_unknown": False},
+        "flat": {"actions": ["update"], "after": {"a": [1]}, "after_unknown": {"a": [False]},
+                 "after_sensitive": {"a": [True]}}}}
+    planned = planned_outputs(plan)
+    assert planned.unknown == {"both", "list"}
+    assert planned.values == {"flat": {"a": [1]}} and planned.sensitive == {"flat"}
+    assert plan_changes(plan).outputs == ("both", "flat", "gone", "list")
+
+
 def test_outputs_and_sensitive_names() -> None:
     values, sensitive = parse_outputs(json.loads((DATA / "output.json").read_text()))
     assert values["name"] == "alpha" and values["file_present"] is True
@@ -478,6 +516,42 @@ def test_plan_keeps_a_private_saved_plan(make: Callable[..., Harness]) -> None:
     assert [h.runner.key(c.argv) for c in h.runner.calls] == [
         "init", "workspace", "plan", "show", "output"]
     assert result.changes is not None and result.changes.add == 3
+
+
+LAST_APPLIED_SERVICE = ['{"service": {"sensitive": false, "type": "string", '
+                        '"value": "svc-web"}}']
+
+
+def test_plan_gives_the_planned_outputs_not_the_last_applied_ones(
+        make: Callable[..., Harness]) -> None:
+    h = make({"show": Reply(recorded("show_outputs_update.json")),
+              "output": Reply(LAST_APPLIED_SERVICE)}, operation=Operation.PLAN)
+    result = TerraformDriver().plan(h.ctx)
+    assert result.ok and result.changes is not None and result.changes.has_changes
+    assert result.outputs == {"service": "svc-payments"}
+    assert result.unknown_outputs == frozenset()
+    assert any("outputs changed: service" in line for line in h.lines)
+
+
+def test_plan_falls_back_to_last_applied_outputs_only_where_unknown(
+        make: Callable[..., Harness]) -> None:
+    h = make({"show": Reply(recorded("show_update.json"))}, operation=Operation.PLAN)
+    result = TerraformDriver().plan(h.ctx)
+    applied, _ = parse_outputs(json.loads((DATA / "output.json").read_text()))
+    assert result.unknown_outputs == {"b", "file_present", "name"}
+    assert result.outputs == {**applied, "token": "tok-dab9a4d3-e155-ba8f-ee20-c3f3a89b9791",
+                              "password_echo": SECRET}
+    assert result.sensitive_outputs == {"token", "password_echo"}
+    assert ("outputs known only after apply: b (its last applied value stands in), "
+            "file_present (its last applied value stands in), name (its last applied value "
+            "stands in)") in h.lines
+    never_applied = make({"output": Reply(recorded("output_empty.json"))},
+                         operation=Operation.PLAN)
+    result = TerraformDriver().plan(never_applied.ctx)
+    assert result.outputs == {"password_echo": SECRET}
+    assert result.unknown_outputs == {"b", "file_present", "name", "token"}
+    assert any("token (no value)" in line for line in never_applied.lines)
+    assert not any(SECRET in line for line in never_applied.lines)
 
 
 def test_destroy_summarises_deleted_resources(make: Callable[..., Harness]) -> None:

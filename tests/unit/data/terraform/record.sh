@@ -46,4 +46,13 @@ tf plan -input=false -no-color -json -var-file="$work/vars.json" > "$here/plan_s
 rm broken.tf
 tf workspace select -or-create -no-color empty > /dev/null
 tf output -json -no-color > "$here/output_empty.json"
+# a module of only locals and outputs: never applied, then a changed var
+mkdir "$work/naming" && cp "$fixture/../naming/main.tf" "$work/naming/" && cd "$work/naming"
+export TF_DATA_DIR="$work/naming/tfdata"
+tf init -input=false -no-color > /dev/null
+tf plan -input=false -no-color -json -out="$work/naming/tfplan" -var app=web > /dev/null
+tf show -json -no-color "$work/naming/tfplan" > "$here/show_outputs_create.json"
+tf apply -input=false -no-color -json "$work/naming/tfplan" > /dev/null
+tf plan -input=false -no-color -json -out="$work/naming/tfplan2" -var app=payments > /dev/null
+tf show -json -no-color "$work/naming/tfplan2" > "$here/show_outputs_update.json"
 sed -i "s#$work#/tmp/REC#g" "$here"/*.json "$here"/*.jsonl "$here"/*.txt
