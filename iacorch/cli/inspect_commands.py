@@ -230,7 +230,8 @@ def _decide(decision: str, run_id: str, gate: str, comment: str | None,
                                              time.time(), comment, values))
         store.append_audit(f"approval_{decision}", run_id=run.id, stage_id=gate, actor=identity,
                            data={"gate_hash": bound_to, "comment": comment or ""})
-    click.echo(f"{identity} {decision}d {gate} of run {run.id}")
+    done = {"approve": "approved", "reject": "rejected"}[decision]
+    click.echo(f"{identity} {done} {gate} of run {run.id}")
     return store
 
 
