@@ -57,4 +57,4 @@ def notify_run_end(plan: Plan, runtime: Runtime, outcome: Any,
         runbook=plan.name, workspace=plan.workspace, operation=operation,
         run_id=outcome.run_id, status=outcome.status, errors=outcome.errors,
         statuses=outcome.statuses, elapsed=outcome.elapsed, deadline=outcome.deadline,
-        waiting_gates=outcome.waiting_gates))
+        deadline_breached=outcome.deadline_breached_now, waiting_gates=outcome.waiting_gates))

@@ -251,14 +251,19 @@ def destroy(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str, ...]
 @click.option("--concurrency", type=click.IntRange(1, 1024))
 @click.option("--json", "json_events", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True)
+@click.option("--skip", "skipped", multiple=True, metavar="STAGE",
+              help="Do not undo this stage: you undid it by hand, or it has nothing to undo "
+                   "(repeatable; audited; needs --reason).")
+@click.option("--reason", default="", help="What was done by hand about the skipped stages.")
 def rollback(run_id: str, store_url: str | None, concurrency: int | None, json_events: bool,
-             quiet: bool) -> None:
+             quiet: bool, skipped: tuple[str, ...], reason: str) -> None:
     """Roll back a failed or finished run; run it again to continue a failed rollback."""
     from iacorch.engine import runs
 
     run, plan, runtime = _existing(run_id, store_url, json_events, quiet)
     _drive(runtime, plan, f"run {run.id}: rolling back {run.runbook_path}",
-           lambda: runs.rollback_run(plan, run, runtime, concurrency=concurrency))
+           lambda: runs.rollback_run(plan, run, runtime, concurrency=concurrency,
+                                     skip=skipped, reason=reason))
 
 
 @click.command()

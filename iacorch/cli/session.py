@@ -15,7 +15,7 @@ import click
 
 from iacorch.engine.rollback import NOTHING_TO_UNDO_CHECK
 from iacorch.errors import ExitCode
-from iacorch.model.status import RunStatus, StageStatus
+from iacorch.model.status import Operation, RunStatus, StageStatus
 
 if TYPE_CHECKING:
     from iacorch.engine.runner import RunOutcome
@@ -198,8 +198,9 @@ def print_summary(outcome: RunOutcome, runtime: Runtime) -> None:
             if why not in _NOTHING_TO_UNDO:
                 click.echo(f"  not undone: {stage_id} ({why})", err=True)
         if undo.failed:
-            click.echo(f"  fix the cause, then continue with: iacorch rollback {outcome.run_id}",
-                       err=True)
+            operation = runtime.store.get_run(outcome.run_id).operation
+            _say_way_out(outcome.run_id, list(undo.failed),
+                         destroying=operation == Operation.DESTROY.value)
     if outcome.status is RunStatus.WAITING_APPROVAL:
         for gate in outcome.waiting_gates:
             click.echo(f"  waiting for approval at `{gate}`:\n"
@@ -210,3 +211,16 @@ def print_summary(outcome: RunOutcome, runtime: Runtime) -> None:
     head = runtime.store.audit_head(run_id=outcome.run_id)
     if head is not None:
         click.echo(f"  audit chain head: {head.hash[:16]} (seq {head.seq})", err=True)
+
+
+def _say_way_out(run_id: str, failed: list[str], *, destroying: bool) -> None:
+    """What to do after an undo failed: the ways out of `rollback_failed` (docs/runbook.md)."""
+    if destroying:  # what went down stays down
+        click.echo("  fix the cause, then run the same `iacorch destroy` again", err=True)
+        return
+    skips = " ".join(f"--skip {stage_id}" for stage_id in failed)
+    click.echo(f"  fix the cause, then continue with: iacorch rollback {run_id}\n"
+               "  or, when the cause is in the runbook (an edited runbook cannot continue "
+               "this run) or cannot be fixed,\n"
+               f"  undo {', '.join(failed)} by hand (or check there is nothing to undo), then:\n"
+               f"    iacorch rollback {run_id} {skips} --reason \"what you did\"", err=True)

@@ -16,7 +16,7 @@ import binascii
 import json
 import os
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +43,8 @@ RESULT_EVENTS = {
 DISPLAY_EVENTS = frozenset({"verbose", "warning", "error", "deprecated", "debug",
                             "system_warning"})
 HOST_STAT_KEYS = {"ok": "ok", "changed": "changed", "failures": "failures",
-                  "dark": "unreachable", "skipped": "skipped"}
+                  "dark": "unreachable", "skipped": "skipped", "rescued": "rescued",
+                  "ignored": "ignored"}
 _MESSAGE_LIMIT = 500
 _ERROR_STARTS = ("ERROR!", "[ERROR]", "The error appears to be in")
 
@@ -191,7 +192,8 @@ def module_message(res: Mapping[str, Any]) -> str:
 
 
 def host_stats(stats_data: Mapping[str, Any]) -> dict[str, dict[str, int]]:
-    """`playbook_on_stats` data -> {host: {ok, changed, failures, unreachable, skipped}}."""
+    """`playbook_on_stats` data -> {host: {ok, changed, failures, unreachable, skipped,
+    rescued, ignored}}, as Ansible's PLAY RECAP counts them."""
     hosts: set[str] = set()
     for key in (*HOST_STAT_KEYS, "processed"):
         hosts.update((stats_data.get(key) or {}).keys())
@@ -251,7 +253,32 @@ class PlayRecord:
 
     @property
     def failures(self) -> list[TaskOutcome]:
-        return [o for o in self.outcomes if o.status in ("failed", "unreachable")]
+        """Failed and unreachable results that ended their host: the causes."""
+        return self._failures_and_rescued()[0]
+
+    @property
+    def rescued(self) -> list[TaskOutcome]:
+        """Failed results a `rescue:` recovered from (expected failures, not causes)."""
+        return self._failures_and_rescued()[1]
+
+    def _failures_and_rescued(self) -> tuple[list[TaskOutcome], list[TaskOutcome]]:
+        # A failure event does not say whether a rescue will follow, but the recap counts
+        # only the failures that were not rescued, and a host stops at such a failure
+        # (an `always:` may run after it): so per host, its last `failures + unreachable`
+        # results are the causes, and the ones before them were rescued.
+        failed = [o for o in self.outcomes if o.status in ("failed", "unreachable")]
+        if self.stats is None:          # no recap (the play was cut short): all may be causes
+            return failed, []
+        stats = self.host_stats()
+        left = Counter(o.host for o in failed)
+        causes: list[TaskOutcome] = []
+        rescued: list[TaskOutcome] = []
+        for outcome in failed:
+            left[outcome.host] -= 1
+            counted = stats.get(outcome.host, {})
+            ended = counted.get("failures", 0) + counted.get("unreachable", 0)
+            (causes if left[outcome.host] < ended else rescued).append(outcome)
+        return causes, rescued
 
     @property
     def changes(self) -> list[TaskOutcome]:
@@ -265,12 +292,15 @@ class PlayRecord:
         return dict(self.published)
 
     def failure_message(self) -> str | None:
-        """`task 'x' failed on host 'h': module message`, one clause per failure."""
-        failures = self.failures
+        """`task 'x' failed on host 'h': module message`, one clause per failure: the causes
+        first, then the failures a `rescue:` recovered from, said to be rescued."""
+        causes, rescued = self._failures_and_rescued()
+        failures = causes + rescued
         if not failures:
             return None
         clauses = [f"task '{f.task}' {'failed' if f.status == 'failed' else 'was unreachable'}"
-                   f" on host '{f.host}': {f.message}" for f in failures[:5]]
+                   f"{' (rescued)' if n >= len(causes) else ''} on host '{f.host}': {f.message}"
+                   for n, f in enumerate(failures[:5])]
         more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
         return "; ".join(clauses) + more
 

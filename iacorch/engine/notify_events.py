@@ -30,12 +30,16 @@ _MAX_LISTED = 5
 def run_notifications(*, runbook: str, workspace: str, operation: str, run_id: str,
                       status: RunStatus, errors: Mapping[str, str],
                       statuses: Mapping[str, StageStatus], elapsed: float,
-                      deadline: float | None = None,
+                      deadline: float | None = None, deadline_breached: bool = False,
                       waiting_gates: Sequence[str] = ()) -> list[Notification]:
-    """What a finished (or suspended) run tells the channels; an interrupt tells nothing."""
+    """What a finished (or suspended) run tells the channels; an interrupt tells nothing.
+
+    `deadline_breached`: this process found the run over its deadline. The engine says
+    that once per run, so a run suspended at a gate and resumed is not reported twice.
+    """
     found: list[Notification] = []
     where = f"`{runbook}` ({workspace})"
-    if deadline is not None and elapsed > deadline:
+    if deadline is not None and deadline_breached:
         found.append(Notification(
             "deadline_breached", runbook, workspace,
             f":hourglass: {where} {operation} took {elapsed:.0f}s, over its deadline of "

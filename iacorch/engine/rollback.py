@@ -16,6 +16,12 @@ from iacorch.model.status import ActionType, Operation, StageStatus
 
 _STACK_TOOLS = (ActionType.TERRAFORM, ActionType.PULUMI)
 NOTHING_TO_UNDO_CHECK = "a read-only HTTP check changes nothing"
+# In a stage attempt's details: it failed before its tool started (while rendering its
+# templates, say). The engine sets it; drivers set NOTHING_APPLIED when their tool ran
+# but failed before changing anything (a Terraform plan that failed).
+TOOL_NOT_STARTED = "tool_not_started"
+NOTHING_APPLIED = "nothing_applied"
+SKIPPED_BY = "skipped_by"   # in a rollback record: the person who took the stage off the undo
 
 
 class UndoKind(StrEnum):
@@ -63,6 +69,15 @@ def undo_step(stage: PlannedStage, *, stack_existed: bool | None, has_previous: 
     return UndoStep(stage.id, UndoKind.NOTHING,
                     note=f"{stage.action_type} stages have no automatic rollback; "
                          "give the stage a `rollback:` action")
+
+
+def nothing_to_undo(details: Mapping[str, Any]) -> str | None:
+    """Why a stage's last attempt left nothing to undo (from its recorded details), or None."""
+    if details.get(TOOL_NOT_STARTED):
+        return "it failed before its tool started: nothing to undo"
+    if details.get(NOTHING_APPLIED):
+        return "it failed before changing anything"
+    return None
 
 
 def stages_to_undo(plan: Plan, statuses: Mapping[str, StageStatus]) -> list[str]:

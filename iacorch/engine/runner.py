@@ -30,6 +30,7 @@ from .rendering import (
     template_context,
     update_stage_view,
 )
+from .rollback import TOOL_NOT_STARTED
 from .runtime import Runtime
 from .stage_exec import LOG_ERROR
 
@@ -72,6 +73,7 @@ class RunOutcome:
     waiting_gates: tuple[str, ...] = ()
     undo: UndoOutcome | None = None
     warnings: Mapping[str, str] = field(default_factory=dict)   # stage -> what went wrong
+    deadline_breached_now: bool = False   # this process found the run over its deadline
 
 
 class Runner:
@@ -81,7 +83,7 @@ class Runner:
                  masker: Masker, journal: Journal, state: RunState | None = None,
                  options: RunOptions | None = None, started_by: str = "",
                  previous: Mapping[str, Any] | None = None,
-                 started_at: float | None = None) -> None:
+                 started_at: float | None = None, deadline_breached: bool = False) -> None:
         self.plan, self.rt, self.run_id = plan, runtime, run_id
         self.secrets, self.masker, self.journal = secrets, masker, journal
         self.state = state or RunState()
@@ -100,7 +102,8 @@ class Runner:
         self.retry_at: dict[str, float] = {}
         self.stopping = False
         self.rollback_requested = False
-        self.breached = False
+        self.breached = deadline_breached   # said by an earlier process: not said again
+        self._breached_before = deadline_breached
         self._new_failures = False   # with on_failure: continue, stages behind it get skipped
         self.queue = scheduler.ReadyQueue(plan, self.state.statuses, self.selected)
         outputs = self.state.outputs
@@ -140,7 +143,7 @@ class Runner:
                 while worker.is_alive():
                     worker.join(_POLL)
                     with self._turn:
-                        self._check_deadline()
+                        self.check_deadline()
         finally:
             with self._turn:
                 self.stopping = self.stopping or any(w.is_alive() for w in workers)
@@ -249,8 +252,14 @@ class Runner:
                          StageResult(StageStatus.SKIPPED, details={NOT_FULLY_PLANNED: True}))
         else:
             where = stage.reference_locations.get(exc.reference or "", stage.location)
-            message = f"template error in {where}: {exc.message}"
-            self._fail_final(stage, StageResult.failure(message, hint=exc.hint), message)
+            self._fail_unstarted(stage, f"template error in {where}: {exc.message}", exc.hint)
+
+    def _fail_unstarted(self, stage: PlannedStage, error: str, hint: str | None = None) -> None:
+        """A final failure before the stage's tool was started. When no earlier attempt of
+        this run started it either, the record says so, and rollback leaves the stage be."""
+        details = {} if self.state.attempts.get(stage.id) else {TOOL_NOT_STARTED: True}
+        self._fail_final(stage, StageResult(StageStatus.FAILED, error=error, hint=hint,
+                                            details=details), error)
 
     def _submit(self, stage: PlannedStage, context: Mapping[str, Any],
                 operation: Operation) -> StageSpec | None:
@@ -422,8 +431,9 @@ class Runner:
             actual = hashlib.sha256(handle.read()).hexdigest()
         if actual == expected:
             return True
-        self._fail_final(stage, None, f"the saved plan {path} is not the one approved "
-                         f"(sha256 {actual[:12]}, approved {expected[:12]}); nothing was applied")
+        self._fail_unstarted(stage, f"the saved plan {path} is not the one approved "
+                             f"(sha256 {actual[:12]}, approved {expected[:12]}); "
+                             "nothing was applied")
         return False
 
     # -- helpers -------------------------------------------------------------
@@ -450,15 +460,23 @@ class Runner:
         """Seconds since the run started, across every process that worked on it."""
         return self.rt.clock() - self.started_at
 
-    def _check_deadline(self) -> None:
+    def check_deadline(self) -> bool:
+        """Announce (event and audit) that the run is over its deadline, once per run;
+        True when that happened now."""
         deadline = self.plan.deadline
         if deadline is None or self.breached or self.elapsed() <= deadline:
-            return
+            return False
         self.breached = True
         self.rt.emit(Event(EventKind.DEADLINE_BREACHED, self.run_id, None,
                            {"deadline": deadline, "elapsed": self.elapsed()}))
         self.rt.store.append_audit("deadline_breached", run_id=self.run_id,
                                    data={"deadline": deadline})
+        return True
+
+    @property
+    def breached_now(self) -> bool:
+        """Whether this process, not an earlier one of the run, found the deadline passed."""
+        return self.breached and not self._breached_before
 
     def run_finally(self, status: RunStatus) -> None:
         """Run the `finally:` stages once the run's outcome (rollback included) is known."""

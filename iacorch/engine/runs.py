@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets as random_tokens
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from iacorch.errors import UsageError
@@ -21,7 +21,7 @@ from .rendering import UnkeptOutput
 from .runner import Runner, RunOptions, RunOutcome, RunState
 from .runtime import Runtime
 from .secrets import resolve_secrets
-from .undo_runs import previous_run, run_destroy, run_rollback
+from .undo_runs import previous_run, run_destroy, run_rollback, skip_undo
 
 
 def new_run_id(now: float) -> str:
@@ -87,7 +87,8 @@ def resume_run(plan: Plan, run: RunRecord, runtime: Runtime, *, rerun_interrupte
                              concurrency=concurrency)
         runner = Runner(plan, runtime, run.id, secrets=secrets, masker=masker, journal=journal,
                         state=state, options=options, started_by=run.user,
-                        previous=previous_run(runtime, plan), started_at=run.started_at)
+                        previous=previous_run(runtime, plan), started_at=run.started_at,
+                        deadline_breached=bool(run.details.get("deadline_breached")))
         return _finish(runner, journal, runtime)
     finally:
         lock.release()
@@ -100,6 +101,7 @@ def _finish(runner: Runner, journal: Journal, runtime: Runtime) -> RunOutcome:
         "runbook": plan.name, "workspace": plan.workspace, "plan_hash": plan.plan_hash,
         "operation": runner.options.operation.value}))
     outcome = runner.run()
+    runner.check_deadline()    # passed after the loop's last look
     status = outcome.status
     if runtime.interrupt_signal is not None and status is not RunStatus.SUCCEEDED:
         status = RunStatus.INTERRUPTED
@@ -116,17 +118,28 @@ def _finish(runner: Runner, journal: Journal, runtime: Runtime) -> RunOutcome:
                                     masker=runner.masker, outputs=runner.state.outputs,
                                     concurrency=runner.options.concurrency)
     runner.run_finally(status)
+    if runner.check_deadline():   # passed while rolling back or in `finally:`
+        runtime.store.update_run(runner.run_id, status=status,
+                                 details={"deadline_breached": True})
     runtime.emit(Event(EventKind.RUN_FINISHED, runner.run_id, data={
         "status": status.value, "elapsed": round(runner.elapsed(), 3)}))
     return RunOutcome(outcome.run_id, status, outcome.statuses, outcome.errors,
                       runner.elapsed(), outcome.deadline, outcome.waiting_gates, undo,
-                      outcome.warnings)
+                      outcome.warnings, deadline_breached_now=runner.breached_now)
 
 
 def rollback_run(plan: Plan, run: RunRecord, runtime: Runtime, *,
-                 concurrency: int | None = None) -> RunOutcome:
-    """`iacorch rollback RUN` (and resume of a run whose rollback stopped)."""
+                 concurrency: int | None = None, skip: Sequence[str] = (),
+                 reason: str = "") -> RunOutcome:
+    """`iacorch rollback RUN` (and resume of a run whose rollback stopped).
+
+    `skip`: stages a person undid by hand (or found nothing to undo in), taken off the
+    rollback with `reason`, audited: the way out of a `rollback_failed` that cannot be fixed.
+    """
     _refuse_if_alive(run, runtime)
+    if skip and not reason.strip():
+        raise UsageError("--skip needs a --reason", hint="say what was done by hand "
+                         "(or why there is nothing to undo): it goes to the audit log")
     secrets = resolve_secrets(plan.runbook.secrets, plan.root)
     masker = Masker(secrets.values())
     lock = RunLock(runtime.store, lock_key(plan.name, plan.workspace), run.id,
@@ -134,6 +147,8 @@ def rollback_run(plan: Plan, run: RunRecord, runtime: Runtime, *,
     lock.acquire()
     started = time.monotonic()
     try:
+        if skip:
+            skip_undo(plan, runtime, run.id, skip, reason=reason)
         runtime.store.update_run(run.id, status=run.status, details={"phase": "rollback"})
         runtime.store.append_audit("rollback_requested", run_id=run.id, actor=runtime.identity)
         status, undo = run_rollback(plan, runtime, run.id, secrets=secrets, masker=masker,

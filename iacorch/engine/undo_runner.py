@@ -43,19 +43,30 @@ class UndoInputs:
 
 
 class UndoRunner:
+    """Undoes `steps`, dependents first.
+
+    `done`: stages an earlier rollback undid; `skipped`: stages a person took off the
+    undo (stage -> why), left alone and reported. A failed undo holds back the stages
+    it depends on; with `unrendered_blocks=False` (destroy) one that could not even be
+    rendered is reported without holding anything back.
+    """
+
     def __init__(self, plan: Plan, runtime: Runtime, run_id: str, *, steps: Mapping[str, UndoStep],
                  inputs: UndoInputs, secrets: Mapping[str, str], masker: Masker,
                  journal: Journal, done: set[str] | None = None,
+                 skipped: Mapping[str, str] | None = None,
                  attempts: Mapping[str, int] | None = None,
-                 concurrency: int | None = None) -> None:
+                 concurrency: int | None = None, unrendered_blocks: bool = True) -> None:
         self.plan, self.rt, self.run_id, self.steps = plan, runtime, run_id, steps
         self.inputs, self.secrets, self.masker, self.journal = inputs, secrets, masker, journal
-        self.done: set[str] = set(done or ())
+        self.done: set[str] = set(done or ()) | set(skipped or ())
         self.workers = concurrency or plan.concurrency
         self.templates = Templates()
         self.dependents = plan.dependents()
+        self.unrendered_blocks = unrendered_blocks
         self.failed: dict[str, str] = {}
-        self.not_undone: dict[str, str] = {}
+        self.blocking: set[str] = set()    # failed undos that hold back what they depend on
+        self.not_undone: dict[str, str] = dict(skipped or {})
         self.undone: list[str] = []
         self.attempts: dict[str, int] = dict(attempts or {})
 
@@ -86,7 +97,8 @@ class UndoRunner:
 
     def _start(self, pool: AttemptPool, stage_id: str) -> Future[StageResult] | None:
         step = self.steps[stage_id]
-        blocker = next((d for d in self.dependents.get(stage_id, ()) if d in self.failed), None)
+        blocker = next((d for d in self.dependents.get(stage_id, ()) if d in self.blocking),
+                       None)
         if blocker is not None:
             self._record(stage_id, StageStatus.SKIPPED,
                          f"not undone: the undo of {blocker}, which depends on it, failed")
@@ -102,7 +114,8 @@ class UndoRunner:
             rendered = render_action(self.templates, step.action_type, step.action,
                                      self._context(step), self.secrets)
         except TemplateProblem as exc:
-            self._fail(stage_id, f"template error in its undo: {exc.message}")
+            self._fail(stage_id, f"template error in its undo: {exc.message}",
+                       blocks=self.unrendered_blocks)
             return None
         attempt = self.attempts[stage_id] = self.attempts.get(stage_id, 0) + 1
         spec = build_spec(self.plan, stage, step.action_type, rendered, run_id=self.run_id,
@@ -122,8 +135,11 @@ class UndoRunner:
         else:
             self._fail(stage_id, result.error or "failed", result)
 
-    def _fail(self, stage_id: str, error: str, result: StageResult | None = None) -> None:
+    def _fail(self, stage_id: str, error: str, result: StageResult | None = None, *,
+              blocks: bool = True) -> None:
         self.failed[stage_id] = self.masker.mask(error)
+        if blocks:
+            self.blocking.add(stage_id)
         self._record(stage_id, StageStatus.ROLLBACK_FAILED, error, result)
 
     def _record(self, stage_id: str, status: StageStatus, reason: str | None,

@@ -110,7 +110,8 @@ def test_apply_configures_hosts_from_terraform_outputs_and_is_idempotent(
     assert result.outputs["greeting_file"] == str(site / "greeting-web-1.txt")
     assert result.outputs["pages"] == 1
     assert result.outputs["hosts"] == {"web-1": {"ok": 3, "changed": 2, "failures": 0,
-                                                 "unreachable": 0, "skipped": 0}}
+                                                 "unreachable": 0, "skipped": 0,
+                                                 "rescued": 0, "ignored": 0}}
     assert "TASK Write the greeting | web-1 | changed" in first.lines
     assert {"stage": "configure", "kind": "result", "task": "Publish what was written",
             "host": "web-1", "status": "ok", "action": "ansible.builtin.set_stats"} \

@@ -120,6 +120,7 @@ def test_reject_fails_the_run_and_rolls_back(project, gated):
     rejected = project.run("reject", run_id, "go", "--comment", "not today", "--resume",
                            env={"IACORCH_USER": "bob"})
     assert rejected.code == 1, rejected.text
+    assert f"bob rejected go of run {run_id}" in rejected.out
     assert not (project.root / "prep.done").exists()
     assert project.runs()[0]["status"] == "rolled_back"
     assert not (project.root / "stack/terraform.tfstate").exists() or state_labels(project) == []

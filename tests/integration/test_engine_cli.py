@@ -212,7 +212,9 @@ def test_json_event_stream(project):
     assert result.code == 0
     events = [json.loads(line) for line in result.out.splitlines()]
     kinds = [e["event"] for e in events]
-    assert kinds[0] == "stage_started" and "stage_finished" in kinds
+    assert kinds[0] == "run_started" and kinds[1] == "stage_started"
+    assert kinds[-1] == "run_finished" and events[-1]["status"] == "succeeded"
+    assert {e["run"] for e in events} == {events[0]["run"]}
     assert any(e["event"] == "stage_log" and e["line"] == "hi" for e in events)
 
 
@@ -382,3 +384,31 @@ def test_logs_of_a_quiet_stage_are_empty_and_an_unknown_stage_is_named(project):
     assert unknown.code == 64
     assert "no stage `nope` that started" in unknown.err and "stages that started: hush" in \
         unknown.err
+
+
+def test_a_breached_deadline_is_said_once_per_run_across_a_resume(project):
+    project.write("late.yaml", """
+        version: 1
+        name: late
+        deadline: 1s
+        stages:
+          slow: {kind: provision, shell: {run: "sleep 1.5"}}
+          go: {kind: approval, needs: [slow], approvers: [bob]}
+          after: {kind: deploy, needs: [go], shell: {run: "true"}}
+        notify:
+          told:
+            command: [sh, -c, "cat >> told.jsonl; echo >> told.jsonl"]
+            on: [deadline_breached, succeeded]
+        """)
+    suspended = project.run("apply", "late.yaml", "--json")
+    assert suspended.code == 3, suspended.text
+    run_id = project.runs()[0]["id"]
+    resumed = project.run("approve", run_id, "go", "--resume", "--json",
+                          env={"IACORCH_USER": "bob"})
+    assert resumed.code == 0, resumed.text
+    events = [json.loads(line)["event"] for line in (suspended.out + resumed.out).splitlines()
+              if line.startswith("{")]
+    assert events.count("deadline_breached") == 1
+    told = [json.loads(line)["event"] for line in
+            (project.root / "told.jsonl").read_text().splitlines() if line.strip()]
+    assert told == ["deadline_breached", "succeeded"]

@@ -219,10 +219,12 @@ def test_apply_events_give_one_line_per_task_result_and_the_recap() -> None:
         "TASK Never on this host | localhost | skipped",
         "TASK Publish outputs | localhost | ok",
         "TASK Publish per host | localhost | ok",
-        "RECAP localhost | ok=3 changed=1 failures=0 unreachable=0 skipped=1",
+        "RECAP localhost | ok=3 changed=1 failures=0 unreachable=0 skipped=1 rescued=0 "
+        "ignored=0",
     ]
     assert record.host_stats() == {"localhost": {"ok": 3, "changed": 1, "failures": 0,
-                                                 "unreachable": 0, "skipped": 1}}
+                                                 "unreachable": 0, "skipped": 1,
+                                                 "rescued": 0, "ignored": 0}}
     assert record.set_stats() == {"motd": "/scratch/motd", "replicas": 2}
     assert record.failure_message() is None
     assert [(c.host, c.task, c.action) for c in record.changes] == [
@@ -242,6 +244,17 @@ def test_failed_events_name_host_task_and_module_message() -> None:
     assert "TASK Tolerated failure | localhost | ignored | non-zero return code" in lines
     assert record.failure_message() == (
         "task 'Check free space' failed on host 'localhost': disk /data is 99% full")
+
+
+def test_rescued_failures_come_after_the_cause_and_the_recap_counts_them() -> None:
+    record, lines, _ = replay("rescued")
+    assert lines[-1] == ("RECAP localhost | ok=2 changed=1 failures=1 unreachable=0 skipped=0 "
+                         "rescued=1 ignored=1")
+    assert [f.task for f in record.failures] == ["Check free space"]
+    assert [f.task for f in record.rescued] == ["Expected failure"]
+    assert record.failure_message() == (
+        "task 'Check free space' failed on host 'localhost': disk /data is 99% full; "
+        "task 'Expected failure' failed (rescued) on host 'localhost': non-zero return code")
 
 
 def test_unreachable_host_is_a_failure_with_the_connection_error() -> None:
@@ -308,9 +321,10 @@ def test_render_diff_of_structures_and_prepared_text() -> None:
 
 
 def test_host_stats_fill_missing_counters() -> None:
+    none = {"rescued": 0, "ignored": 0}
     assert host_stats({"ok": {"a": 2}, "dark": {"b": 1}, "processed": {"a": 1, "b": 1}}) == {
-        "a": {"ok": 2, "changed": 0, "failures": 0, "unreachable": 0, "skipped": 0},
-        "b": {"ok": 0, "changed": 0, "failures": 0, "unreachable": 1, "skipped": 0}}
+        "a": {"ok": 2, "changed": 0, "failures": 0, "unreachable": 0, "skipped": 0, **none},
+        "b": {"ok": 0, "changed": 0, "failures": 0, "unreachable": 1, "skipped": 0, **none}}
 
 
 # -- the driver, with a replaying process runner ---------------------------------------------
@@ -399,7 +413,8 @@ def test_apply_publishes_set_stats_and_host_stats(stage: Callable[..., Stage]) -
     result = run(s)
     assert result.status is StageStatus.SUCCEEDED
     assert result.outputs == {"motd": "/scratch/motd", "replicas": 2, "hosts": {"localhost": {
-        "ok": 3, "changed": 1, "failures": 0, "unreachable": 0, "skipped": 1}}}
+        "ok": 3, "changed": 1, "failures": 0, "unreachable": 0, "skipped": 1, "rescued": 0,
+        "ignored": 0}}}
     assert result.changes.change == 1
     assert "TASK Write the motd | localhost | changed" in s.lines
     assert {"stage": "configure", "kind": "play", "play": "Configure"} in s.progress

@@ -114,6 +114,16 @@ def test_default_undo_rules(action, existed, previous, kind):
     assert step.kind is kind
 
 
+@pytest.mark.parametrize(("details", "why"), [
+    ({}, None),
+    ({"stack_existed": False}, None),
+    ({rollback.TOOL_NOT_STARTED: True}, "it failed before its tool started: nothing to undo"),
+    ({rollback.NOTHING_APPLIED: True}, "it failed before changing anything"),
+])
+def test_an_attempt_that_changed_nothing_needs_no_undo(details, why):
+    assert rollback.nothing_to_undo(details) == why
+
+
 def test_explicit_and_disabled_rollback():
     own = stage("s", rollback={"shell": {"run": "undo"}})
     assert rollback.undo_step(own, stack_existed=None, has_previous=False).kind \

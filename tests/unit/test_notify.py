@@ -155,11 +155,16 @@ def test_run_end_events(status, event):
         assert "iacorch approve r1 go-live --resume" in found[0].text
 
 
-def test_a_breached_deadline_is_its_own_event():
+@pytest.mark.parametrize(("breached_now", "events"), [
+    (True, ["deadline_breached", "succeeded"]),
+    (False, ["succeeded"]),     # over, but an earlier process of the run already said so
+])
+def test_a_breached_deadline_is_its_own_event_once(breached_now, events):
     found = run_notifications(runbook="site", workspace="dev", operation="apply",
                               run_id="r1", status=RunStatus.SUCCEEDED, errors={},
-                              statuses={}, elapsed=90.0, deadline=60.0)
-    assert [n.event for n in found] == ["deadline_breached", "succeeded"]
+                              statuses={}, elapsed=90.0, deadline=60.0,
+                              deadline_breached=breached_now)
+    assert [n.event for n in found] == events
 
 
 def report(*stages: StageDrift) -> DriftReport:

@@ -67,6 +67,25 @@ PLAYBOOK_CHECK_MODE_FALSE = """
       check_mode: false
 """
 
+PLAYBOOK_RESCUED = """
+- name: Probe and fail
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Probe the cache
+      block:
+        - name: Expected failure
+          ansible.builtin.command: /bin/false
+      rescue:
+        - name: Fall back to a cold start
+          ansible.builtin.debug: {msg: cold start}
+    - name: Tolerated failure
+      ansible.builtin.command: /bin/false
+      ignore_errors: true
+    - name: Check free space
+      ansible.builtin.fail: {msg: "disk /data is 99% full"}
+"""
+
 PLAYBOOK_NO_HOSTS = """
 - name: Nobody
   hosts: webservers
@@ -118,6 +137,7 @@ if __name__ == "__main__":
     record("check_diff", PLAYBOOK_OK, ["--limit", "localhost", "--check", "--diff"],
            before="hello old\n")
     record("failed", PLAYBOOK_FAIL, ["--limit", "localhost"])
+    record("rescued", PLAYBOOK_RESCUED, ["--limit", "localhost"])
     record("unreachable", PLAYBOOK_OK, [])
     record("no_hosts", PLAYBOOK_NO_HOSTS, [])
     record("check_mode_false", PLAYBOOK_CHECK_MODE_FALSE,
