@@ -10,6 +10,9 @@ from typing import Any
 from iacorch.errors import Location
 from iacorch.model.status import ActionType, FailurePolicy, StageKind
 
+# Why plan and drift skip a stage the runbook marks `dry_run: false`.
+NOT_SAFE_TO_DRY_RUN = "not safe to dry-run (runbook says so)"
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -46,11 +49,13 @@ class PlannedStage:
     retry: RetryPolicy = RetryPolicy()
     on_failure: FailurePolicy | None = None
     rollback: str | Mapping[str, Any] = "auto"  # "auto", "none" or {action_type: action}
+    destroy: str | Mapping[str, Any] | None = None  # as `rollback`; None: follow `rollback`
     idempotent: bool = True
     approval: ApprovalGate | None = None
     is_finally: bool = False
     declared_outputs: tuple[str, ...] | None = None
     mock_outputs: Mapping[str, Any] | None = None
+    dry_run: bool = True                      # false: plan and drift skip it, and say why
 
 
 @dataclass(frozen=True, slots=True)

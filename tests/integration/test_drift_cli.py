@@ -150,3 +150,25 @@ def test_drift_found_acknowledged_remediated_and_recorded(project, require_tool)
     assert "drift history:" in shown.out
     assert any(line.strip().startswith("net") and "last drifted" in line and "in sync since"
                in line for line in shown.out.splitlines()), shown.out
+
+
+def test_a_stage_not_safe_to_dry_run_is_not_checked_and_says_so(project, require_tool) -> None:
+    require_tool("terraform")
+    # a check of this stack would fail, and it was never applied: nothing may run
+    project.write("fragile/main.tf", "this is not HCL\n")
+    project.write("fragile.yaml", """
+        version: 1
+        name: fragile
+        stages:
+          setup:
+            kind: provision
+            terraform: {dir: fragile}
+            dry_run: false
+        """)
+    checked = project.run("drift", "fragile.yaml", "--json")
+    assert checked.code == 0, checked.text
+    setup = report_of(checked)["setup"]
+    assert setup["status"] == "skipped"
+    assert setup["hint"] == "not safe to dry-run (runbook says so)"
+    shown = project.run("drift", "fragile.yaml")
+    assert "setup: skipped - not safe to dry-run (runbook says so)" in shown.out, shown.text

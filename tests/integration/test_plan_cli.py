@@ -49,3 +49,22 @@ def test_plan_changes_nothing_and_reports_what_would(project, require_tool):
     assert (project.root / "used").read_text().strip() == "blue"
     plans = [r for r in project.runs() if r["operation"] == "plan"]
     assert len(plans) == 3
+
+
+def test_a_stage_not_safe_to_dry_run_is_skipped_and_says_so(project, require_tool):
+    require_tool("terraform")
+    # a plan of this stack would fail: the test proves that no terraform ran
+    project.write("fragile/main.tf", "this is not HCL\n")
+    project.write("fragile.yaml", """
+        version: 1
+        name: fragile
+        stages:
+          setup:
+            kind: provision
+            terraform: {dir: fragile}
+            dry_run: false
+        """)
+    planned = project.run("plan", "fragile.yaml", "--detailed-exitcode")
+    assert planned.code == 0, planned.text
+    assert "setup: skipped - not safe to dry-run (runbook says so)" in planned.out
+    assert "  setup: not safe to dry-run (runbook says so)" in planned.err

@@ -228,6 +228,11 @@ GOLDEN = {
         dir-missing.yaml:6:43: error: `dir` 'stacks/netwrok' does not exist (looked for \
 <project>/stacks/netwrok)
           hint: did you mean 'stacks/network'? Paths are relative to the runbook's directory""",
+    "duration-template-not-a-duration": """\
+        duration-template-not-a-duration.yaml:6:11: error: `deadline` renders to 'soon', which \
+is not a duration
+          hint: write it as 30s, 15m, 4h or 1h30m (a bare number means seconds); check the vars \
+it uses""",
     "bad-timezone": """\
         bad-timezone.yaml:9:15: error: `schedules.nightly.timezone`: unknown time zone \
 'Europe/Pariss'
