@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Write the key reference of docs/runbook.md from `iacorch.model.runbook.json_schema()`.
+"""Write the key reference of docs/runbook.md from the runbook's JSON Schema
+(`iacorch.model.runbook_schema.json_schema()`).
 
   python scripts/gen_runbook_docs.py            rewrite the generated part of docs/runbook.md
   python scripts/gen_runbook_docs.py --check    exit 1 when it is out of date (tests, CI)
@@ -111,15 +112,24 @@ DESCRIPTIONS: dict[str, str] = {
     "Stage.timeout": "Time limit of one attempt. The tool gets SIGINT, then SIGTERM after "
                      "10 s, then SIGKILL after 5 s more, so Terraform can release its lock.",
     "Stage.retries": "Retry policy of this stage (else `defaults.retries`).",
-    "Stage.rollback": "How to undo the stage: `auto` (Terraform and Pulumi stacks: destroy "
-                      "if this run created them, else re-apply the last successful inputs; "
-                      "nothing for other tools), `none`, or an action of its own (same keys "
-                      "as a stage's action).",
+    "Stage.rollback": "How to undo the stage after a failure: `auto` (Terraform and Pulumi "
+                      "stacks: destroy if this run created them, else re-apply the last "
+                      "successful inputs; nothing for other tools), `none`, or an action of "
+                      "its own (same keys as a stage's action).",
+    "Stage.destroy": "How `iacorch destroy` takes the stage down: `auto` (Terraform and "
+                     "Pulumi stacks are destroyed; nothing for other tools), `none` (left "
+                     "standing), or an action of its own. Unset: as `rollback`, so "
+                     "`rollback: none` alone also keeps the stage up on destroy.",
     "Stage.on_failure": "This stage's failure policy (else the runbook's).",
     "Stage.idempotent": "Whether running it twice is safe. Default: true for Terraform, "
                         "Pulumi, Ansible and GET/HEAD/OPTIONS checks, false for shell. "
                         "`resume` runs an interrupted non-idempotent stage again only with "
                         "`--rerun-interrupted`.",
+    "Stage.dry_run": "Whether `iacorch plan` and `iacorch drift` may run the tool's dry run "
+                     "(terraform plan, pulumi preview, ansible check mode) for this stage. "
+                     "`false` for a stage whose dry run is not safe (a playbook whose tasks "
+                     "act even in check mode, a data source with side effects): plan and "
+                     "drift skip it and say `not safe to dry-run (runbook says so)`.",
     "Stage.outputs": "The outputs the stage will have. Lets the compiler reject a reference "
                      "to an output that does not exist.",
     "Stage.mock_outputs": "Stand-in outputs for `iacorch plan --mock` while no run has "
@@ -203,6 +213,11 @@ DESCRIPTIONS: dict[str, str] = {
     "RollbackAction.ansible": "Undo with a playbook.",
     "RollbackAction.shell": "Undo with a script or program.",
     "RollbackAction.http": "Undo with an HTTP request.",
+    "DestroyAction.terraform": "Take down with a Terraform action (applied, not destroyed).",
+    "DestroyAction.pulumi": "Take down with a Pulumi action (an update).",
+    "DestroyAction.ansible": "Take down with a playbook.",
+    "DestroyAction.shell": "Take down with a script or program.",
+    "DestroyAction.http": "Take down with an HTTP request.",
     "ApprovalInput.type": "`string`, `int`, `bool` or `choice`.",
     "ApprovalInput.choices": "The allowed answers.",
     "ApprovalInput.default": "Answer when the approver gives none; without a default the "
@@ -256,33 +271,35 @@ def _ref_name(node: dict[str, Any]) -> str | None:
     return ref.rsplit("/", 1)[-1] if isinstance(ref, str) else None
 
 
-def _duration_keys() -> set[str]:
-    """`Def.key` of every field typed `Duration` (the schema only says `number`)."""
+def _duration_keys() -> dict[str, str]:
+    """`Def.key` -> type text of every field typed `Duration` or `VarsDuration` (the schema
+    only says `number` or `string`)."""
     import pydantic
 
     from iacorch.model import runbook
 
-    found = set()
+    kinds = {runbook.parse_duration: "duration",
+             runbook.duration_or_template: "duration, or a template of `vars`"}
+    found = {}
     for name in dir(runbook):
         model = getattr(runbook, name)
         if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
             continue
         for key, info in model.model_fields.items():
-            if _mentions_duration(info.annotation) or any(
-                    getattr(m, "func", None) is runbook.parse_duration for m in info.metadata):
-                found.add(f"{model.__name__}.{info.alias or key}")
+            for parse, text in kinds.items():
+                if _mentions(parse, info.annotation) or any(
+                        getattr(m, "func", None) is parse for m in info.metadata):
+                    found[f"{model.__name__}.{info.alias or key}"] = text
     return found
 
 
-def _mentions_duration(annotation: Any) -> bool:
-    from iacorch.model.runbook import parse_duration
-
-    if getattr(annotation, "func", None) is parse_duration:
+def _mentions(parse: Any, annotation: Any) -> bool:
+    if getattr(annotation, "func", None) is parse:
         return True
     if hasattr(annotation, "__metadata__") and any(
-            getattr(m, "func", None) is parse_duration for m in annotation.__metadata__):
+            getattr(m, "func", None) is parse for m in annotation.__metadata__):
         return True
-    return any(_mentions_duration(arg) for arg in typing.get_args(annotation))
+    return any(_mentions(parse, arg) for arg in typing.get_args(annotation))
 
 
 def anchor(path: str) -> str:
@@ -343,7 +360,7 @@ class Reference:
 
     def _type(self, prop: dict[str, Any], where: str, path: str) -> str:
         if where in self.durations:
-            return "duration"
+            return self.durations[where]
         # `null` is left out: a key with no default ("—") may always be omitted
         parts = [self._one(option, path) for option in prop.get("anyOf", [prop])
                  if option.get("type") != "null"]
@@ -361,12 +378,14 @@ class Reference:
         if "enum" in node:
             return "one of " + ", ".join(f"`{v}`" for v in node["enum"])
         kind = node.get("type")
+        if isinstance(kind, list):  # the others are spellings `validate` also reads, `"200"`
+            kind = kind[0]
         if kind == "null":
             return "null"
         if kind == "array":
             items = node.get("items") or {}
             inner = self._one(items, path + "[]") if items else ""
-            return f"list of {inner}" if inner else "list"
+            return f"list of {inner}" if inner and inner != "any" else "list"
         if kind == "object":
             extra = node.get("additionalProperties")
             if isinstance(extra, dict) and extra:
@@ -418,7 +437,7 @@ def render(schema: dict[str, Any]) -> str:
 
 def current_schema() -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
-    from iacorch.model.runbook import json_schema
+    from iacorch.model.runbook_schema import json_schema
 
     return json_schema()
 

@@ -105,7 +105,7 @@ def schema(kind: str) -> None:
 
         click.echo(json.dumps(RUN_REPORT_SCHEMA, indent=2))
         return
-    from iacorch.model.runbook import json_schema
+    from iacorch.model.runbook_schema import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
 

@@ -233,7 +233,7 @@ def resume_existing(run_id: str, store_url: str | None, *, json_events: bool, qu
 def destroy(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str, ...],
             store_url: str | None, concurrency: int | None, lock_timeout: float,
             json_events: bool, quiet: bool) -> None:
-    """Take down what the runbook made: stacks destroyed, `rollback:` actions run."""
+    """Take down what the runbook made: each stage by its `destroy:` (else `rollback:`) rule."""
     from iacorch.engine import runs
 
     plan = compile_plan(runbook, var_flags, var_files)

@@ -18,7 +18,7 @@ from typing import Any
 from iacorch.errors import UsageError
 from iacorch.model.events import Event, EventKind
 from iacorch.model.masking import Masker
-from iacorch.model.plan import Plan, PlannedStage
+from iacorch.model.plan import NOT_SAFE_TO_DRY_RUN, Plan, PlannedStage
 from iacorch.model.results import StageResult
 from iacorch.model.status import Operation, RunStatus, StageStatus
 from iacorch.runbook.templating import TemplateProblem, Templates
@@ -183,6 +183,8 @@ class _DriftCheck:
         """The stage's StageSpec rendered with recorded inputs, or a verdict without a run."""
         if stage.action_type is None:
             return StageDrift(stage.id, DriftStatus.SKIPPED, hint="an approval gate")
+        if not stage.dry_run:
+            return StageDrift(stage.id, DriftStatus.SKIPPED, hint=NOT_SAFE_TO_DRY_RUN)
         applied = self.applied.get(stage.id)
         if applied is None:
             return StageDrift(stage.id, DriftStatus.ERROR, error="never applied",

@@ -49,12 +49,15 @@ def undo_step(stage: PlannedStage, *, stack_existed: bool | None, has_previous: 
     """How to undo one stage (`destroy=True`: take it down for good, as `iacorch destroy`)."""
     if stage.approval is not None:
         return UndoStep(stage.id, UndoKind.NOTHING, note="approval gate")
-    if stage.rollback == "none":
-        return UndoStep(stage.id, UndoKind.NOTHING, note="`rollback: none`")
-    if isinstance(stage.rollback, Mapping):
-        (action_type, action), = stage.rollback.items()
+    # `destroy:` is the way down for good; unset, it follows `rollback:`
+    key = "destroy" if destroy and stage.destroy is not None else "rollback"
+    rule = stage.destroy if key == "destroy" else stage.rollback
+    if rule == "none":
+        return UndoStep(stage.id, UndoKind.NOTHING, note=f"`{key}: none`")
+    if isinstance(rule, Mapping):
+        (action_type, action), = rule.items()
         return UndoStep(stage.id, UndoKind.ACTION, ActionType(action_type), action,
-                        note="its `rollback:` action")
+                        note=f"its `{key}:` action")
     if stage.action_type in _STACK_TOOLS:
         if destroy or not stack_existed:
             return UndoStep(stage.id, UndoKind.DESTROY, stage.action_type, stage.action,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from iacorch.model.events import Event, EventKind
 from iacorch.model.masking import Masker
-from iacorch.model.plan import Plan, PlannedStage
+from iacorch.model.plan import NOT_SAFE_TO_DRY_RUN, Plan, PlannedStage
 from iacorch.model.results import StageResult, StageSpec
 from iacorch.model.status import FailurePolicy, Operation, RunStatus, StageStatus
 from iacorch.runbook.templating import TemplateProblem, Templates
@@ -236,6 +236,9 @@ class Runner:
         try:
             if stage.when is not None and not self._truthy(stage.when, context):
                 self._settle(stage.id, StageStatus.SKIPPED, "`when` is false")
+                return None
+            if self.options.operation is Operation.PLAN and not stage.dry_run:
+                self._settle(stage.id, StageStatus.SKIPPED, NOT_SAFE_TO_DRY_RUN)
                 return None
             if stage.approval is not None:
                 self._open_gate(stage)

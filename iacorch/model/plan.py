@@ -10,6 +10,9 @@ from typing import Any
 from iacorch.errors import Location
 from iacorch.model.status import ActionType, FailurePolicy, StageKind
 
+# Why plan and drift skip a stage the runbook marks `dry_run: false`.
+NOT_SAFE_TO_DRY_RUN = "not safe to dry-run (runbook says so)"
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -46,6 +49,7 @@ class PlannedStage:
     retry: RetryPolicy = RetryPolicy()
     on_failure: FailurePolicy | None = None
     rollback: str | Mapping[str, Any] = "auto"  # "auto", "none" or {action_type: action}
+    destroy: str | Mapping[str, Any] | None = None  # as `rollback`; None: follow `rollback`
     idempotent: bool = True
     approval: ApprovalGate | None = None
     is_finally: bool = False
@@ -54,6 +58,7 @@ class PlannedStage:
     # where each `stages.X.outputs...` reference of its templates is written, keyed by the
     # path after `stages.` ("net.outputs.cidr"): run-time errors point there
     reference_locations: Mapping[str, Location] = field(default_factory=dict)
+    dry_run: bool = True                      # false: plan and drift skip it, and say why
 
 
 @dataclass(frozen=True, slots=True)

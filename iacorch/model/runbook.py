@@ -7,7 +7,7 @@ references and the engine renders them just before a stage starts.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -23,6 +23,8 @@ from pydantic import (
 from iacorch.model.status import ActionType, FailurePolicy, StageKind
 
 STAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+EXTENSION_KEY = re.compile(r"^x-")  # top-level keys the format ignores, as docker-compose does
+MAX_FOR_EACH = 1000  # each item is a stage that runs a tool; more is a loop for the tool itself
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*(ms|s|m|h|d))+\s*$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -60,10 +62,23 @@ def parse_duration(value: object) -> float:
     raise RuleError(f"{shown} is not a duration", _DURATION_HINT)
 
 
+def duration_or_template(value: object) -> float | str:
+    """A duration in seconds, or a template (`"{{ vars.rto }}"`) the compiler renders."""
+    if isinstance(value, str) and ("{{" in value or "{%" in value):
+        return value
+    return parse_duration(value)
+
+
+_DURATION_SCHEMA = [{"type": "number", "minimum": 0},
+                    {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d))+\s*$"}]
 Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema({
-    "anyOf": [{"type": "number", "minimum": 0},
-              {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d))+\s*$"}],
+    "anyOf": _DURATION_SCHEMA,
     "description": "seconds, or a duration such as 30s, 15m, 4h, 1h30m"})]
+# Durations the compiler may compute from vars, e.g. an RTO per environment.
+VarsDuration = Annotated[float | str, BeforeValidator(duration_or_template), WithJsonSchema({
+    "anyOf": [*_DURATION_SCHEMA, {"type": "string", "pattern": r"\{\{|\{%"}],
+    "description": "seconds, a duration such as 30s, 15m, 4h, 1h30m, or a template of "
+                   "vars giving one"})]
 Templated = str  # a string that may hold {{ ... }}
 
 
@@ -98,11 +113,11 @@ class SecretSpec(Strict):
 
 class Retries(Strict):
     attempts: int = Field(default=1, ge=1, le=100)
-    backoff: Duration = 0.0
+    backoff: VarsDuration = 0.0
 
 
 class Defaults(Strict):
-    timeout: Duration | None = None
+    timeout: VarsDuration | None = None
     retries: Retries = Retries()
 
 
@@ -267,15 +282,25 @@ class ActionFields(Strict):
 
 
 class RollbackAction(ActionFields):
+    """The action that undoes a stage after a failure (`rollback:`)."""
+
+    key: ClassVar[str] = "rollback"
+
     @model_validator(mode="after")
     def _exactly_one(self) -> RollbackAction:
         if len(self.action_types) != 1:
-            raise RuleError("a rollback is `auto`, `none`, or exactly one action "
+            raise RuleError(f"a {self.key} is `auto`, `none`, or exactly one action "
                             "(terraform, pulumi, ansible, shell, http)",
                             "keep one action here; put other undo steps in their own stage"
                             if self.action_types else "add one action, e.g. "
-                            "`rollback: {shell: {run: make clean}}`")
+                            f"`{self.key}: {{shell: {{run: make clean}}}}`")
         return self
+
+
+class DestroyAction(RollbackAction):
+    """The action that takes a stage down for `iacorch destroy` (`destroy:`)."""
+
+    key: ClassVar[str] = "destroy"
 
 
 class ApprovalInput(Strict):
@@ -292,17 +317,23 @@ class ApprovalInput(Strict):
         return self
 
 
+APPROVAL_FIELDS = ("approvers", "require", "allow_self_approval", "message", "inputs",
+                   "on_timeout")
+
+
 class Stage(ActionFields):
     kind: StageKind | None = None
     description: str | None = None
     needs: list[str] = []
     when: Templated | bool | None = None
     for_each: Templated | list[Any] | dict[str, Any] | None = None
-    timeout: Duration | None = None
+    timeout: VarsDuration | None = None
     retries: Retries | None = None
     rollback: Literal["auto", "none"] | RollbackAction = "auto"
+    destroy: Literal["auto", "none"] | DestroyAction | None = None  # None: as `rollback`
     on_failure: FailurePolicy | None = None
     idempotent: bool | None = None
+    dry_run: bool = True
     outputs: list[str] | None = None
     mock_outputs: dict[str, Any] | None = None
     # approval gates
@@ -364,7 +395,7 @@ class Runbook(Strict):
     concurrency: int = Field(default=4, ge=1, le=1024)
     defaults: Defaults = Defaults()
     on_failure: FailurePolicy = FailurePolicy.STOP
-    deadline: Duration | None = None
+    deadline: VarsDuration | None = None
     workspace: Templated | None = None
     allow_env: list[str] = []
     stages: dict[str, Stage]
@@ -373,11 +404,15 @@ class Runbook(Strict):
     notify: dict[str, NotifyChannel] = {}
     drift: DriftSettings = DriftSettings()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _ignore_extensions(cls, data: Any) -> Any:
+        """Top-level `x-*` keys are the runbook author's (YAML anchors to reuse), not ours."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not is_extension(k)}
+        return data
 
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema of the runbook format, for editors (yaml-language-server)."""
-    schema = Runbook.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://iacorch.dev/schema/runbook-v1.json"
-    schema["title"] = "iacorch runbook"
-    return schema
+
+def is_extension(key: object) -> bool:
+    """`x-defaults`: a top-level key the format ignores (EXTENSION_KEY)."""
+    return isinstance(key, str) and EXTENSION_KEY.match(key) is not None

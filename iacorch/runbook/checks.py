@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from iacorch.model.runbook import STAGE_ID, Stage
+from iacorch.model.runbook import APPROVAL_FIELDS, STAGE_ID, Stage
 from iacorch.model.status import ActionType
 from iacorch.runbook.templating import is_template
 
@@ -47,8 +47,6 @@ PATH_FIELDS: dict[ActionType, tuple[str, ...]] = {
     ActionType.ANSIBLE: ("playbook",),
     ActionType.SHELL: ("cwd",),
 }
-APPROVAL_FIELDS = ("approvers", "require", "allow_self_approval", "message", "inputs",
-                   "on_timeout")
 _ACTIONS = "terraform, pulumi, ansible, shell, http"
 _NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five"}
 

@@ -14,10 +14,11 @@ from typing import Any
 
 from iacorch.errors import Location, Problem, RunbookError
 from iacorch.model.plan import ApprovalGate, Plan, PlannedStage, RetryPolicy
-from iacorch.model.runbook import STAGE_ID, Runbook, Stage
+from iacorch.model.runbook import MAX_FOR_EACH, STAGE_ID, Runbook, Stage
 from iacorch.model.status import ActionType, StageKind
 from iacorch.project import project_root
 from iacorch.runbook.checks import Finding, check_env, check_paths, check_shape
+from iacorch.runbook.compile_time import NOT_RENDERED, CompileTimeValues
 from iacorch.runbook.references import ReferenceChecker
 from iacorch.runbook.schema_errors import describe
 from iacorch.runbook.sections import check_drift, check_schedules
@@ -30,8 +31,10 @@ from iacorch.runbook.templating import (
 )
 from iacorch.runbook.variables import check_defaults, load_var_file, resolve_vars
 
-MAX_FOR_EACH = 1000  # each item is a stage that runs a tool; more is a loop for the tool itself
 _MAX_ITEM_PROBLEMS = 10
+_UNDO_KEYS = ("rollback", "destroy")  # actions rendered only when undoing: no dependencies
+# Stage keys rendered when the runbook compiles (for_each, durations) or never (mock_outputs).
+_NOT_RENDERED_AT_RUN_TIME = ("for_each", "mock_outputs", "timeout", "retries")
 
 
 def compile_runbook(path: str | Path, *, cli_vars: Mapping[str, str] | None = None,
@@ -96,6 +99,9 @@ class _Compiler:
         self.root = Path(document.path).resolve().parent
         self.project = project_root(Path(document.path))
         self.refs = ReferenceChecker(runbook, templates, self.problem)
+        self.now = CompileTimeValues(self.refs, templates, values, self.problem)
+        self.default_timeout: float | None = None
+        self.default_retry = RetryPolicy()
 
     def problem(self, message: str, path: Sequence[Any], hint: str, *,
                 key: bool = False) -> None:
@@ -117,6 +123,11 @@ class _Compiler:
         self.report(check_schedules(self.runbook))
         self.report(check_drift(self.runbook))
         self.refs.notify()
+        defaults = self.runbook.defaults
+        self.default_timeout = self.now.duration(defaults.timeout, ("defaults", "timeout"))
+        self.default_retry = self.now.retry(defaults.retries, ("defaults", "retries"),
+                                            RetryPolicy())
+        deadline = self.now.duration(self.runbook.deadline, ("deadline",))
         for stage_id in self.runbook.finally_:
             if stage_id in self.runbook.stages:
                 self.problem(f"stage id `{stage_id}` is used in both `stages` and `finally`",
@@ -138,15 +149,17 @@ class _Compiler:
             expansions={sid: tuple(k for k, _ in items) for sid, items in expansions.items()},
             plan_hash=_plan_hash(self.runbook, self.vars, ordered, finals),
             concurrency=self.runbook.concurrency, on_failure=self.runbook.on_failure,
-            deadline=self.runbook.deadline, workspace=workspace, runbook=self.runbook)
+            deadline=deadline, workspace=workspace, runbook=self.runbook)
 
     # -- per-stage shape -------------------------------------------------
     def _check_stage(self, section: str, stage_id: str, stage: Stage) -> None:
         self.report(check_shape(section, stage_id, stage))
         actions: list[tuple[tuple[str, ...], ActionType | None]] = [
             ((section, stage_id), stage.action_type)]
-        if not isinstance(stage.rollback, str):
-            actions.append(((section, stage_id, "rollback"), stage.rollback.action_type))
+        for key in _UNDO_KEYS:
+            undo = getattr(stage, key)
+            if undo is not None and not isinstance(undo, str):
+                actions.append(((section, stage_id, key), undo.action_type))
         for where, action in actions:
             if action is None or stage.is_approval:
                 continue
@@ -207,19 +220,9 @@ class _Compiler:
 
     def _render_for_each(self, source: str, where: tuple[Any, ...]) -> Any:
         """The items of a templated for_each, or None after reporting why there are none."""
-        refs = self.refs.template(source, where)
-        if refs is None:
-            return None
-        if any(r.root != "vars" for r in refs.items):
-            self.problem("`for_each` is expanded when the runbook compiles, so it can only "
-                         "use `vars`", where, "compute the list in a var, or pass it with --var")
-            return None
-        try:
-            return self.templates.render(source, {"vars": self.vars})
-        except TemplateProblem as exc:
-            self.problem(f"`for_each` cannot be computed: {exc.message}", where,
-                         exc.hint or "check the vars it uses")
-            return None
+        items = self.now.render(source, where, "`for_each` is expanded",
+                                "compute the list in a var, or pass it with --var")
+        return None if items is NOT_RENDERED else items
 
     # -- references and dependencies -------------------------------------
     def _plan_stages(self, section: str, stages: Mapping[str, Stage],
@@ -228,9 +231,12 @@ class _Compiler:
         for stage_id, stage in stages.items():
             raw = self.document.data[section][stage_id]
             deps, places = self._dependencies(section, stage_id, stage, raw, expansions)
+            timeout = self.now.duration(stage.timeout, (section, stage_id, "timeout"))
+            retry = self.now.retry(stage.retries, (section, stage_id, "retries"),
+                                   self.default_retry)
             for expanded_id, item in expansions.get(stage_id, [(stage_id, None)]):
                 planned[expanded_id] = self._planned(section, stage_id, expanded_id, item,
-                                                     stage, raw, deps, places)
+                                                     stage, raw, deps, places, (timeout, retry))
         return planned
 
     def _dependencies(self, section: str, stage_id: str, stage: Stage, raw: Mapping[str, Any],
@@ -256,10 +262,10 @@ class _Compiler:
             if refs is None:
                 continue
             self.refs.script_secrets(refs, path)
-            in_rollback = len(path) > 2 and path[2] == "rollback"
+            undoing = len(path) > 2 and path[2] in _UNDO_KEYS
             for ref in sorted(refs.items, key=lambda r: (r.root, r.path)):  # a stable hash
                 target = self.refs.stage_reference(section, stage_id, stage, ref, path)
-                if target and section == "stages" and not in_rollback:
+                if target and section == "stages" and not undoing:
                     needs.append(target)
                 if target and len(ref.path) > 2:
                     places.setdefault(".".join(ref.path), self.document.locate(path))
@@ -269,10 +275,10 @@ class _Compiler:
 
     def _planned(self, section: str, base_id: str, stage_id: str, item: Any, stage: Stage,
                  raw: Mapping[str, Any], deps: tuple[str, ...],
-                 places: Mapping[str, Location]) -> PlannedStage:
+                 places: Mapping[str, Location],
+                 timing: tuple[float | None, RetryPolicy]) -> PlannedStage:
         action_type = stage.action_type
-        defaults = self.runbook.defaults
-        retries = stage.retries or defaults.retries
+        timeout, retry = timing
         approval = None
         if stage.is_approval:
             approval = ApprovalGate(
@@ -281,9 +287,11 @@ class _Compiler:
                                      is not None else not stage.approvers),
                 message=stage.message,
                 inputs={k: v.model_dump() for k, v in (stage.inputs or {}).items()},
-                timeout=stage.timeout, on_timeout=stage.on_timeout or "reject")
+                timeout=timeout, on_timeout=stage.on_timeout or "reject")
         rollback: Any = stage.rollback if isinstance(stage.rollback, str) else dict(
             raw["rollback"])
+        destroy: Any = stage.destroy if stage.destroy is None or isinstance(
+            stage.destroy, str) else dict(raw["destroy"])
         return PlannedStage(
             id=stage_id, base_id=base_id,
             kind=StageKind.FINALLY if section == "finally" else StageKind(
@@ -292,14 +300,14 @@ class _Compiler:
             action=raw[action_type.value] if action_type else {},
             needs=deps, location=self.document.locate((section, base_id), key=True),
             item=item, item_key=stage_id[len(base_id) + 1:-1] if item is not None else None,
-            when=stage.when, timeout=stage.timeout if stage.timeout is not None
-            else defaults.timeout,
-            retry=RetryPolicy(retries.attempts, retries.backoff),
-            on_failure=stage.on_failure, rollback=rollback,
+            when=stage.when, timeout=timeout if stage.timeout is not None
+            else self.default_timeout,
+            retry=retry, on_failure=stage.on_failure, rollback=rollback, destroy=destroy,
             idempotent=_idempotent(stage, action_type), approval=approval,
             is_finally=section == "finally",
             declared_outputs=tuple(stage.outputs) if stage.outputs is not None else None,
-            mock_outputs=stage.mock_outputs, reference_locations=places)
+            mock_outputs=stage.mock_outputs, reference_locations=places,
+            dry_run=stage.dry_run)
 
     # -- graph --------------------------------------------------------------
     def _order(self, stages: Mapping[str, PlannedStage]
@@ -348,7 +356,7 @@ def _template_strings(value: Any, path: tuple[Any, ...]) -> Iterator[tuple[tuple
                 yield where, current
         elif isinstance(current, dict):
             stack.extend(((*where, k), v) for k, v in current.items()
-                         if not (len(where) == 2 and k in ("for_each", "mock_outputs")))
+                         if not (len(where) == 2 and k in _NOT_RENDERED_AT_RUN_TIME))
         elif isinstance(current, list):
             stack.extend(((*where, i), v) for i, v in enumerate(current))
 
@@ -375,7 +383,11 @@ def _idempotent(stage: Stage, action_type: ActionType | None) -> bool:
 
 def _plan_hash(runbook: Runbook, values: Mapping[str, Any], stages: Mapping[str, PlannedStage],
                finals: Mapping[str, PlannedStage]) -> str:
-    """Same runbook content + vars -> same hash; comments and key order do not count."""
+    """Same runbook content + vars -> same hash; comments and key order do not count.
+
+    What an apply does counts; `destroy` and `dry_run` do not, so editing them does not
+    block a `resume`.
+    """
 
     def describe(stage: PlannedStage) -> dict[str, Any]:
         return {"id": stage.id, "kind": stage.kind, "action_type": stage.action_type,

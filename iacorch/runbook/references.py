@@ -54,7 +54,7 @@ class ReferenceChecker:
                     self._problem(f"a notify webhook cannot use `{ref.root}`", where,
                                   f"it can use {', '.join(_NOTIFY_ROOTS)}")
                 elif ref.root in ("vars", "secrets") and ref.path:
-                    self._declared(ref.root, ref.path[0], where)
+                    self.declared(ref.root, ref.path[0], where)
 
     def template(self, source: str, path: Sequence[Any]) -> References | None:
         """What the template at `path` uses; None after reporting why it cannot be used."""
@@ -110,8 +110,9 @@ class ReferenceChecker:
                           "read $TOKEN, or use `run:`, where secrets arrive as environment "
                           "variables")
         elif ref.root in ("vars", "secrets") and name is not None:
-            self._declared(ref.root, name, path)
-        elif ref.root == "item" and stage.for_each is None and path[2:3] != ("rollback",):
+            self.declared(ref.root, name, path)
+        elif ref.root == "item" and stage.for_each is None \
+                and path[2:3] not in (("rollback",), ("destroy",)):
             self._problem("`item` is only defined in stages with `for_each`", path,
                           "add `for_each:` to this stage, or use a var instead of `item`")
         elif ref.root == "stages" and name is not None:
@@ -128,13 +129,15 @@ class ReferenceChecker:
             return name
         return None
 
-    def _declared(self, root: str, name: str, path: Sequence[Any]) -> None:
+    def declared(self, root: str, name: str, path: Sequence[Any]) -> bool:
+        """Whether `vars.<name>` or `secrets.<name>` is declared; reports it when not."""
         known = self._runbook.vars if root == "vars" else self._runbook.secrets
         if name not in known:
             close = difflib.get_close_matches(name, list(known), n=1)
             self._problem(f"`{root}.{name}` is not declared", path,
                           f"did you mean `{root}.{close[0]}`?" if close else
                           f"declare it under `{root}:` at the top of the runbook")
+        return name in known
 
     def _dashed_stage(self, refs: References, name: str) -> str | None:
         """The stage id `a-b` when a template wrote `stages.a-b` (`stages.a` minus `b`)."""

@@ -190,12 +190,12 @@ def _mismatch_hint(nouns: list[str], options: list[str], value: Any, key: str,
 
 
 def _unknown_key_hint(name: str, known: list[str], model: type[BaseModel]) -> str:
+    home = _home_of(name, model)  # the exact key elsewhere says more than a look-alike here
+    if home:
+        return f"`{name}` belongs {home}"
     close = difflib.get_close_matches(name, known, n=1)
     if close:
         return f"did you mean `{close[0]}`?"
-    home = _home_of(name, model)
-    if home:
-        return f"`{name}` belongs {home}"
     if not known:
         return _SCHEMA_HINT
     shown = sorted(known)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from iacorch.errors import Location, RunbookError, UsageError
 from iacorch.runbook.checks import Finding
 
+_INT_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*\Z")  # not "+-5" or "²", which int() refuses
 _BOOL_TEXT = {"true": True, "yes": True, "on": True, "1": True,
               "false": False, "no": False, "off": False, "0": False}
 _EXPECTED = {"string": "text", "str": "text", "int": "an integer", "float": "a number",
@@ -134,7 +136,7 @@ def _coerce(declared_type: str, value: Any, from_text: bool) -> Any:
     if declared_type == "int":
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        if isinstance(value, str) and _INT_TEXT.match(value):
             return int(value)
         raise _Mismatch(expected)
     if declared_type == "float":

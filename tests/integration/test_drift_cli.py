@@ -255,3 +255,24 @@ def test_remediation_follows_the_change_downstream(project, require_tool) -> Non
     assert project.run("apply", "drift.yaml", "--target", "net", "-q").code == 0
     later = project.run("drift", "drift.yaml", "-q")
     assert later.code == 0 and "2 in sync" in later.out, later.text
+
+def test_a_stage_not_safe_to_dry_run_is_not_checked_and_says_so(project, require_tool) -> None:
+    require_tool("terraform")
+    # a check of this stack would fail, and it was never applied: nothing may run
+    project.write("fragile/main.tf", "this is not HCL\n")
+    project.write("fragile.yaml", """
+        version: 1
+        name: fragile
+        stages:
+          setup:
+            kind: provision
+            terraform: {dir: fragile}
+            dry_run: false
+        """)
+    checked = project.run("drift", "fragile.yaml", "--json")
+    assert checked.code == 0, checked.text
+    setup = report_of(checked)["setup"]
+    assert setup["status"] == "skipped"
+    assert setup["hint"] == "not safe to dry-run (runbook says so)"
+    shown = project.run("drift", "fragile.yaml")
+    assert "setup: skipped - not safe to dry-run (runbook says so)" in shown.out, shown.text

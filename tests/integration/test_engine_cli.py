@@ -115,6 +115,21 @@ def test_timeout_fails_the_stage(project):
     assert time.monotonic() - started < 20
 
 
+def test_a_timeout_from_vars_is_the_one_enforced(project):
+    project.write("rto.yaml", """
+        version: 1
+        name: rto
+        vars: {rto: {default: 10m}}
+        stages:
+          slow: {kind: provision, timeout: "{{ vars.rto }}", shell: {run: "sleep 30"}}
+        """)
+    started = time.monotonic()
+    result = project.run("apply", "rto.yaml", "--var", "rto=1s")
+    assert result.code == 1, result.text
+    assert "timed out" in result.err
+    assert time.monotonic() - started < 20
+
+
 def test_retries_with_backoff_then_success(project):
     project.write("flaky.yaml", """
         version: 1
@@ -290,6 +305,34 @@ def test_rollback_after_failure_and_failed_rollback_continues(project):
     assert second.code == 1, second.text
     assert not (project.root / "a.made").exists() and not (project.root / "b.made").exists()
     assert project.runs()[0]["status"] == "rolled_back"
+
+
+def test_destroy_has_its_own_rule_apart_from_rollback(project):
+    project.write("down.yaml", """
+        version: 1
+        name: down
+        on_failure: rollback
+        stages:
+          data:
+            kind: provision
+            shell: {run: "touch data.made"}
+            rollback: none
+            destroy: {shell: {run: "rm data.made"}}
+          shared:
+            kind: provision
+            shell: {run: "touch shared.made"}
+            rollback: {shell: {run: "rm shared.made"}}
+            destroy: none
+          check: {kind: verify, needs: [data, shared], shell: {run: "test -f pass"}}
+        """)
+    failed = project.run("apply", "down.yaml")
+    assert failed.code == 1, failed.text          # rolled back: `rollback:` rules
+    assert (project.root / "data.made").exists() and not (project.root / "shared.made").exists()
+    (project.root / "pass").touch()
+    assert project.run("apply", "down.yaml").code == 0
+    destroyed = project.run("destroy", "down.yaml")
+    assert destroyed.code == 0, destroyed.text    # taken down: `destroy:` rules
+    assert not (project.root / "data.made").exists() and (project.root / "shared.made").exists()
 
 
 def test_lock_second_apply_exits_5_naming_holder(project):

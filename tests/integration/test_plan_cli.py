@@ -183,3 +183,21 @@ def test_a_wrong_output_name_is_an_error_in_plan_and_apply(project, require_tool
     planned = project.run("plan", "waiting.yaml", "--detailed-exitcode")
     assert planned.code == 2, planned.text
     assert "its outputs so far: network_cidr, did you mean `network_cidr`?" in planned.err
+
+def test_a_stage_not_safe_to_dry_run_is_skipped_and_says_so(project, require_tool):
+    require_tool("terraform")
+    # a plan of this stack would fail: the test proves that no terraform ran
+    project.write("fragile/main.tf", "this is not HCL\n")
+    project.write("fragile.yaml", """
+        version: 1
+        name: fragile
+        stages:
+          setup:
+            kind: provision
+            terraform: {dir: fragile}
+            dry_run: false
+        """)
+    planned = project.run("plan", "fragile.yaml", "--detailed-exitcode")
+    assert planned.code == 0, planned.text
+    assert "setup: skipped - not safe to dry-run (runbook says so)" in planned.out
+    assert "  setup: not safe to dry-run (runbook says so)" in planned.err

@@ -16,7 +16,8 @@ CORPUS = Path(__file__).resolve().parents[1] / "data" / "bad"
 # Plain corpus files (no setup, no recipe) covering YAML, schema, template, graph and var errors.
 CASES = ["duplicate-stage-id", "cycle", "tab-indentation", "template-unknown-var",
          "python-object-tag", "invalid-utf8", "unknown-stage-key", "on-timeout-no", "bad-cron",
-         "rollback-two-actions", "required-var-not-given"]
+         "rollback-two-actions", "required-var-not-given", "duration-template-not-a-duration",
+         "var-int-default-unreadable"]
 GOOD = """\
     version: 1
     name: fine
@@ -124,3 +125,22 @@ def test_hostile_input_is_refused_without_a_crash(project, name, content, fragme
     assert_clean(result)
     assert result.code == 65, result.text
     assert fragment in result.err
+
+
+def test_the_printed_schema_and_validate_agree(project):
+    import json
+
+    import jsonschema
+
+    from iacorch.runbook.source import load_document
+
+    printed = project.run("schema")
+    assert printed.code == 0, printed.text
+    validator = jsonschema.Draft202012Validator(json.loads(printed.out))
+    for name, valid in (("x-keys-hold-anchors", True), ("two-actions", False),
+                        ("shell-run-and-argv", False), ("stage-id-whitespace", False)):
+        result = project.run("validate", add_case(project, name))
+        assert_clean(result)
+        data = load_document(project.root / f"{name}.yaml").data
+        assert (result.code == 0) is valid, result.text
+        assert validator.is_valid(data) is valid, name

@@ -240,6 +240,12 @@ script""",
 character 33
           hint: percent-encode it (a space is %20); a value from a template can go through \
 `| urlencode`""",
+
+    "duration-template-not-a-duration": """\
+        duration-template-not-a-duration.yaml:6:11: error: `deadline` renders to 'soon', which \
+is not a duration
+          hint: write it as 30s, 15m, 4h or 1h30m (a bare number means seconds); check the vars \
+it uses""",
     "bad-timezone": """\
         bad-timezone.yaml:9:15: error: `schedules.nightly.timezone`: unknown time zone \
 'Europe/Pariss'

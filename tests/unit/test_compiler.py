@@ -411,3 +411,140 @@ def test_a_secret_transformed_in_a_shell_script_is_an_error_elsewhere_it_is_not(
     assert [(p.location.line, p.location.column) for p in found] == [(13, 20)]
     assert found[0].message.startswith("`shell.run` applies an expression to `secrets.token`")
     assert '"$TOKEN"' in found[0].hint
+
+# --- durations from vars, x- keys, destroy and dry_run -------------------------------------
+
+RTO = """
+version: 1
+name: dr
+vars:
+  env: {default: dev}
+  rto: {default: 15m}
+  backoff: {default: 2, type: int}
+deadline: "{{ vars.rto }}"
+defaults:
+  timeout: "{{ '1h' if vars.env == 'prod' else '10m' }}"
+  retries: {attempts: 2, backoff: "{{ vars.backoff }}"}
+stages:
+  failover:
+    kind: deploy
+    timeout: "{{ vars.rto }}"
+    retries: {attempts: 3, backoff: "{{ vars.backoff * 2 }}s"}
+    shell: {run: "echo failover"}
+  gate: {kind: approval, needs: [failover], timeout: "{{ vars.rto }}"}
+  check: {kind: verify, needs: [gate], shell: {run: "echo ok"}}
+"""
+
+
+def test_durations_are_rendered_from_vars_when_the_runbook_compiles(tmp_path):
+    plan = compile_text(tmp_path, RTO)
+    assert plan.deadline == 900.0
+    assert plan.stages["failover"].timeout == 900.0
+    assert plan.stages["failover"].retry.backoff == 4.0
+    assert plan.stages["gate"].approval.timeout == 900.0
+    assert plan.stages["check"].timeout == 600.0          # the default, rendered
+    assert plan.stages["check"].retry.backoff == 2.0
+    prod = compile_text(tmp_path, RTO, cli_vars={"env": "prod", "rto": "4h"})
+    assert (prod.deadline, prod.stages["check"].timeout) == (14400.0, 3600.0)
+    assert prod.plan_hash != plan.plan_hash               # a timeout is part of what runs
+
+
+def test_a_duration_template_that_gives_no_duration_is_located(tmp_path):
+    found = problems(tmp_path, """
+        version: 1
+        name: dr
+        vars:
+          rto: {default: soon}
+        deadline: "{{ vars.rto }}"
+        stages:
+          a:
+            kind: deploy
+            shell: {run: "true"}
+            timeout: "{{ stages.b.outputs.limit }}"
+            retries: {backoff: "{{ vars.rtp }}"}
+          b: {kind: deploy, shell: {run: "true"}}
+        """)
+    assert [(p.location.line, p.location.column) for p in found] == [(5, 11), (10, 14), (11, 24)]
+    assert found[0].message == "`deadline` renders to 'soon', which is not a duration"
+    assert "15m" in found[0].hint
+    assert found[1].message == ("`timeout` is computed when the runbook compiles, so it can "
+                                "only use `vars`")
+    assert found[2].message == "`vars.rtp` is not declared"
+    assert found[2].hint == "did you mean `vars.rto`?"
+
+
+def test_a_bad_duration_var_given_on_the_command_line_is_an_error(tmp_path):
+    with pytest.raises(RunbookError) as caught:
+        compile_text(tmp_path, RTO, cli_vars={"rto": "a while"})
+    assert {p.message for p in caught.value.problems} == {
+        "`deadline` renders to 'a while', which is not a duration",
+        "`timeout` renders to 'a while', which is not a duration"}
+
+
+def test_top_level_x_keys_are_ignored_and_hold_anchors(tmp_path):
+    plan = compile_text(tmp_path, """
+        version: 1
+        name: demo
+        x-retries: &retries {attempts: 3, backoff: 1s}
+        x-shell: &make {run: make}
+        stages:
+          a: {kind: provision, retries: *retries, shell: *make}
+          b: {kind: provision, retries: {<<: *retries, attempts: 5}, shell: *make}
+        """)
+    assert plan.stages["a"].retry == plan.stages["b"].retry.__class__(3, 1.0)
+    assert plan.stages["b"].retry.attempts == 5
+    found = problems(tmp_path, """
+        version: 1
+        name: demo
+        y-shell: {run: make}
+        stages:
+          a: {kind: provision, shell: {x-run: make}}
+        """)
+    assert [p.message for p in found] == ["unknown key `y-shell` in the runbook",
+                                          "unknown key `x-run` in `stages.a.shell`"]
+
+
+def test_destroy_and_dry_run_are_compiled(tmp_path):
+    plan = compile_text(tmp_path, """
+        version: 1
+        name: demo
+        stages:
+          net: {kind: provision, shell: {run: "echo net"}}
+          app:
+            kind: deploy
+            shell: {run: "echo app"}
+            dry_run: false
+            rollback: none
+            destroy: {shell: {run: "echo {{ stages.net.outputs.id }} {{ item }}"}}
+        """)
+    app = plan.stages["app"]
+    assert (app.rollback, app.destroy, app.dry_run) == (
+        "none", {"shell": {"run": "echo {{ stages.net.outputs.id }} {{ item }}"}}, False)
+    assert app.needs == ()                  # a destroy action, like a rollback, adds no need
+    assert plan.stages["net"].destroy is None and plan.stages["net"].dry_run is True
+
+
+def test_a_destroy_action_is_checked_like_a_rollback(tmp_path):
+    found = problems(tmp_path, """
+        version: 1
+        name: demo
+        stages:
+          app:
+            kind: deploy
+            shell: {run: "echo app"}
+            destroy: {shell: {run: "true", env: {LD_PRELOAD: x.so}}}
+        """)
+    assert [(p.location.line, p.location.column) for p in found] == [(7, 42)]
+    assert "LD_PRELOAD" in found[0].message
+    found = problems(tmp_path, """
+        version: 1
+        name: demo
+        stages:
+          web:
+            kind: deploy
+            shell: {run: "echo web"}
+            destroy: {shell: {run: "true"}, http: {url: "http://x"}}
+        """)
+    assert [(p.location.line, p.location.column) for p in found] == [(7, 14)]
+    assert found[0].message.startswith("`stages.web.destroy`: a destroy is `auto`, `none`, or "
+                                       "exactly one action")

@@ -133,6 +133,30 @@ def test_explicit_and_disabled_rollback():
         is rollback.UndoKind.NOTHING
 
 
+UNDO = rollback.UndoKind
+TF = ActionType.TERRAFORM
+CLEAN = {"shell": {"run": "make clean"}}
+
+
+@pytest.mark.parametrize(("rules", "on_failure", "on_destroy"), [
+    ({}, UNDO.DESTROY, UNDO.DESTROY),                                     # destroy follows
+    ({"rollback": "none"}, UNDO.NOTHING, UNDO.NOTHING),                   # rollback when unset
+    ({"rollback": "none", "destroy": "auto"}, UNDO.NOTHING, UNDO.DESTROY),
+    ({"destroy": "none"}, UNDO.DESTROY, UNDO.NOTHING),
+    ({"rollback": "none", "destroy": CLEAN}, UNDO.NOTHING, UNDO.ACTION),
+    ({"rollback": CLEAN, "destroy": "auto"}, UNDO.ACTION, UNDO.DESTROY),
+])
+def test_destroy_is_its_own_rule_and_follows_rollback_when_unset(rules, on_failure, on_destroy):
+    planned = stage("s", action=TF, **rules)
+    assert rollback.undo_step(planned, stack_existed=False, has_previous=False).kind \
+        is on_failure
+    taken_down = rollback.undo_step(planned, stack_existed=True, has_previous=True,
+                                    destroy=True)
+    assert taken_down.kind is on_destroy
+    if "destroy" in rules and on_destroy is not UNDO.DESTROY:
+        assert "`destroy:" in taken_down.note
+
+
 def approval(identity, decision="approve", plan_hash="H", **inputs):
     return ApprovalRecord("r", "g", identity, decision, plan_hash, 0.0, None, inputs)
 
