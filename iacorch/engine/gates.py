@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from iacorch.errors import ApprovalError
 from iacorch.model.events import Event, EventKind
@@ -30,7 +30,11 @@ from .approvals import (
 from .rendering import build_spec, render_action
 
 if TYPE_CHECKING:
-    from .runner import Runner
+    from iacorch.model.masking import Masker
+    from iacorch.model.plan import Plan
+    from iacorch.runbook.templating import Templates
+
+    from .runtime import Runtime
 
 _PLANNABLE = (ActionType.TERRAFORM, ActionType.PULUMI, ActionType.ANSIBLE)
 
@@ -82,24 +86,76 @@ def gate_hash(plan_hash: str, gate_id: str, planned: Mapping[str, Mapping[str, A
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-class GateKeeper:
-    """The gate side of a Runner: it reads the runner's state and never changes statuses."""
+class GateContext(Protocol):
+    """What a gate needs of the run it stands in (a Runner is one)."""
 
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
+    plan: Plan
+    rt: Runtime
+    run_id: str
+    masker: Masker
+    secrets: Mapping[str, str]
+    templates: Templates
+    started_by: str
+    selected: set[str]
+
+    @property
+    def gate_details(self) -> dict[str, dict[str, Any]]:
+        """Per gate: its hash, when it opened, the plans it showed."""
+        ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+    def context_for(self, stage: PlannedStage | None,
+                    status: str = "running") -> dict[str, Any]: ...
+
+
+class ApprovedPlans:
+    """The saved plans approved gates showed: applied as approved, or not at all."""
+
+    def __init__(self) -> None:
+        self.plans: dict[str, str] = {}          # stage -> saved plan file
+        self._sha256: dict[str, str] = {}
+
+    def take(self, gate_details: Mapping[str, Any]) -> None:
+        """Remember the saved plans an approved gate showed, and their sha256."""
+        for stage_id, info in gate_details.get("planned", {}).items():
+            if info.get("saved_plan"):
+                self.plans[stage_id] = info["saved_plan"]
+                if info.get("sha256"):
+                    self._sha256[stage_id] = info["sha256"]
+
+    def swapped(self, stage_id: str) -> str | None:
+        """Why the file about to be applied is not byte for byte the approved plan, or None."""
+        path, expected = self.plans[stage_id], self._sha256.get(stage_id)
+        if expected is None or not os.path.isfile(path):
+            return None  # the driver reports a missing plan; pulumi plans carry no hash
+        with open(path, "rb") as handle:
+            actual = hashlib.sha256(handle.read()).hexdigest()
+        if actual == expected:
+            return None
+        return (f"the saved plan {path} is not the one approved (sha256 {actual[:12]}, "
+                f"approved {expected[:12]}); nothing was applied")
+
+
+class GateKeeper:
+    """The gate side of a run: it reads the run's state and never changes statuses."""
+
+    def __init__(self, run: GateContext) -> None:
+        self.runner = run
 
     def open(self, stage: PlannedStage) -> GateOutcome:
         r = self.runner
         gate = stage.approval
         assert gate is not None
-        details = r.state.gate_details.get(stage.id)
+        details = r.gate_details.get(stage.id)
         opened = details is None
         if details is None:
             planned = self._plan_behind(stage)
             details = {"gate_hash": gate_hash(r.plan.plan_hash, stage.id, planned),
                        "opened_at": r.rt.clock(), "planned": planned,
                        "approvers": list(gate.approvers), "require": gate.require}
-            r.state.gate_details[stage.id] = details
+            r.gate_details[stage.id] = details
         bound_to = details["gate_hash"]
         state = evaluate_gate(gate, r.rt.store.approvals(r.run_id, stage.id), bound_to)
         if opened and state.decision is GateDecision.PENDING:
@@ -152,7 +208,7 @@ class GateKeeper:
         futures: dict[Future[StageResult], str] = {}
         if not behind:
             return planned
-        with r.rt.executor.pool(r.options.concurrency or r.plan.concurrency) as pool:
+        with r.rt.executor.pool(r.concurrency) as pool:
             for stage in behind:
                 assert stage.action_type is not None
                 try:
@@ -233,8 +289,8 @@ class GateKeeper:
                 os.remove(path)
 
 
-def _descendants(runner: Runner, stage_id: str) -> set[str]:
-    dependents = runner.plan.dependents()
+def _descendants(run: GateContext, stage_id: str) -> set[str]:
+    dependents = run.plan.dependents()
     found: set[str] = set()
     pending = [stage_id]
     while pending:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -19,6 +17,7 @@ from iacorch.model.status import FailurePolicy, Operation, RunStatus, StageStatu
 from iacorch.runbook.templating import TemplateProblem, Templates
 
 from . import policies, scheduler
+from .gates import ApprovedPlans, GateKeeper, GateVerdict
 from .journal import Journal
 from .plan_report import NOT_FULLY_PLANNED
 from .rendering import (
@@ -35,7 +34,6 @@ from .runtime import Runtime
 from .stage_exec import LOG_ERROR
 
 if TYPE_CHECKING:
-    from .gates import GateKeeper
     from .undo_runner import UndoOutcome
 
 _POLL = 0.25
@@ -92,11 +90,10 @@ class Runner:
         self.previous = previous
         self.templates = Templates()
         self._gates: GateKeeper | None = None   # made at the first gate: most runs have none
-        self.saved_plans: dict[str, str] = {}
-        self.approved_sha256: dict[str, str] = {}
+        self.approved = ApprovedPlans()
         for gate_id, details in self.state.gate_details.items():
             if self.state.statuses.get(gate_id) is StageStatus.SUCCEEDED:
-                self._take_approved_plans(details)
+                self.approved.take(details)
         self.selected = scheduler.select_stages(plan, only=self.options.only,
                                                 targets=self.options.targets)
         self.retry_at: dict[str, float] = {}
@@ -133,7 +130,7 @@ class Runner:
         under one lock and in one commit, then runs the attempt outside the lock: no hand-off
         through a central loop between one stage ending and the next one starting.
         """
-        concurrency = self.options.concurrency or self.plan.concurrency
+        concurrency = self.concurrency
         workers: list[threading.Thread] = []
         try:
             for n in range(max(1, min(concurrency, len(self.selected)))):
@@ -274,9 +271,12 @@ class Runner:
         except TemplateProblem as exc:
             self._template_failed(stage, exc)
             return None
-        saved_plan = self.saved_plans.get(stage.id) if operation is Operation.APPLY else None
-        if saved_plan is not None and not self._saved_plan_intact(stage, saved_plan):
-            return None
+        saved_plan = self.approved.plans.get(stage.id) if operation is Operation.APPLY else None
+        if saved_plan is not None:
+            swapped = self.approved.swapped(stage.id)
+            if swapped is not None:
+                self._fail_unstarted(stage, swapped)
+                return None
         attempt = self.state.attempts.get(stage.id, 0) + 1
         self.state.attempts[stage.id] = attempt
         spec = build_spec(self.plan, stage, stage.action_type, rendered, run_id=self.run_id,
@@ -301,8 +301,6 @@ class Runner:
             self.masker.add(_flatten_values(result.outputs[k] for k in result.sensitive_outputs
                                             if k in result.outputs))
         if result.saved_plan and self.options.operation is Operation.PLAN:
-            from .gates import GateKeeper
-
             GateKeeper.discard({stage_id: result.saved_plan})  # a dry run applies nothing
         if result.ok:
             self.state.outputs[stage_id] = self._outputs_of(stage_id, result)
@@ -394,14 +392,12 @@ class Runner:
         if self.options.operation is not Operation.APPLY:
             self._settle(stage.id, StageStatus.SKIPPED, "approval gates are not asked in a plan")
             return
-        from .gates import GateKeeper, GateVerdict
-
         if self._gates is None:
-            self._gates = GateKeeper(self)
+            self._gates = GateKeeper(self)   # the Runner is the gates' GateContext
         outcome = self._gates.open(stage)
         details = self.state.gate_details.get(stage.id, {})
         if outcome.verdict is GateVerdict.APPROVED:
-            self._take_approved_plans(details)
+            self.approved.take(details)
             self.state.outputs[stage.id] = dict(outcome.outputs)
             self._settle(stage.id, StageStatus.SUCCEEDED, outcome.reason,
                          StageResult(StageStatus.SUCCEEDED, outputs=outcome.outputs,
@@ -417,29 +413,17 @@ class Runner:
                                         started_at=None, finished_at=self.rt.clock(),
                                         details=details)
 
-    def _take_approved_plans(self, gate_details: Mapping[str, Any]) -> None:
-        """Remember the saved plans an approved gate showed, and their sha256."""
-        for stage_id, info in gate_details.get("planned", {}).items():
-            if info.get("saved_plan"):
-                self.saved_plans[stage_id] = info["saved_plan"]
-                if info.get("sha256"):
-                    self.approved_sha256[stage_id] = info["sha256"]
-
-    def _saved_plan_intact(self, stage: PlannedStage, path: str) -> bool:
-        """The file about to be applied is byte for byte the plan that was approved."""
-        expected = self.approved_sha256.get(stage.id)
-        if expected is None or not os.path.isfile(path):
-            return True  # the driver reports a missing plan; pulumi plans carry no hash
-        with open(path, "rb") as handle:
-            actual = hashlib.sha256(handle.read()).hexdigest()
-        if actual == expected:
-            return True
-        self._fail_unstarted(stage, f"the saved plan {path} is not the one approved "
-                             f"(sha256 {actual[:12]}, approved {expected[:12]}); "
-                             "nothing was applied")
-        return False
-
     # -- helpers -------------------------------------------------------------
+    @property
+    def concurrency(self) -> int:
+        """Stages (and gate pre-plans, `finally` stages) running at once."""
+        return self.options.concurrency or self.plan.concurrency
+
+    @property
+    def gate_details(self) -> dict[str, dict[str, Any]]:
+        """Each opened gate's hash, opening time and the plans it showed."""
+        return self.state.gate_details
+
     def context_for(self, stage: PlannedStage | None, status: str = "running") -> dict[str, Any]:
         """The template context for `stage` given what the run knows now."""
         run = RunInfo(self.run_id, status, str(self.rt.state_dir), self.previous)
@@ -488,7 +472,7 @@ class Runner:
                 self.options.operation is not Operation.APPLY:
             return
         running: dict[Future[StageResult], str] = {}
-        with self.rt.executor.pool(self.options.concurrency or self.plan.concurrency) as pool:
+        with self.rt.executor.pool(self.concurrency) as pool:
             with self.rt.store.transaction():
                 for stage in self.plan.finally_stages.values():
                     if self.state.statuses.get(stage.id, StageStatus.PENDING).is_done:
