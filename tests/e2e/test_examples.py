@@ -12,29 +12,18 @@ program beside the runbook, `plan --mock`.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-COPIED = ("plans", "stacks", "playbooks", "scripts")
-SKIPPED = shutil.ignore_patterns(".terraform", "terraform.tfstate.d", "*.tfstate*",
-                                 ".terraform.lock.hcl", "__pycache__", "Pulumi.*.yaml")
-
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -53,70 +42,11 @@ def http_get(url: str) -> tuple[int | None, str, dict[str, str]]:
         return None, "", {}
 
 
-def processes_under(root: Path) -> list[str]:
-    """Live processes whose command line mentions the project directory."""
-    listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [line.strip() for line in listing.splitlines()
-            if str(root) in line and str(os.getpid()) != line.split()[0]]
-
-
 def approve_command(output: str, gate: str) -> list[str]:
     """The `iacorch approve RUN GATE --resume` a suspended run printed."""
     found = re.search(rf"iacorch (approve (\S+) {re.escape(gate)} --resume)", output)
     assert found, f"no approve command for {gate} in:\n{output}"
     return found.group(1).split()
-
-
-class Examples:
-    """A copy of the examples in a project of their own, driven through the real CLI."""
-
-    def __init__(self, project) -> None:
-        self.project = project
-        self.root: Path = project.root
-        for name in COPIED:
-            shutil.copytree(REPO / name, self.root / name, ignore=SKIPPED)
-        self.home = self.root / ".iacorch"
-
-    def iacorch(self, *args: str, timeout: float = 300):
-        return self.project.run(*args, timeout=timeout)
-
-    def script(self, *argv: str, env: dict[str, str] | None = None) -> str:
-        done = subprocess.run([str(self.root / argv[0]), *argv[1:]], cwd=self.root,
-                              env={**self.project.env, **(env or {})}, capture_output=True,
-                              text=True, timeout=60)
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
-
-    def locks(self) -> list[object]:
-        from iacorch.store import open_store
-
-        return list(open_store(str(self.home / "state.db")).list_locks())
-
-    def kill_leftovers(self) -> None:
-        """Safety net after a failed test: stop what the examples started under the root."""
-        for line in processes_under(self.root):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(line.split()[0]), signal.SIGKILL)
-
-
-@pytest.fixture
-def examples(project, require_tool):
-    require_tool("terraform")
-    require_tool("ansible-playbook")
-    copy = Examples(project)
-    yield copy
-    if (copy.home / "dr-lab").exists():
-        subprocess.run([str(copy.root / "scripts/dr/lab"), "down"], cwd=copy.root,
-                       env=project.env, capture_output=True, timeout=60)
-    copy.kill_leftovers()
-
-
-def assert_nothing_left(examples: Examples) -> None:
-    deadline = time.monotonic() + 5
-    while processes_under(examples.root) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert processes_under(examples.root) == []
-    assert examples.locks() == []
 
 
 # -- quickstart ------------------------------------------------------------------------
@@ -150,7 +80,7 @@ def test_quickstart_apply_rerun_plan_destroy(examples):
     assert "undone: serve, content, site" in down.err
     assert http_get(f"{site}/health")[0] is None
     assert not (examples.home / "quickstart" / "dev").exists()
-    assert_nothing_left(examples)
+    examples.assert_nothing_left()
 
 
 def test_quickstart_prod_waits_for_approval(examples):
@@ -167,7 +97,7 @@ def test_quickstart_prod_waits_for_approval(examples):
     assert http_get(f"http://127.0.0.1:{port}/health")[:2] == (200, "ok prod\n")
 
     assert examples.iacorch("destroy", *args).code == 0
-    assert_nothing_left(examples)
+    examples.assert_nothing_left()
 
 
 def test_quickstart_environments_do_not_answer_for_each_other(examples):
@@ -185,7 +115,7 @@ def test_quickstart_environments_do_not_answer_for_each_other(examples):
     assert "undone: serve, content, site" in prod.err      # prod took itself down
     assert examples.iacorch("destroy", "plans/quickstart.yaml",
                             "--var", f"port={port}").code == 0
-    assert_nothing_left(examples)
+    examples.assert_nothing_left()
 
 
 
@@ -195,7 +125,7 @@ def test_quickstart_environments_do_not_answer_for_each_other(examples):
 class Lab:
     """The DR lab of one test: ports, and the commands docs/examples.md shows."""
 
-    def __init__(self, examples: Examples) -> None:
+    def __init__(self, examples) -> None:  # the `examples` fixture (conftest.py)
         self.examples = examples
         self.ports = {"primary": free_port(), "standby": free_port(), "router": free_port()}
         self.vars = [arg for name, port in self.ports.items()
@@ -281,7 +211,7 @@ def test_dr_failover_rehearsal(examples, lab):
 
     assert "removed" in lab.lab("down")
     assert not lab.dir.exists()
-    assert_nothing_left(examples)
+    examples.assert_nothing_left()
 
 
 def test_dr_failover_rolls_back_when_verification_fails(examples, lab):
@@ -312,7 +242,7 @@ def test_dr_failover_rolls_back_when_verification_fails(examples, lab):
     assert lab.pager()[-1] == "failed"
 
     lab.lab("down")
-    assert_nothing_left(examples)
+    examples.assert_nothing_left()
 
 
 # -- pulumi-site -----------------------------------------------------------------------
@@ -338,7 +268,7 @@ def test_pulumi_site_apply_drift_destroy(examples):
 
     assert examples.iacorch("destroy", "plans/pulumi-site.yaml", timeout=600).code == 0
     assert not index.exists()
-    assert_nothing_left(examples)
+    examples.assert_nothing_left()
 
 
 # -- regressions: engine defects found while building the examples ----------------------
