@@ -67,8 +67,15 @@ def _check_tools(plan: Plan) -> None:
 
     for missing in missing_tools(plan):
         raise ToolMissingError(
-            f"`{missing.tool}` was not found, and stages {', '.join(missing.stages)} need "
-            "it; nothing was run", hint=missing.hint)
+            f"`{missing.tool}` was not found, and {_stages_need(missing.stages)} it; "
+            "nothing was run", hint=missing.hint)
+
+
+def _stages_need(stages: list[str]) -> str:
+    """"stage web needs" / "stages web, db need"."""
+    if len(stages) == 1:
+        return f"stage {stages[0]} needs"
+    return f"stages {', '.join(stages)} need"
 
 
 def _execute(operation: Operation, runbook: str, var_flags: tuple[str, ...],

@@ -256,9 +256,9 @@ class _StageRun:
         self.ctx.masker.add(s for name in planned.sensitive
                             for s in secret_strings(planned.values[name]))
         changes = plan_changes(document)
-        changed_outputs = f", outputs changed: {', '.join(changes.outputs)}" \
-            if changes.outputs else ""
-        self.log(f"Plan summary: {changes} ({changes.unchanged} unchanged){changed_outputs}")
+        changed_outputs = f" ({', '.join(changes.outputs)})" if changes.outputs else ""
+        self.log(f"Plan summary: {changes}{changed_outputs}, {changes.unchanged} resources "
+                 "unchanged")
         return document, changes, None
 
     # -- failures ------------------------------------------------------------------

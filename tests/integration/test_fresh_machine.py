@@ -86,6 +86,6 @@ def test_missing_ansible_says_where_iacorch_looked(project, tmp_path: Path) -> N
                           env={**project.env, "PATH": bare_path()},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 69, done.stderr
-    assert "`ansible-playbook` was not found, and stages hello need it" in done.stderr
+    assert "`ansible-playbook` was not found, and stage hello needs it" in done.stderr
     assert f"looked in {bare_venv / 'bin'}" in done.stderr
     assert "Traceback" not in done.stderr
