@@ -106,6 +106,7 @@ class UiStream:
         changes = self.summaries.get(operation) or {}
         return ChangeSummary(add=int(changes.get("add", 0)), change=int(changes.get("change", 0)),
                              destroy=int(changes.get("remove", 0)),
+                             imported=int(changes.get("import", 0)),
                              resources=tuple(self.planned))
 
     @property
@@ -202,25 +203,41 @@ def plan_changes(plan: Mapping[str, Any]) -> ChangeSummary:
     """Change counts, the resource list and the changed outputs from `show -json <planfile>`.
 
     An output that would change is a change, as `terraform plan -detailed-exitcode` says
-    with exit 2: a module of only locals and outputs changes nothing else.
+    with exit 2: a module of only locals and outputs changes nothing else. So is a change
+    to what the state tracks that leaves every attribute as it is: an import (`importing`),
+    a move (`previous_address`) and a forget (a `removed` block keeping the object).
     """
-    add = change = destroy = unchanged = 0
+    add = change = destroy = unchanged = imported = moved = forgotten = 0
     resources = []
     for entry in plan.get("resource_changes") or []:
-        action = _plan_action(tuple((entry.get("change") or {}).get("actions") or ()))
-        if action == "no-op":
-            unchanged += 1
-            continue
+        planned = entry.get("change") or {}
+        actions = tuple(planned.get("actions") or ())
+        action = _plan_action(actions)
         if action == "read":
+            continue
+        address = str(entry.get("address"))
+        importing = bool(planned.get("importing"))
+        moving = entry.get("previous_address") not in (None, address)
+        if "forget" in actions:
+            forgotten += 1
+            action = "create" if "create" in actions else "forget"
+        imported += importing
+        moved += moving
+        if action == "no-op":
+            if importing or moving:
+                resources.append(ResourceChange(address, "import" if importing else "move"))
+            else:
+                unchanged += 1
             continue
         add += action in ("create", "replace")
         change += action == "update"
         destroy += action in ("delete", "replace")
-        resources.append(ResourceChange(str(entry.get("address")), action))
+        resources.append(ResourceChange(address, action))
     outputs = tuple(sorted(name for name, entry in (plan.get("output_changes") or {}).items()
                            if _plan_action(tuple(entry.get("actions") or ())) != "no-op"))
     return ChangeSummary(add=add, change=change, destroy=destroy, unchanged=unchanged,
-                         resources=tuple(resources), outputs=outputs)
+                         resources=tuple(resources), outputs=outputs, imported=imported,
+                         moved=moved, forgotten=forgotten)
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,8 +433,9 @@ def drift_findings(refresh: UiStream, config: UiStream) -> list[dict[str, str]]:
     evaluates outputs with the current code and inputs: when no resource moved but the
     code would change some, its output changes are put down to the code too.
     """
+    # a refresh-only plan reports a `moved` block as drift too; a move is the code's doing
     findings = [{"address": c.address, "action": c.action, "source": "refresh"}
-                for c in refresh.drifted]
+                for c in refresh.drifted if c.action != "move"]
     code_moved = not findings and any(c.action != "no-op" for c in config.planned)
     findings += [{"address": f"output.{name}", "action": action,
                   "source": "config" if code_moved else "refresh"}

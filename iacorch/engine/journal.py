@@ -87,7 +87,10 @@ class Journal:
                            "destroy": result.changes.destroy,
                            "unchanged": result.changes.unchanged,
                            "resources": [[r.action, r.address] for r in result.changes.resources],
-                           "outputs": list(result.changes.outputs)}
+                           "outputs": list(result.changes.outputs),
+                           "imported": result.changes.imported,
+                           "moved": result.changes.moved,
+                           "forgotten": result.changes.forgotten}
         record = StageRecord(
             self.run_id, stage_id, attempt, status, started_at=started_at,
             finished_at=finished_at, exit_code=exit_code,

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from iacorch.model.results import state_change_words
 from iacorch.model.status import StageStatus
 from iacorch.store.base import StageRecord
 
@@ -78,8 +79,10 @@ def _changes_plan(record: StageRecord) -> StagePlan:
     changes = record.changes or {}
     add, change, destroy = (changes.get(k, 0) for k in ("add", "change", "destroy"))
     outputs = changes.get("outputs") or []
-    if add or change or destroy or outputs:
-        line = f"would change: +{add} ~{change} -{destroy}"
+    state_changes = state_change_words(*(changes.get(k, 0)
+                                         for k in ("imported", "moved", "forgotten")))
+    if add or change or destroy or outputs or state_changes:
+        line = ", ".join([f"would change: +{add} ~{change} -{destroy}", *state_changes])
         if outputs:
             line += f", outputs {', '.join(outputs)}"
         verdict = PlanVerdict.WOULD_CHANGE

@@ -41,7 +41,7 @@ class StageSpec:
 @dataclass(frozen=True, slots=True)
 class ResourceChange:
     address: str
-    action: str                               # create, update, delete, replace, read, no-op
+    action: str          # create, update, delete, replace, read, no-op; import, move, forget
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +52,16 @@ class ChangeSummary:
     unchanged: int = 0
     resources: tuple[ResourceChange, ...] = ()
     outputs: tuple[str, ...] = ()             # names of outputs that would change
+    # changes to what the state tracks, not to a resource (Terraform's import, moved and
+    # removed blocks); each is a change, as `terraform plan -detailed-exitcode` says
+    imported: int = 0
+    moved: int = 0
+    forgotten: int = 0
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.add or self.change or self.destroy or self.outputs)
+        return bool(self.add or self.change or self.destroy or self.outputs
+                    or self.imported or self.moved or self.forgotten)
 
     @property
     def counts(self) -> str:
@@ -63,10 +69,17 @@ class ChangeSummary:
         return f"+{self.add} ~{self.change} -{self.destroy}"
 
     def __str__(self) -> str:
-        if not self.outputs:
-            return self.counts
-        return f"{self.counts}, {len(self.outputs)} output{'s' if len(self.outputs) > 1 else ''}" \
-               " changed"
+        parts = [self.counts, *state_change_words(self.imported, self.moved, self.forgotten)]
+        if self.outputs:
+            parts.append(f"{len(self.outputs)} output{'s' if len(self.outputs) > 1 else ''} "
+                         "changed")
+        return ", ".join(parts)
+
+
+def state_change_words(imported: int, moved: int, forgotten: int) -> list[str]:
+    """"1 to import", "2 moved", "1 to forget", for the counts that are not zero."""
+    words = ((imported, "{} to import"), (moved, "{} moved"), (forgotten, "{} to forget"))
+    return [text.format(count) for count, text in words if count]
 
 
 @dataclass(frozen=True, slots=True)

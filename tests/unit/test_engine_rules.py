@@ -249,6 +249,11 @@ NO_CHANGE = {"add": 0, "change": 0, "destroy": 0, "outputs": []}
      PlanVerdict.WOULD_CHANGE, "would change: +1 ~0 -0; known only after apply: id (the last "
      "applied values stand in, where there are any)"),
     (record(S.SUCCEEDED, NO_CHANGE), PlanVerdict.NO_CHANGES, "no changes"),
+    # a moved, import or removed block changes no resource, yet Terraform's plan exits 2
+    (record(S.SUCCEEDED, {**NO_CHANGE, "moved": 1}), PlanVerdict.WOULD_CHANGE,
+     "would change: +0 ~0 -0, 1 moved"),
+    (record(S.SUCCEEDED, {**NO_CHANGE, "imported": 2, "forgotten": 1, "outputs": ["id"]}),
+     PlanVerdict.WOULD_CHANGE, "would change: +0 ~0 -0, 2 to import, 1 to forget, outputs id"),
     (record(S.SKIPPED, error="not fully planned: x", not_fully_planned=True),
      PlanVerdict.NOT_FULLY_PLANNED, "not fully planned: x"),
     (record(S.SKIPPED, error="`when` is false"), PlanVerdict.SKIPPED, "`when` is false"),

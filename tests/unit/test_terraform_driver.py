@@ -316,6 +316,48 @@ def test_output_changes_are_changes() -> None:
     assert plan_changes(json.loads((DATA / "show_nochange.json").read_text())).outputs == ()
 
 
+def test_moves_imports_and_forgets_are_changes() -> None:
+    """A moved, an import and a removed block change no resource attribute, yet Terraform's
+    plan -detailed-exitcode exits 2 for each: so must ours (recorded from a real plan)."""
+    summary = plan_changes(json.loads((DATA / "show_state_only.json").read_text()))
+    assert (summary.add, summary.change, summary.destroy, summary.outputs) == (0, 0, 0, ())
+    assert (summary.imported, summary.moved, summary.forgotten) == (1, 1, 1)
+    assert summary.has_changes
+    assert set(summary.resources) == {ResourceChange("terraform_data.new", "move"),
+                                      ResourceChange("terraform_data.adopted", "import"),
+                                      ResourceChange("terraform_data.gone", "forget")}
+    assert str(summary) == "+0 ~0 -0, 1 to import, 1 moved, 1 to forget"
+
+
+@pytest.mark.parametrize(("entry", "counts"), [
+    ({"address": "a.new", "previous_address": "a.old", "change": {"actions": ["no-op"]}},
+     (0, 0, 1, 0)),
+    ({"address": "a.new", "previous_address": "a.old", "change": {"actions": ["update"]}},
+     (1, 0, 1, 0)),
+    ({"address": "a.x", "change": {"actions": ["no-op"], "importing": {"id": "i"}}},
+     (0, 1, 0, 0)),
+    ({"address": "a.x", "change": {"actions": ["update"], "importing": {"id": "i"}}},
+     (1, 1, 0, 0)),
+    ({"address": "a.x", "change": {"actions": ["forget"]}}, (0, 0, 0, 1)),
+    ({"address": "a.x", "change": {"actions": ["no-op"]}}, (0, 0, 0, 0)),
+])
+def test_each_state_only_change_alone_is_a_change(entry, counts) -> None:
+    summary = plan_changes({"resource_changes": [entry]})
+    assert (summary.change, summary.imported, summary.moved, summary.forgotten) == counts
+    assert summary.has_changes is any(counts)
+
+
+def test_a_move_found_by_the_refresh_only_plan_is_the_codes_doing() -> None:
+    """The refresh-only plan reports a `moved` block as drift; moves come from the code."""
+    findings = drift_findings(stream_of("drift_state_only_refresh.jsonl"),
+                              stream_of("drift_state_only_config.jsonl"))
+    assert sorted((f["address"], f["action"], f["source"]) for f in findings) == [
+        ("output.adopted", "update", "config"),       # null while out of the state
+        ("terraform_data.adopted", "import", "config"),
+        ("terraform_data.gone", "remove", "config"),
+        ("terraform_data.new", "move", "config")]
+
+
 def test_planned_outputs_are_known_except_where_after_unknown_says() -> None:
     update = planned_outputs(json.loads((DATA / "show_outputs_update.json").read_text()))
     assert update.values == {"service": "svc-payments"} and not update.unknown
@@ -530,7 +572,7 @@ def test_plan_gives_the_planned_outputs_not_the_last_applied_ones(
     assert result.ok and result.changes is not None and result.changes.has_changes
     assert result.outputs == {"service": "svc-payments"}
     assert result.unknown_outputs == frozenset()
-    assert any("outputs changed: service" in line for line in h.lines)
+    assert any("output changed (service)" in line for line in h.lines)
 
 
 def test_plan_falls_back_to_last_applied_outputs_only_where_unknown(

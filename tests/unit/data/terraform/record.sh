@@ -55,4 +55,44 @@ tf show -json -no-color "$work/naming/tfplan" > "$here/show_outputs_create.json"
 tf apply -input=false -no-color -json "$work/naming/tfplan" > /dev/null
 tf plan -input=false -no-color -json -out="$work/naming/tfplan2" -var app=payments > /dev/null
 tf show -json -no-color "$work/naming/tfplan2" > "$here/show_outputs_update.json"
+# a moved block, an import block and a removed block: no resource to add, change or destroy,
+# yet a plan with changes (Terraform's plan -detailed-exitcode exits 2)
+mkdir "$work/moves" && cd "$work/moves"
+export TF_DATA_DIR="$work/moves/tfdata"
+printf 'resource "terraform_data" "%s" {}\n' old adopted gone > main.tf
+printf 'output "adopted" {\n  value = terraform_data.adopted.id\n}\n' >> main.tf
+tf init -input=false -no-color > /dev/null
+tf apply -auto-approve -input=false -no-color > /dev/null
+adopted="$(tf output -raw adopted)"
+tf state rm terraform_data.adopted > /dev/null
+cat > main.tf <<HCL
+resource "terraform_data" "new" {}
+
+moved {
+  from = terraform_data.old
+  to   = terraform_data.new
+}
+
+import {
+  to = terraform_data.adopted
+  id = "$adopted"
+}
+
+resource "terraform_data" "adopted" {}
+
+removed {
+  from = terraform_data.gone
+  lifecycle {
+    destroy = false
+  }
+}
+
+output "adopted" {
+  value = terraform_data.adopted.id
+}
+HCL
+tf plan -input=false -no-color -out="$work/moves/tfplan" > /dev/null || true
+tf show -json -no-color "$work/moves/tfplan" > "$here/show_state_only.json"
+tf plan -input=false -no-color -json -detailed-exitcode -lock=false > "$here/drift_state_only_config.jsonl" || true
+tf plan -refresh-only -input=false -no-color -json -detailed-exitcode -lock=false > "$here/drift_state_only_refresh.jsonl" || true
 sed -i "s#$work#/tmp/REC#g" "$here"/*.json "$here"/*.jsonl "$here"/*.txt
