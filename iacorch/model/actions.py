@@ -157,15 +157,20 @@ def _read_only(action: HttpAction) -> bool:
 
 BUILTIN_DRIVERS = (
     DriverSpec("terraform", TerraformAction, "iacorch.drivers.terraform:TerraformDriver",
+               example={"dir": "stacks/network"},
                path_fields=("dir", "var_files"), plan_before_gate=True,
                default_undo=DefaultUndo.STACK, idempotent=True),
     DriverSpec("pulumi", PulumiAction, "iacorch.drivers.pulumi:PulumiDriver",
+               example={"dir": "stacks/site"},
                path_fields=("dir",), plan_before_gate=True, default_undo=DefaultUndo.STACK,
                idempotent=True),
     DriverSpec("ansible", AnsibleAction, "iacorch.drivers.ansible:AnsibleDriver",
+               example={"playbook": "playbooks/site.yml"},
                path_fields=("playbook",), plan_before_gate=True, idempotent=True),
     DriverSpec("shell", ShellAction, "iacorch.drivers.shell:ShellDriver",
+               example={"run": "make"},
                path_fields=("cwd",), script_field="run", argv_field="argv"),
     DriverSpec("http", HttpAction, "iacorch.drivers.http:HttpDriver",
+               example={"url": "https://example.com/health"},
                default_undo=DefaultUndo.READ_ONLY, idempotent=_read_only),
 )

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -41,6 +41,7 @@ class DriverSpec:
     name: str
     action_model: type[BaseModel]
     driver_class: str
+    example: Mapping[str, Any] = field(default_factory=dict)  # a minimal valid action
     path_fields: tuple[str, ...] = ()     # files or directories relative to the runbook
     plan_before_gate: bool = False        # planned, and the plan shown, before a gate opens
     default_undo: DefaultUndo = DefaultUndo.EXPLICIT
