@@ -42,7 +42,7 @@ from iacorch.drivers.ansible import AnsibleDriver
 from iacorch.drivers.base import StageContext
 from iacorch.model.masking import Masker
 from iacorch.model.results import StageSpec
-from iacorch.model.status import ActionType, Operation
+from iacorch.model.status import Operation
 from iacorch.process import CancelToken, ProcessResult, ProcessRunner
 
 RESULTS = Path(__file__).parent / "results" / "ansible.json"
@@ -118,7 +118,7 @@ def main() -> None:
 
     def stage() -> None:
         spec = StageSpec(
-            run_id="bench", stage_id="trivial", driver=ActionType.ANSIBLE,
+            run_id="bench", stage_id="trivial", driver="ansible",
             operation=Operation.APPLY, attempt=next(attempts),
             action={"playbook": "play.yml", "inventory": ["localhost"],
                     "extra_vars": {"target": str(target)}},

@@ -43,7 +43,7 @@ from iacorch.drivers import terraform as terraform_driver
 from iacorch.drivers.base import StageContext
 from iacorch.model.masking import Masker
 from iacorch.model.results import StageResult, StageSpec
-from iacorch.model.status import ActionType, Operation
+from iacorch.model.status import Operation
 from iacorch.process import CancelToken, ProcessRunner
 
 RESULTS = Path(__file__).parent / "results" / "tools.json"
@@ -146,7 +146,7 @@ class DriverBench:
 
     def apply(self, root: Path, index: int, upstream: str = "") -> StageResult:
         spec = StageSpec(
-            run_id="bench", stage_id=f"s{index}", driver=ActionType.TERRAFORM,
+            run_id="bench", stage_id=f"s{index}", driver="terraform",
             operation=Operation.APPLY, root_dir=str(root),
             action={"dir": f"stacks/s{index}", "vars": {"name": f"s{index}", "upstream": upstream}},
             work_dir=str(root / "driver" / f"s{index}"), state_dir=str(root.parent / "state"))

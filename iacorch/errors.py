@@ -132,6 +132,12 @@ class ToolMissingError(IacorchError):
     exit_code = ExitCode.TOOL_MISSING
 
 
+class PluginError(IacorchError):
+    """A driver package that is installed but broken, or a driver nobody installed."""
+
+    exit_code = ExitCode.TOOL_MISSING   # like a missing program: this machine lacks it
+
+
 class RunNotFoundError(UsageError):
     """A run id that the store does not know."""
 

@@ -276,13 +276,13 @@ def _duration_keys() -> dict[str, str]:
     only says `number` or `string`)."""
     import pydantic
 
-    from iacorch.model import runbook
+    from iacorch.model import actions, fields, runbook
 
-    kinds = {runbook.parse_duration: "duration",
-             runbook.duration_or_template: "duration, or a template of `vars`"}
+    kinds = {fields.parse_duration: "duration",
+             fields.duration_or_template: "duration, or a template of `vars`"}
     found = {}
-    for name in dir(runbook):
-        model = getattr(runbook, name)
+    for module, name in [(m, n) for m in (runbook, actions) for n in dir(m)]:
+        model = getattr(module, name)
         if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
             continue
         for key, info in model.model_fields.items():

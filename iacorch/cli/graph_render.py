@@ -9,7 +9,7 @@ from iacorch.model.plan import Plan, PlannedStage
 
 
 def _label(stage: PlannedStage) -> str:
-    action = stage.action_type.value if stage.action_type else "gate"
+    action = stage.action_type or "gate"
     return f"{stage.id} ({stage.kind.value}: {action})"
 
 
@@ -56,7 +56,7 @@ def render_dot(plan: Plan) -> str:
 def render_json(plan: Plan) -> str:
     def describe(stage: PlannedStage) -> dict[str, object]:
         return {"id": stage.id, "kind": stage.kind.value,
-                "action": stage.action_type.value if stage.action_type else None,
+                "action": stage.action_type,
                 "needs": list(stage.needs), "location": str(stage.location)}
 
     return json.dumps({

@@ -20,7 +20,7 @@ from iacorch.cli.session import (
 )
 from iacorch.engine.operations import plan_of_run
 from iacorch.errors import ExitCode, ToolMissingError, UsageError
-from iacorch.model.runbook import parse_duration
+from iacorch.model.fields import parse_duration
 from iacorch.model.status import Operation, StageKind
 
 if TYPE_CHECKING:

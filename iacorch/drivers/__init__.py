@@ -1,37 +1,34 @@
-"""One module per tool behind the Driver protocol, imported only when a stage needs it."""
+"""One module per tool behind the Driver protocol, imported only when a stage needs it.
+
+Which class serves which runbook key is declared in the registry
+(`iacorch.model.registry`): the built-ins in `iacorch.model.actions`, others through
+the `iacorch.drivers` entry points.
+"""
 
 from __future__ import annotations
 
 import errno
-import importlib
 import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from iacorch.errors import PluginError
+from iacorch.model.registry import driver_spec
 from iacorch.model.results import StageResult
-from iacorch.model.status import ActionType, Operation
+from iacorch.model.status import Operation
 
 if TYPE_CHECKING:
     from iacorch.drivers.base import Driver, StageContext
     from iacorch.model.plan import Plan
 
-_MODULES = {
-    ActionType.TERRAFORM: ("iacorch.drivers.terraform", "TerraformDriver"),
-    ActionType.PULUMI: ("iacorch.drivers.pulumi", "PulumiDriver"),
-    ActionType.ANSIBLE: ("iacorch.drivers.ansible", "AnsibleDriver"),
-    ActionType.SHELL: ("iacorch.drivers.shell", "ShellDriver"),
-    ActionType.HTTP: ("iacorch.drivers.http", "HttpDriver"),
-}
-
-
 _NO_ROOM = {errno.ENOSPC, errno.EDQUOT}
 
 
-def load_driver(action_type: ActionType) -> Driver:
-    """The driver for a tool; its module (and the tool's library) loads on first use."""
-    module_name, class_name = _MODULES[action_type]
-    driver_class = getattr(importlib.import_module(module_name), class_name)
-    return driver_class()
+def load_driver(name: str) -> Driver:
+    """The driver registered as `name`; its module (and the tool's library) loads on first
+    use."""
+    driver: Driver = driver_spec(name).load_class()()
+    return driver
 
 
 def execute(ctx: StageContext) -> StageResult:
@@ -40,7 +37,10 @@ def execute(ctx: StageContext) -> StageResult:
     A bug inside a driver becomes a failed result naming it as internal, so one
     broken stage cannot take the scheduler down.
     """
-    driver = load_driver(ctx.spec.driver)
+    try:
+        driver = load_driver(ctx.spec.driver)
+    except PluginError as exc:  # a driver uninstalled since the run started
+        return StageResult.failure(exc.message, hint=exc.hint)
     operation = {Operation.PLAN: driver.plan, Operation.APPLY: driver.apply,
                  Operation.DESTROY: driver.destroy, Operation.DRIFT: driver.drift}
     try:

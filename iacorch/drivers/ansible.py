@@ -21,15 +21,15 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 from iacorch.drivers.ansible_check import dry_run_env
 from iacorch.drivers.ansible_events import EventReader, PlayRecord, masked_json, write_private
 from iacorch.drivers.ansible_inputs import AnsibleActionError, extra_vars, normalise_inventory
 from iacorch.drivers.base import StageContext
+from iacorch.model.actions import AnsibleAction
 from iacorch.model.results import ChangeSummary, ResourceChange, StageResult
-from iacorch.model.runbook import AnsibleAction
-from iacorch.model.status import ActionType, StageStatus
+from iacorch.model.status import StageStatus
 from iacorch.process import ProcessResult, python_script_dirs, which, with_python_scripts
 
 PLAYBOOK_TOOL = "ansible-playbook"
@@ -197,8 +197,6 @@ class _Play:
 class AnsibleDriver:
     """Apply runs the playbook; plan and drift run it in check mode with diff, every task
     held in check mode (also those with `check_mode: false`, reported as not checkable)."""
-
-    action_type: ClassVar[ActionType] = ActionType.ANSIBLE
 
     def required_tools(self, action: Mapping[str, Any]) -> list[str]:
         """ansible-playbook, whatever the action says: the one installed with iacorch first."""

@@ -10,11 +10,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 from iacorch.model.masking import Masker
 from iacorch.model.results import StageResult, StageSpec
-from iacorch.model.status import ActionType
 from iacorch.process import CancelToken, ProcessResult, ProcessRunner
 
 
@@ -60,9 +59,11 @@ class StageContext:
 
 
 class Driver(Protocol):
-    """One tool behind the four operations the engine knows."""
+    """One tool behind the four operations the engine knows.
 
-    action_type: ClassVar[ActionType]
+    What the engine needs to know without running the tool (its runbook key, action
+    model, default undo...) is its `DriverSpec` (iacorch.model.driver_spec).
+    """
 
     def required_tools(self, action: Mapping[str, Any]) -> list[str]:
         """Programs that must be on PATH to run this action (checked before any stage runs)."""

@@ -11,16 +11,17 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from pydantic import ValidationError
 
 from iacorch.drivers.base import StageContext
+from iacorch.model.actions import HttpAction, HttpExpect
+from iacorch.model.fields import RuleError
 from iacorch.model.masking import Masker
 from iacorch.model.results import StageResult
-from iacorch.model.runbook import HttpAction, HttpExpect, RuleError
-from iacorch.model.status import ActionType, StageStatus
+from iacorch.model.status import StageStatus
 
 BODY_LIMIT = 64 * 1024          # characters of body kept in outputs
 _READ_LIMIT = 4 * 1024 * 1024   # bytes read for JSON parsing; the rest is never read
@@ -182,8 +183,6 @@ def fetch(action: HttpAction, timeout: float) -> Response | str:
 
 class HttpDriver:
     """Checks an HTTP endpoint: status, body text and JSON, retried with `until`."""
-
-    action_type: ClassVar[ActionType] = ActionType.HTTP
 
     def required_tools(self, action: Mapping[str, Any]) -> list[str]:
         """Nothing: the standard library speaks HTTP."""

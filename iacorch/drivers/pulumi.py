@@ -17,14 +17,14 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import ValidationError
 
 from iacorch.drivers.base import StageContext
+from iacorch.model.actions import PulumiAction
 from iacorch.model.results import ChangeSummary, StageResult
-from iacorch.model.runbook import PulumiAction
-from iacorch.model.status import ActionType, StageStatus
+from iacorch.model.status import StageStatus
 
 from .pulumi_cli import TAIL_LINES, InterruptibleCommand, Watcher
 from .pulumi_events import ANSI, EngineEventLog, change_summary, op_name
@@ -228,8 +228,6 @@ class _Stage:
 
 class PulumiDriver:
     """Pulumi stacks through the Automation API: preview, up, destroy, drift checks."""
-
-    action_type: ClassVar[ActionType] = ActionType.PULUMI
 
     def __init__(self, automation: Any = None, *, command_factory: CommandFactory | None = None,
                  interrupt_grace: float | None = None) -> None:

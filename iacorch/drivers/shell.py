@@ -7,12 +7,12 @@ import json
 import os
 import signal
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from iacorch.drivers.base import StageContext
 from iacorch.model.masking import Masker
 from iacorch.model.results import StageResult, StageSpec
-from iacorch.model.status import ActionType, StageStatus
+from iacorch.model.status import StageStatus
 from iacorch.process import ProcessResult, which
 
 OUTPUT_FILE = "outputs.jsonl"
@@ -142,8 +142,6 @@ def exit_hint(exit_code: int, what: str) -> str:
 
 class ShellDriver:
     """Runs `shell.run` under `bash -eo pipefail` or `shell.argv` without a shell."""
-
-    action_type: ClassVar[ActionType] = ActionType.SHELL
 
     def required_tools(self, action: Mapping[str, Any]) -> list[str]:
         """bash for a script; the program itself for an argv list."""

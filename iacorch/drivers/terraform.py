@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -48,9 +48,9 @@ from iacorch.drivers.terraform_output import (
     secret_strings,
     text_diagnostics,
 )
+from iacorch.model.actions import TerraformAction
 from iacorch.model.results import ChangeSummary, StageResult
-from iacorch.model.runbook import TerraformAction
-from iacorch.model.status import ActionType, StageStatus
+from iacorch.model.status import StageStatus
 from iacorch.process import ProcessResult
 
 _TAIL_LINES = 40
@@ -59,8 +59,6 @@ _LOCK_POLL_SECONDS = 0.05
 
 class TerraformDriver:
     """Runs a `terraform:` action; `binary: tofu` works the same way."""
-
-    action_type: ClassVar[ActionType] = ActionType.TERRAFORM
 
     def required_tools(self, action: Mapping[str, Any]) -> list[str]:
         """The binary the action names (`terraform` unless it says otherwise)."""

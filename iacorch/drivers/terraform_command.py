@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from iacorch.drivers.terraform_output import install_url
-from iacorch.model.runbook import TerraformAction
+from iacorch.model.actions import TerraformAction
 
 TFVARS_NAME = "iacorch.tfvars.json"
 

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from iacorch.errors import ApprovalError
 from iacorch.model.events import Event, EventKind
 from iacorch.model.plan import PlannedStage
+from iacorch.model.registry import driver_spec
 from iacorch.model.results import StageResult
-from iacorch.model.status import ActionType, Operation
+from iacorch.model.status import Operation
 from iacorch.runbook.templating import TemplateProblem
 
 from .approvals import (
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
 
     from .runtime import Runtime
 
-_PLANNABLE = (ActionType.TERRAFORM, ActionType.PULUMI, ActionType.ANSIBLE)
+def _plannable(stage: PlannedStage) -> bool:
+    return stage.action_type is not None and driver_spec(stage.action_type).plan_before_gate
 
 
 class GateVerdict(StrEnum):
@@ -198,12 +200,13 @@ class GateKeeper:
 
     # -- the plans shown in the request -------------------------------------------------
     def _plan_behind(self, gate_stage: PlannedStage) -> dict[str, dict[str, Any]]:
-        """Plan every Terraform/Pulumi/Ansible stage behind the gate whose inputs are known
-        now (Ansible in check mode with diff; it keeps no plan: it runs again once approved)."""
+        """Plan every stage behind the gate whose driver plans before a gate (Terraform,
+        Pulumi, Ansible) and whose inputs are known now (Ansible in check mode with diff;
+        it keeps no plan: it runs again once approved)."""
         r = self.runner
         behind = [r.plan.stages[sid] for sid in r.plan.stages
                   if sid in r.selected and sid in _descendants(r, gate_stage.id)
-                  and r.plan.stages[sid].action_type in _PLANNABLE]
+                  and _plannable(r.plan.stages[sid])]
         planned: dict[str, dict[str, Any]] = {}
         futures: dict[Future[StageResult], str] = {}
         if not behind:

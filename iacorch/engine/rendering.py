@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from iacorch.model.plan import Plan, PlannedStage
+from iacorch.model.registry import driver_spec
 from iacorch.model.results import StageSpec
-from iacorch.model.status import ActionType, Operation, StageStatus
+from iacorch.model.status import Operation, StageStatus
 from iacorch.runbook.templating import (
     StageOutputs,
     TemplateProblem,
@@ -120,25 +121,28 @@ def _refuse_unkept(value: Any) -> None:
             _refuse_unkept(item)
 
 
-def render_action(templates: Templates, action_type: ActionType, action: Mapping[str, Any],
+def render_action(templates: Templates, action_type: str, action: Mapping[str, Any],
                   context: Mapping[str, Any], secrets: Mapping[str, str]) -> dict[str, Any]:
-    """Render an action; in `shell.run`, values are quoted and secrets become env references."""
-    if action_type is not ActionType.SHELL:
+    """Render an action; in its driver's script field (`shell.run`) values are quoted and
+    secrets become env references; the items of its argv field become text."""
+    spec = driver_spec(action_type)
+    script = spec.script_field
+    if script is None or script not in action:
         rendered = templates.render(dict(action), context)
-    elif "run" not in action:
-        rendered = templates.render(dict(action), context)
-        _refuse_unkept(rendered)
-        rendered["argv"] = [to_text(item) for item in rendered.get("argv") or []]
+        argv = spec.argv_field
+        if argv is not None and argv in rendered:
+            _refuse_unkept(rendered)  # before to_text turns an unkept output into text
+            rendered[argv] = [to_text(item) for item in rendered[argv] or []]
     else:
-        rendered = templates.render({k: v for k, v in action.items() if k != "run"}, context)
+        rendered = templates.render({k: v for k, v in action.items() if k != script}, context)
         shell_context = dict(context)
         shell_context["secrets"] = {name: shell_secret(name) for name in secrets}
-        rendered["run"] = templates.render(action["run"], shell_context, shell=True)
+        rendered[script] = templates.render(action[script], shell_context, shell=True)
     _refuse_unkept(rendered)
     return rendered
 
 
-def build_spec(plan: Plan, stage: PlannedStage, action_type: ActionType,
+def build_spec(plan: Plan, stage: PlannedStage, action_type: str,
                rendered: Mapping[str, Any], *, run_id: str, operation: Operation,
                attempt: int, work_dir: str, state_dir: str, secrets: Mapping[str, str],
                saved_plan: str | None = None) -> StageSpec:

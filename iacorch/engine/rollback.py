@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from iacorch.model.driver_spec import DefaultUndo
 from iacorch.model.plan import Plan, PlannedStage
-from iacorch.model.status import ActionType, Operation, StageStatus
+from iacorch.model.registry import driver_spec
+from iacorch.model.status import Operation, StageStatus
 
-_STACK_TOOLS = (ActionType.TERRAFORM, ActionType.PULUMI)
-NOTHING_TO_UNDO_CHECK = "a read-only HTTP check changes nothing"
+NOTHING_TO_UNDO_CHECK = "a read-only stage changes nothing"
 # In a stage attempt's details: it failed before its tool started (while rendering its
 # templates, say). The engine sets it; drivers set NOTHING_APPLIED when their tool ran
 # but failed before changing anything (a Terraform plan that failed).
@@ -35,7 +36,7 @@ class UndoKind(StrEnum):
 class UndoStep:
     stage_id: str
     kind: UndoKind
-    action_type: ActionType | None = None
+    action_type: str | None = None            # the driver
     action: Mapping[str, Any] = field(default_factory=dict)
     note: str = ""
 
@@ -46,7 +47,8 @@ class UndoStep:
 
 def undo_step(stage: PlannedStage, *, stack_existed: bool | None, has_previous: bool,
               destroy: bool = False) -> UndoStep:
-    """How to undo one stage (`destroy=True`: take it down for good, as `iacorch destroy`)."""
+    """How to undo one stage (`destroy=True`: take it down for good, as `iacorch destroy`);
+    without a `rollback:` of its own, as its driver's `default_undo` says."""
     if stage.approval is not None:
         return UndoStep(stage.id, UndoKind.NOTHING, note="approval gate")
     # `destroy:` is the way down for good; unset, it follows `rollback:`
@@ -56,9 +58,11 @@ def undo_step(stage: PlannedStage, *, stack_existed: bool | None, has_previous: 
         return UndoStep(stage.id, UndoKind.NOTHING, note=f"`{key}: none`")
     if isinstance(rule, Mapping):
         (action_type, action), = rule.items()
-        return UndoStep(stage.id, UndoKind.ACTION, ActionType(action_type), action,
+        return UndoStep(stage.id, UndoKind.ACTION, action_type, action,
                         note=f"its `{key}:` action")
-    if stage.action_type in _STACK_TOOLS:
+    undo = driver_spec(stage.action_type).default_undo if stage.action_type \
+        else DefaultUndo.EXPLICIT
+    if undo is DefaultUndo.STACK:
         if destroy or not stack_existed:
             return UndoStep(stage.id, UndoKind.DESTROY, stage.action_type, stage.action,
                             note="destroy" if destroy else "created by this run: destroy")
@@ -67,7 +71,7 @@ def undo_step(stage: PlannedStage, *, stack_existed: bool | None, has_previous: 
                             note="existed before: re-apply the last successful inputs")
         return UndoStep(stage.id, UndoKind.NOTHING,
                         note="existed before, and no successful run holds its earlier inputs")
-    if stage.action_type is ActionType.HTTP and stage.idempotent:
+    if undo is DefaultUndo.READ_ONLY and stage.idempotent:
         return UndoStep(stage.id, UndoKind.NOTHING, note=NOTHING_TO_UNDO_CHECK)
     return UndoStep(stage.id, UndoKind.NOTHING,
                     note=f"{stage.action_type} stages have no automatic rollback; "

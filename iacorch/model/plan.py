@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from iacorch.errors import Location
-from iacorch.model.status import ActionType, FailurePolicy, StageKind
+from iacorch.model.status import FailurePolicy, StageKind
 
 # Why plan and drift skip a stage the runbook marks `dry_run: false`.
 NOT_SAFE_TO_DRY_RUN = "not safe to dry-run (runbook says so)"
@@ -38,7 +38,7 @@ class PlannedStage:
     id: str                                   # "web[eu]" for an expanded stage
     base_id: str                              # "web"
     kind: StageKind
-    action_type: ActionType | None            # None for an approval gate
+    action_type: str | None                   # the driver; None for an approval gate
     action: Mapping[str, Any]                 # unrendered: templates are rendered at run time
     needs: tuple[str, ...]                    # expanded ids this stage waits for
     location: Location
@@ -48,7 +48,7 @@ class PlannedStage:
     timeout: float | None = None
     retry: RetryPolicy = RetryPolicy()
     on_failure: FailurePolicy | None = None
-    rollback: str | Mapping[str, Any] = "auto"  # "auto", "none" or {action_type: action}
+    rollback: str | Mapping[str, Any] = "auto"  # "auto", "none" or {driver: action}
     destroy: str | Mapping[str, Any] | None = None  # as `rollback`; None: follow `rollback`
     idempotent: bool = True
     approval: ApprovalGate | None = None

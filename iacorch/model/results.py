@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from iacorch.model.status import ActionType, Operation, StageStatus
+from iacorch.model.status import Operation, StageStatus
 
 DIFF_PREVIEW_LINES = 30   # lines of a diff shown under a task or a stage; the rest is counted
 
@@ -21,7 +21,7 @@ class StageSpec:
 
     run_id: str
     stage_id: str
-    driver: ActionType
+    driver: str                               # a registered driver's name
     operation: Operation
     action: Mapping[str, Any]                 # rendered
     root_dir: str                             # the runbook's directory

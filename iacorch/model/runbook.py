@@ -1,91 +1,27 @@
 """The runbook format as pydantic models: the single source of truth for its schema.
 
 Values that may hold templates stay strings here; the compiler checks their
-references and the engine renders them just before a stage starts.
+references and the engine renders them just before a stage starts. The classes
+here hold what every runbook has; `runbook_model()` adds one key per registered
+driver (`terraform:`, `shell:`, a plugin's) to stages, rollbacks and destroys.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from functools import cache
+from typing import Any, ClassVar, Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, create_model, model_validator
 
-from iacorch.model.status import ActionType, FailurePolicy, StageKind
+from iacorch.errors import PluginError
+from iacorch.model.fields import RuleError, Strict, Templated, VarsDuration
+from iacorch.model.registry import driver_names, driver_specs
+from iacorch.model.status import FailurePolicy, StageKind
 
 STAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 EXTENSION_KEY = re.compile(r"^x-")  # top-level keys the format ignores, as docker-compose does
 MAX_FOR_EACH = 1000  # each item is a stage that runs a tool; more is a loop for the tool itself
-_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*(ms|s|m|h|d))+\s*$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-class RuleError(ValueError):
-    """A value that breaks a rule of the format; `hint` says how to write it instead.
-
-    The schema error mapper shows `message` and `hint` apart; `str()` joins them for
-    callers that only print the error (command-line flags).
-    """
-
-    def __init__(self, message: str, hint: str) -> None:
-        super().__init__(f"{message}; {hint}")
-        self.message = message
-        self.hint = hint
-
-
-_DURATION_HINT = "write it as 30s, 15m, 4h or 1h30m (a bare number means seconds)"
-
-
-def parse_duration(value: object) -> float:
-    """`90`, `"90s"`, `"15m"`, `"1h30m"`, `"250ms"` -> seconds."""
-    if isinstance(value, bool):
-        raise RuleError(f"{str(value).lower()} is not a duration", _DURATION_HINT)
-    if isinstance(value, int | float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise RuleError(f"{value} is not a duration", _DURATION_HINT)
-        if value < 0:
-            raise RuleError("a duration cannot be negative", _DURATION_HINT)
-        return float(value)
-    if isinstance(value, str) and _DURATION.match(value):
-        return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value))
-    shown = repr(value) if isinstance(value, str) else "a " + type(value).__name__
-    raise RuleError(f"{shown} is not a duration", _DURATION_HINT)
-
-
-def duration_or_template(value: object) -> float | str:
-    """A duration in seconds, or a template (`"{{ vars.rto }}"`) the compiler renders."""
-    if isinstance(value, str) and ("{{" in value or "{%" in value):
-        return value
-    return parse_duration(value)
-
-
-_DURATION_SCHEMA = [{"type": "number", "minimum": 0},
-                    {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d))+\s*$"}]
-Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema({
-    "anyOf": _DURATION_SCHEMA,
-    "description": "seconds, or a duration such as 30s, 15m, 4h, 1h30m"})]
-# Durations the compiler may compute from vars, e.g. an RTO per environment.
-VarsDuration = Annotated[float | str, BeforeValidator(duration_or_template), WithJsonSchema({
-    "anyOf": [*_DURATION_SCHEMA, {"type": "string", "pattern": r"\{\{|\{%"}],
-    "description": "seconds, a duration such as 30s, 15m, 4h, 1h30m, or a template of "
-                   "vars giving one"})]
-Templated = str  # a string that may hold {{ ... }}
-
-
-class Strict(BaseModel):
-    """Base of every runbook model: unknown keys are errors, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class VarSpec(Strict):
@@ -121,164 +57,24 @@ class Defaults(Strict):
     retries: Retries = Retries()
 
 
-class TerraformAction(Strict):
-    dir: str
-    workspace: Templated | None = None
-    vars: dict[str, Any] = {}
-    var_files: list[str] = []
-    backend_config: dict[str, Any] = {}
-    targets: list[str] = []
-    parallelism: int | None = Field(default=None, ge=1)
-    env: dict[str, Any] = {}
-    binary: str = "terraform"
-
-
-class PulumiAction(Strict):
-    dir: str
-    stack: Templated = "dev"
-    config: dict[str, Any] = {}
-    backend: str | None = None
-    env: dict[str, Any] = {}
-    refresh: bool = False
-
-
-class AnsibleAction(Strict):
-    playbook: str
-    inventory: str | dict[str, Any] | list[Any] | None = None
-    extra_vars: dict[str, Any] | Templated = {}
-    limit: Templated | None = None
-    tags: list[str] | str | None = None
-    skip_tags: list[str] | str | None = None
-    forks: int | None = Field(default=None, ge=1)
-    become: bool = False
-    check: bool = False
-    env: dict[str, Any] = {}
-    vault_password: Templated | None = None
-
-
-class ShellAction(Strict):
-    run: Templated | None = None
-    argv: list[str | int | float] | None = None
-    env: dict[str, Any] = {}
-    cwd: str | None = None
-
-    @field_validator("argv", mode="before")
-    @classmethod
-    def _plain_arguments(cls, argv: Any) -> Any:
-        for item in argv if isinstance(argv, list) else ():
-            if isinstance(item, bool) or item is None:
-                shown = {True: "true", False: "false", None: "null"}[item]
-                raise RuleError(f"an argv item reads as {shown}, not as text: YAML turned "
-                                f"`{shown}` into a {'boolean' if item is not None else 'null'}",
-                                f"write it in quotes: argv: [\"{shown}\"]")
-        return argv
-
-    @model_validator(mode="after")
-    def _run_or_argv(self) -> ShellAction:
-        if (self.run is None) == (self.argv is None):
-            raise RuleError("a shell action has exactly one of `run` (a script) "
-                            "or `argv` (a list)",
-                            "remove one of them" if self.run is not None else
-                            "add `run: make` for a script or `argv: [make, all]` for a command")
-        return self
-
-
-class HttpExpect(Strict):
-    status: int | list[int] = 200
-    body_contains: str | None = None
-    json_: dict[str, Any] | None = Field(default=None, alias="json")
-
-
-class HttpUntil(Strict):
-    attempts: int = Field(default=1, ge=1)
-    interval: Duration = 1.0
-
-
-_URL_HINT = "write it as http://host[:port]/path or https://host[:port]/path"
-_ENCODE_HINT = ("percent-encode it (a space is %20); a value from a template can go through "
-                "`| urlencode`")
-
-
-def url_problem(url: str) -> RuleError | None:
-    """Why an http stage cannot request `url` (the URL itself is not quoted: it may hold a
-    secret); None when it can. `user:password@` is allowed: it becomes basic auth."""
-    for position, char in enumerate(url, start=1):
-        if char == " ":
-            return RuleError(f"the URL has a space at character {position}", _ENCODE_HINT)
-        if not char.isprintable():
-            return RuleError(f"the URL has the unprintable character U+{ord(char):04X} at "
-                             f"character {position}", _ENCODE_HINT)
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # `[` without `]`
-        return RuleError("the URL's host is not readable: an IPv6 address needs both `[` "
-                         "and `]`", _URL_HINT)
-    if parts.scheme.lower() not in ("http", "https"):
-        found = f"`{parts.scheme}:`" if parts.scheme else "none"
-        return RuleError(f"the URL's scheme must be http: or https:, found {found}", _URL_HINT)
-    if not parts.hostname:
-        return RuleError("the URL names no host", _URL_HINT)
-    try:
-        _ = parts.port  # raises ValueError unless it is a number from 0 to 65535
-    except ValueError:
-        return RuleError("the URL's port is not a number from 0 to 65535", _URL_HINT)
-    if not (parts.path + parts.query).isascii():  # a host may be international, not a path
-        return RuleError("the URL's path or query has a non-ASCII character", _ENCODE_HINT)
-    return None
-
-
-class HttpAction(Strict):
-    url: Templated
-    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
-    headers: dict[str, Any] = {}
-    body: Any = None
-    expect: HttpExpect = HttpExpect()
-    until: HttpUntil = HttpUntil()
-    timeout: Duration = 10.0
-    verify_tls: bool = True
-
-    @field_validator("url")
-    @classmethod
-    def _requestable(cls, url: str) -> str:
-        if "{{" in url or "{%" in url:
-            return url  # checked once rendered, by the driver
-        problem = url_problem(url)
-        if problem is not None:
-            raise problem
-        return url
-
-
-ACTION_MODELS: dict[ActionType, type[Strict]] = {
-    ActionType.TERRAFORM: TerraformAction,
-    ActionType.PULUMI: PulumiAction,
-    ActionType.ANSIBLE: AnsibleAction,
-    ActionType.SHELL: ShellAction,
-    ActionType.HTTP: HttpAction,
-}
-
-
 class ActionFields(Strict):
-    """The five actions; a stage or a rollback sets exactly one of them."""
-
-    terraform: TerraformAction | None = None
-    pulumi: PulumiAction | None = None
-    ansible: AnsibleAction | None = None
-    shell: ShellAction | None = None
-    http: HttpAction | None = None
+    """A stage, a rollback or a destroy: one key per driver, at most one of them set."""
 
     @property
-    def action_types(self) -> list[ActionType]:
-        return [t for t in ActionType if getattr(self, t.value) is not None]
+    def action_types(self) -> list[str]:
+        """The drivers whose key is set (a valid stage has one, a gate none)."""
+        return [name for name in driver_names() if getattr(self, name, None) is not None]
 
     @property
-    def action_type(self) -> ActionType | None:
+    def action_type(self) -> str | None:
         found = self.action_types
         return found[0] if len(found) == 1 else None
 
     @property
-    def action(self) -> Strict | None:
+    def action(self) -> Any:
+        """The action model under the one driver key, or None."""
         kind = self.action_type
-        return getattr(self, kind.value) if kind else None
+        return getattr(self, kind) if kind else None
 
 
 class RollbackAction(ActionFields):
@@ -290,7 +86,7 @@ class RollbackAction(ActionFields):
     def _exactly_one(self) -> RollbackAction:
         if len(self.action_types) != 1:
             raise RuleError(f"a {self.key} is `auto`, `none`, or exactly one action "
-                            "(terraform, pulumi, ansible, shell, http)",
+                            f"({', '.join(driver_names())})",
                             "keep one action here; put other undo steps in their own stage"
                             if self.action_types else "add one action, e.g. "
                             f"`{self.key}: {{shell: {{run: make clean}}}}`")
@@ -322,6 +118,8 @@ APPROVAL_FIELDS = ("approvers", "require", "allow_self_approval", "message", "in
 
 
 class Stage(ActionFields):
+    """A stage; `runbook_model()` adds one key per registered driver."""
+
     kind: StageKind | None = None
     description: str | None = None
     needs: list[str] = []
@@ -387,6 +185,8 @@ class DriftSettings(Strict):
 
 
 class Runbook(Strict):
+    """A runbook; `runbook_model()` is the class that validates one (with driver keys)."""
+
     version: Literal[1]
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str | None = None
@@ -416,3 +216,25 @@ class Runbook(Strict):
 def is_extension(key: object) -> bool:
     """`x-defaults`: a top-level key the format ignores (EXTENSION_KEY)."""
     return isinstance(key, str) and EXTENSION_KEY.match(key) is not None
+
+
+@cache
+def runbook_model() -> type[Runbook]:
+    """The Runbook class with every registered driver's action: built once per process."""
+    actions: dict[str, Any] = {}
+    for spec in driver_specs().values():
+        if spec.name in Stage.model_fields:
+            raise PluginError(f"the driver `{spec.name}` has the name of a stage key",
+                              hint="rename the driver in its package's DriverSpec")
+        actions[spec.name] = (spec.action_model | None, None)
+    rollback = create_model("RollbackAction", __base__=RollbackAction, __module__=__name__,
+                            **actions)
+    destroy = create_model("DestroyAction", __base__=DestroyAction, __module__=__name__,
+                           **actions)
+    undo: dict[str, Any] = {"rollback": (Literal["auto", "none"] | rollback, "auto"),
+                            "destroy": (Literal["auto", "none"] | destroy | None, None)}
+    stage = create_model("Stage", __base__=Stage, __module__=__name__, **actions, **undo)
+    return create_model("Runbook", __base__=Runbook, __module__=__name__,
+                        stages=(dict[str, stage], ...),  # type: ignore[valid-type]
+                        finally_=(dict[str, stage],  # type: ignore[valid-type]
+                                  Field(default={}, alias="finally")))

@@ -1,6 +1,7 @@
 """The JSON Schema of the runbook format, for editors: what `iacorch validate` accepts.
 
-pydantic derives the keys and types from the models in `iacorch.model.runbook`. The
+pydantic derives the keys and types from the models in `iacorch.model.runbook` (one action
+per registered driver; an action model adds its own rules, as `ShellAction` does). The
 rules the models check in code are added here, so that an editor flags what `validate`
 rejects: exactly one action per stage, none on a gate, `kind` in `stages:`, no `needs`,
 `for_each` or gate in `finally:`, stage ids, `run` or `argv`, a cron of 5 or 6 fields, a
@@ -16,16 +17,16 @@ from typing import Any
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
+from iacorch.model.registry import driver_names
 from iacorch.model.runbook import (
     APPROVAL_FIELDS,
     EXTENSION_KEY,
     MAX_FOR_EACH,
     STAGE_ID,
-    Runbook,
+    runbook_model,
 )
-from iacorch.model.status import ActionType, StageKind
+from iacorch.model.status import StageKind
 
-ACTIONS = tuple(a.value for a in ActionType)
 _INT_TEXT = r"^\s*[+-]?[0-9]+(_[0-9]+)*(\.0*)?\s*$"
 _POSITIVE_INT_TEXT = r"^\s*\+?0*[1-9][0-9]*(_[0-9]+)*(\.0*)?\s*$"
 _BOOL_TEXT = (r"^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[Yy]([Ee][Ss])?|[Nn][Oo]?|[Oo][Nn]"
@@ -49,8 +50,9 @@ _CRON = r"^\s*\S+(\s+\S+){4,5}\s*$"
 
 
 def json_schema() -> dict[str, Any]:
-    """The JSON Schema of the runbook format, for editors (yaml-language-server)."""
-    schema = Runbook.model_json_schema(by_alias=True, schema_generator=_AsValidateReads)
+    """The JSON Schema of the runbook format, for editors (yaml-language-server), with
+    the actions of every registered driver."""
+    schema = runbook_model().model_json_schema(by_alias=True, schema_generator=_AsValidateReads)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://iacorch.dev/schema/runbook-v1.json"
     schema["title"] = "iacorch runbook"
@@ -87,6 +89,7 @@ def _any_set(keys: tuple[str, ...]) -> dict[str, Any]:
 
 def _add_rules(schema: dict[str, Any]) -> None:
     defs = schema["$defs"]
+    actions = tuple(driver_names())
     top = schema["properties"]
     schema["patternProperties"] = {
         EXTENSION_KEY.pattern: {"description": "ignored: a place for YAML anchors"}}
@@ -101,8 +104,8 @@ def _add_rules(schema: dict[str, Any]) -> None:
 
     stage = defs["Stage"]
     stage["if"] = gate
-    stage["then"] = {"not": _any_set(ACTIONS)}
-    stage["else"] = {"oneOf": [_set(a) for a in ACTIONS], "not": _any_set(APPROVAL_FIELDS)}
+    stage["then"] = {"not": _any_set(actions)}
+    stage["else"] = {"oneOf": [_set(a) for a in actions], "not": _any_set(APPROVAL_FIELDS)}
     stage["properties"]["approvers"]["anyOf"][0]["uniqueItems"] = True
     for option in stage["properties"]["for_each"]["anyOf"]:
         if option.get("type") == "array":
@@ -110,8 +113,7 @@ def _add_rules(schema: dict[str, Any]) -> None:
         elif option.get("type") == "object":
             option.update(propertyNames=names, maxProperties=MAX_FOR_EACH)
     for undo in ("RollbackAction", "DestroyAction"):
-        defs[undo]["oneOf"] = [_set(a) for a in ACTIONS]
-    defs["ShellAction"]["oneOf"] = [_set("run"), _set("argv")]
+        defs[undo]["oneOf"] = [_set(a) for a in actions]
     defs["SecretSpec"]["oneOf"] = [_set("env"), _set("file")]
     defs["NotifyChannel"]["oneOf"] = [_set("webhook"), _set("command")]
     defs["ApprovalInput"]["if"] = {"properties": {"type": {"const": "choice"}},

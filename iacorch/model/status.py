@@ -14,14 +14,6 @@ class StageKind(StrEnum):
     FINALLY = "finally"
 
 
-class ActionType(StrEnum):
-    TERRAFORM = "terraform"
-    PULUMI = "pulumi"
-    ANSIBLE = "ansible"
-    SHELL = "shell"
-    HTTP = "http"
-
-
 class Operation(StrEnum):
     PLAN = "plan"
     APPLY = "apply"

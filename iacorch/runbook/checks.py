@@ -14,8 +14,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from iacorch.model.registry import driver_names, driver_spec
 from iacorch.model.runbook import APPROVAL_FIELDS, STAGE_ID, Stage
-from iacorch.model.status import ActionType
 from iacorch.runbook.templating import is_template
 
 
@@ -40,14 +40,6 @@ DANGEROUS_ENV = ("TF_CLI_ARGS", "TF_CLI_ARGS_*", "TF_CLI_CONFIG_FILE", "LD_PRELO
 
 _DANGEROUS_ENV = re.compile("|".join(fnmatch.translate(p) for p in DANGEROUS_ENV))
 
-# Fields that name files or directories, relative to the runbook.
-PATH_FIELDS: dict[ActionType, tuple[str, ...]] = {
-    ActionType.TERRAFORM: ("dir", "var_files"),
-    ActionType.PULUMI: ("dir",),
-    ActionType.ANSIBLE: ("playbook",),
-    ActionType.SHELL: ("cwd",),
-}
-_ACTIONS = "terraform, pulumi, ansible, shell, http"
 _NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five"}
 
 
@@ -66,18 +58,18 @@ def check_shape(section: str, stage_id: str, stage: Stage) -> Iterator[Finding]:
     if stage.is_approval:
         if actions:
             yield Finding(f"approval gate `{stage_id}` cannot also run `{actions[0]}`",
-                          (*where, actions[0].value),
+                          (*where, actions[0]),
                           "move the action into its own stage that `needs` the gate", key=True)
         yield from _check_gate(where, stage)
         return
     if not actions:
         yield Finding(f"stage `{stage_id}` has no action", where,
-                      f"add exactly one of {_ACTIONS}", key=True)
+                      f"add exactly one of {', '.join(driver_names())}", key=True)
     elif len(actions) > 1:
-        names = ", ".join(f"`{a.value}`" for a in actions[:-1]) + f" and `{actions[-1].value}`"
+        names = ", ".join(f"`{a}`" for a in actions[:-1]) + f" and `{actions[-1]}`"
         count = _NUMBERS[len(actions)]
         yield Finding(f"stage `{stage_id}` has {count} actions, {names}",
-                      (*where, actions[1].value), f"split it into {count} stages, one per "
+                      (*where, actions[1]), f"split it into {count} stages, one per "
                       "action", key=True)
     for name in APPROVAL_FIELDS:
         if getattr(stage, name) is not None:
@@ -130,10 +122,11 @@ def check_env(path: tuple[Any, ...], env: Mapping[str, Any] | None,
                           "runbook", key=True)
 
 
-def check_paths(path: tuple[Any, ...], action_type: ActionType, action: Mapping[str, Any],
+def check_paths(path: tuple[Any, ...], action_type: str, action: Mapping[str, Any],
                 root: Path, project: Path) -> Iterator[Finding]:
-    """Static paths must exist and stay inside the project, symlinks resolved."""
-    for field in PATH_FIELDS.get(action_type, ()):
+    """Static paths (the driver's `path_fields`) must exist and stay inside the project,
+    symlinks resolved."""
+    for field in driver_spec(action_type).path_fields:
         value = action.get(field)
         entries = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
         for index, entry in entries:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from iacorch.model.fields import RuleError, parse_duration
 from iacorch.model.plan import RetryPolicy
-from iacorch.model.runbook import Retries, RuleError, parse_duration
+from iacorch.model.runbook import Retries
 from iacorch.runbook.references import ReferenceChecker
 from iacorch.runbook.schema_errors import describe
 from iacorch.runbook.templating import TemplateProblem, Templates

@@ -14,8 +14,9 @@ from typing import Any
 
 from iacorch.errors import Location, Problem, RunbookError
 from iacorch.model.plan import ApprovalGate, Plan, PlannedStage, RetryPolicy
-from iacorch.model.runbook import MAX_FOR_EACH, STAGE_ID, Runbook, Stage
-from iacorch.model.status import ActionType, StageKind
+from iacorch.model.registry import driver_spec
+from iacorch.model.runbook import MAX_FOR_EACH, STAGE_ID, Runbook, Stage, runbook_model
+from iacorch.model.status import StageKind
 from iacorch.project import project_root
 from iacorch.runbook.checks import Finding, check_env, check_paths, check_shape
 from iacorch.runbook.compile_time import NOT_RENDERED, CompileTimeValues
@@ -61,10 +62,11 @@ def validate_model(document: Document) -> Runbook:
         raise RunbookError.single("a runbook is a mapping of keys such as `version` and `stages`",
                                   document.locate(()), "start with `version: 1`, `name:` and "
                                   "`stages:`")
+    model = runbook_model()
     try:
-        return Runbook.model_validate(document.data)
+        return model.model_validate(document.data)
     except ValidationError as exc:
-        raise RunbookError(schema_problems(document, exc, Runbook)) from None
+        raise RunbookError(schema_problems(document, exc, model)) from None
 
 
 def compile_document(document: Document, *, cli_vars: Mapping[str, str] | None = None,
@@ -154,7 +156,7 @@ class _Compiler:
     # -- per-stage shape -------------------------------------------------
     def _check_stage(self, section: str, stage_id: str, stage: Stage) -> None:
         self.report(check_shape(section, stage_id, stage))
-        actions: list[tuple[tuple[str, ...], ActionType | None]] = [
+        actions: list[tuple[tuple[str, ...], str | None]] = [
             ((section, stage_id), stage.action_type)]
         for key in _UNDO_KEYS:
             undo = getattr(stage, key)
@@ -163,7 +165,7 @@ class _Compiler:
         for where, action in actions:
             if action is None or stage.is_approval:
                 continue
-            action_path = (*where, action.value)
+            action_path = (*where, action)
             settings = self._raw(action_path)
             self.report(check_env(action_path, settings.get("env"), self.runbook.allow_env))
             self.report(check_paths(action_path, action, settings, self.root, self.project))
@@ -297,13 +299,13 @@ class _Compiler:
             kind=StageKind.FINALLY if section == "finally" else StageKind(
                 stage.kind or StageKind.DEPLOY),  # a missing kind is already a problem
             action_type=action_type,
-            action=raw[action_type.value] if action_type else {},
+            action=raw[action_type] if action_type else {},
             needs=deps, location=self.document.locate((section, base_id), key=True),
             item=item, item_key=stage_id[len(base_id) + 1:-1] if item is not None else None,
             when=stage.when, timeout=timeout if stage.timeout is not None
             else self.default_timeout,
             retry=retry, on_failure=stage.on_failure, rollback=rollback, destroy=destroy,
-            idempotent=_idempotent(stage, action_type), approval=approval,
+            idempotent=_idempotent(stage), approval=approval,
             is_finally=section == "finally",
             declared_outputs=tuple(stage.outputs) if stage.outputs is not None else None,
             mock_outputs=stage.mock_outputs, reference_locations=places,
@@ -371,14 +373,13 @@ def _item_key(item: Any, index: int) -> str:
     return str(index)
 
 
-def _idempotent(stage: Stage, action_type: ActionType | None) -> bool:
+def _idempotent(stage: Stage) -> bool:
+    """The stage's `idempotent:`, else what its driver declares (a gate may run again)."""
     if stage.idempotent is not None:
         return stage.idempotent
-    if action_type in (ActionType.TERRAFORM, ActionType.PULUMI, ActionType.ANSIBLE):
+    if stage.action_type is None:
         return True
-    if action_type is ActionType.HTTP:
-        return stage.http is not None and stage.http.method in ("GET", "HEAD", "OPTIONS")
-    return action_type is None
+    return driver_spec(stage.action_type).is_idempotent(stage.action)
 
 
 def _plan_hash(runbook: Runbook, values: Mapping[str, Any], stages: Mapping[str, PlannedStage],

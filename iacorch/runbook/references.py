@@ -11,6 +11,8 @@ import difflib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from iacorch.model.driver_spec import DriverSpec
+from iacorch.model.registry import driver_specs
 from iacorch.model.runbook import Runbook, Stage
 from iacorch.runbook.templating import (
     ROOTS,
@@ -87,15 +89,17 @@ class ReferenceChecker:
         return refs if self._reported == count else None
 
     def script_secrets(self, refs: References, path: Sequence[Any]) -> None:
-        """In `shell.run` a secret is an environment reference: only `{{ secrets.X }}` works."""
-        if tuple(path[-2:]) != ("shell", "run"):
+        """In a script (`shell.run`) a secret is an environment reference: only
+        `{{ secrets.X }}` works."""
+        script = _driver_field(path[-2:], "script_field")
+        if script is None:
             return
         for use in refs.secret_uses:
             name = use.expression.partition(".")[2]
             variable = secret_env_name(name) if name else "IACORCH_SECRET_<NAME>"
-            self._problem(f"`shell.run` applies {use.how} to `{use.expression}`, but in a "
-                          f"script a secret is the reference \"${{{variable}}}\", not its "
-                          "value", path,
+            self._problem(f"`{script.name}.{script.script_field}` applies {use.how} to "
+                          f"`{use.expression}`, but in a script a secret is the reference "
+                          f"\"${{{variable}}}\", not its value", path,
                           f"apply the transformation in the shell, to \"${variable}\", or "
                           "pass it through env: put this template in the stage's `env:` "
                           "(e.g. as TOKEN) and use \"$TOKEN\" in the script")
@@ -103,11 +107,13 @@ class ReferenceChecker:
     def stage_reference(self, section: str, stage_id: str, stage: Stage, ref: Reference,
                          path: Sequence[Any]) -> str | None:
         name = ref.path[0] if ref.path else None
-        if ref.root == "secrets" and _in_shell_argv(path):
-            self._problem(f"`secrets.{name}` in `shell.argv` would put the secret on a command "
-                          "line, where `ps` and /proc show it", path,
+        argv = _in_argv(path)
+        if ref.root == "secrets" and argv is not None:
+            script = f", or use `{argv.script_field}:`" if argv.script_field else ""
+            self._problem(f"`secrets.{name}` in `{argv.name}.{argv.argv_field}` would put the "
+                          "secret on a command line, where `ps` and /proc show it", path,
                           f"pass it in `env:` (e.g. TOKEN: \"{{{{ secrets.{name} }}}}\") and "
-                          "read $TOKEN, or use `run:`, where secrets arrive as environment "
+                          f"read $TOKEN{script}, where secrets arrive as environment "
                           "variables")
         elif ref.root in ("vars", "secrets") and name is not None:
             self.declared(ref.root, name, path)
@@ -173,7 +179,21 @@ class ReferenceChecker:
 
 
 
-def _in_shell_argv(path: Sequence[Any]) -> bool:
-    """`stages.X.shell.argv[i]`, also inside a rollback action."""
+def _driver_field(pair: Sequence[Any], declared: str) -> DriverSpec | None:
+    """The driver when `pair` is (driver name, the field it declares as `declared`)."""
+    specs = driver_specs()
+    if len(pair) != 2 or pair[0] not in specs:
+        return None
+    spec = specs[pair[0]]
+    return spec if getattr(spec, declared) == pair[1] else None
+
+
+def _in_argv(path: Sequence[Any]) -> DriverSpec | None:
+    """The driver when `path` is in its argv field (`stages.X.shell.argv[i]`), also inside a
+    rollback action."""
     parts = list(path)
-    return any(parts[i] == "shell" and parts[i + 1] == "argv" for i in range(len(parts) - 1))
+    for i in range(len(parts) - 1):
+        spec = _driver_field(parts[i:i + 2], "argv_field")
+        if spec is not None:
+            return spec
+    return None

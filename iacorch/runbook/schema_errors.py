@@ -18,7 +18,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from iacorch.errors import Problem
-from iacorch.model.runbook import RuleError
+from iacorch.model.fields import RuleError
+from iacorch.model.registry import driver_names
 from iacorch.runbook.source import Document, implicit_typing
 
 Detail = dict[str, Any]
@@ -204,15 +205,11 @@ def _unknown_key_hint(name: str, known: list[str], model: type[BaseModel]) -> st
     return f"allowed here: {', '.join(shown)}"
 
 
-# Where a key that is unknown in one place belongs instead, most general place first.
+# Where a key that is unknown in one place belongs instead, most general place first
+# (`_home_of` adds each driver's action).
 _HOMES: tuple[tuple[tuple[str, ...], str], ...] = (
     ((), "at the top level of the runbook"),
     (("stages", "*"), "directly under a stage"),
-    (("stages", "*", "terraform"), "`terraform:`"),
-    (("stages", "*", "pulumi"), "`pulumi:`"),
-    (("stages", "*", "ansible"), "`ansible:`"),
-    (("stages", "*", "shell"), "`shell:`"),
-    (("stages", "*", "http"), "`http:`"),
     (("vars", "*"), "inside a var, e.g. `vars: {env: {default: dev}}`"),
     (("secrets", "*"), "inside a secret, e.g. `secrets: {token: {env: TOKEN}}`"),
     (("schedules", "*"), "inside a schedule"),
@@ -220,7 +217,8 @@ _HOMES: tuple[tuple[tuple[str, ...], str], ...] = (
 
 
 def _home_of(name: str, model: type[BaseModel]) -> str | None:
-    homes = [home for path, home in _HOMES if name in _known_keys(model, path)]
+    drivers = tuple((("stages", "*", driver), f"`{driver}:`") for driver in driver_names())
+    homes = [home for path, home in (*_HOMES, *drivers) if name in _known_keys(model, path)]
     actions = [home for home in homes if home.startswith("`")]
     places = [home for home in homes if not home.startswith("`")]
     if actions:

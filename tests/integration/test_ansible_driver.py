@@ -22,7 +22,7 @@ from iacorch.drivers.ansible import AnsibleDriver
 from iacorch.drivers.base import StageContext
 from iacorch.model.masking import Masker
 from iacorch.model.results import StageResult, StageSpec
-from iacorch.model.status import ActionType, Operation, StageStatus
+from iacorch.model.status import Operation, StageStatus
 from iacorch.process import CancelToken, ProcessRunner
 
 pytestmark = pytest.mark.integration
@@ -78,7 +78,7 @@ def make(tmp_path: Path, site: Path, runner: ProcessRunner,
     def build(operation: Operation = Operation.APPLY, *, playbook: str = "site.yml",
               timeout: float | None = None, **action: Any) -> Stage:
         spec = StageSpec(
-            run_id="run-1", stage_id="configure", driver=ActionType.ANSIBLE,
+            run_id="run-1", stage_id="configure", driver="ansible",
             operation=operation, attempt=next(attempts),
             action={"playbook": f"playbooks/{playbook}", "inventory": TERRAFORM_HOSTS,
                     "extra_vars": {"greeting": "hello", "target_dir": str(site),

@@ -19,7 +19,7 @@ from iacorch.drivers.base import StageContext
 from iacorch.drivers.pulumi import PulumiDriver
 from iacorch.model.masking import Masker
 from iacorch.model.results import StageResult, StageSpec
-from iacorch.model.status import ActionType, Operation, StageStatus
+from iacorch.model.status import Operation, StageStatus
 from iacorch.process import CancelToken, ProcessRunner
 
 pytestmark = [
@@ -54,7 +54,7 @@ def make(tmp_path: Path) -> Callable[[Operation], Stage]:
 
     def build(operation: Operation) -> Stage:
         spec = StageSpec(
-            run_id="it", stage_id="site", driver=ActionType.PULUMI, operation=operation,
+            run_id="it", stage_id="site", driver="pulumi", operation=operation,
             action={"dir": "../stacks/pulumi-site", "stack": "dev",
                     "config": {"title": "Integration", "site_dir": str(tmp_path / "site"),
                                "admin_token": TOKEN}},

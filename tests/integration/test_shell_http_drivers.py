@@ -18,7 +18,7 @@ from iacorch.drivers import execute
 from iacorch.drivers.base import StageContext
 from iacorch.model.masking import Masker
 from iacorch.model.results import StageSpec
-from iacorch.model.status import ActionType, Operation, StageStatus
+from iacorch.model.status import Operation, StageStatus
 from iacorch.process import CancelToken, ProcessRunner
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,7 @@ def runner() -> Iterator[ProcessRunner]:
     runner.close()
 
 
-def stage(tmp_path: Path, runner: ProcessRunner, driver: ActionType,
+def stage(tmp_path: Path, runner: ProcessRunner, driver: str,
           action: Mapping[str, Any], *, secrets: Mapping[str, str] | None = None,
           timeout: float | None = None, lines: list[str] | None = None,
           cancel: CancelToken | None = None) -> StageContext:
@@ -54,7 +54,7 @@ def test_a_shell_stage_writes_outputs_through_iacorch_output(tmp_path, runner):
         echo '{"url": "http://10.0.0.5", "replicas": 2}' >> "$IACORCH_OUTPUT"
         printf '{"replicas": %d, "ready": true}\\n' 3 >> "$IACORCH_OUTPUT"
     """
-    ctx = stage(tmp_path, runner, ActionType.SHELL, {"run": script},
+    ctx = stage(tmp_path, runner, "shell", {"run": script},
                 secrets={"TOKEN": "tok-secret-1"}, lines=lines)
     result = execute(ctx)
     assert result.status is StageStatus.SUCCEEDED, result.error
@@ -64,7 +64,7 @@ def test_a_shell_stage_writes_outputs_through_iacorch_output(tmp_path, runner):
 
 def test_invalid_json_output_fails_naming_the_line(tmp_path, runner):
     script = """echo '{"a": 1}' >> "$IACORCH_OUTPUT"; echo 'url=http://x' >> "$IACORCH_OUTPUT" """
-    result = execute(stage(tmp_path, runner, ActionType.SHELL, {"run": script}))
+    result = execute(stage(tmp_path, runner, "shell", {"run": script}))
     assert result.status is StageStatus.FAILED
     assert result.error is not None
     assert result.error.endswith("outputs.jsonl: line 2: invalid JSON: "
@@ -73,7 +73,7 @@ def test_invalid_json_output_fails_naming_the_line(tmp_path, runner):
 
 def test_pipefail_and_errexit_fail_the_script(tmp_path, runner):
     script = "echo before; false | cat; echo never"
-    result = execute(stage(tmp_path, runner, ActionType.SHELL, {"run": script}))
+    result = execute(stage(tmp_path, runner, "shell", {"run": script}))
     assert result.status is StageStatus.FAILED and result.error == "exited with code 1"
     assert result.output_tail == ("before",)
 
@@ -81,14 +81,14 @@ def test_pipefail_and_errexit_fail_the_script(tmp_path, runner):
 def test_argv_runs_in_cwd_relative_to_the_runbook(tmp_path, runner):
     (tmp_path / "book" / "app").mkdir(parents=True)
     lines: list[str] = []
-    ctx = stage(tmp_path, runner, ActionType.SHELL,
+    ctx = stage(tmp_path, runner, "shell",
                 {"argv": ["pwd"], "cwd": "app", "env": {"UNUSED": 1}}, lines=lines)
     assert execute(ctx).ok
     assert lines == [str(tmp_path / "book" / "app")]
 
 
 def test_a_slow_script_times_out(tmp_path, runner):
-    ctx = stage(tmp_path, runner, ActionType.SHELL, {"run": "echo started; sleep 10"},
+    ctx = stage(tmp_path, runner, "shell", {"run": "echo started; sleep 10"},
                 timeout=0.5)
     result = execute(ctx)
     assert result.status is StageStatus.FAILED and result.error == "timed out after 0.5s"
@@ -147,7 +147,7 @@ def test_http_retries_a_500_until_a_200_meets_the_expectations(tmp_path, runner,
     lines: list[str] = []
     action = {"url": f"{service}/flaky", "expect": {"status": 200, "json": {"status": "up"}},
               "until": {"attempts": 3, "interval": "50ms"}}
-    result = execute(stage(tmp_path, runner, ActionType.HTTP, action, lines=lines))
+    result = execute(stage(tmp_path, runner, "http", action, lines=lines))
     assert result.status is StageStatus.SUCCEEDED, result.error
     assert result.outputs["status"] == 200
     assert result.outputs["json"] == {"status": "up", "version": "1.2"}
@@ -162,7 +162,7 @@ def test_http_posts_json_and_masks_secrets_in_its_log(tmp_path, runner, service)
     action = {"url": f"{service}/deploy", "method": "POST", "body": {"version": "1.2"},
               "headers": {"Authorization": "Bearer tok-abcdef"},
               "expect": {"status": [200, 201], "json": {"received": {"version": "1.2"}}}}
-    result = execute(stage(tmp_path, runner, ActionType.HTTP, action, lines=lines,
+    result = execute(stage(tmp_path, runner, "http", action, lines=lines,
                            secrets={"API_TOKEN": "tok-abcdef"}))
     assert result.ok, result.error
     assert result.outputs["json"]["type"] == "application/json"
@@ -173,7 +173,7 @@ def test_http_posts_json_and_masks_secrets_in_its_log(tmp_path, runner, service)
 def test_http_fails_naming_expected_and_received(tmp_path, runner, service):
     action = {"url": f"{service}/health", "expect": {"body_contains": "healthy"},
               "until": {"attempts": 2, "interval": 0}}
-    result = execute(stage(tmp_path, runner, ActionType.HTTP, action))
+    result = execute(stage(tmp_path, runner, "http", action))
     assert result.status is StageStatus.FAILED
     assert result.error == (f"GET {service}/health: body does not contain 'healthy'; "
                             "it starts 'ok' (after 2 attempts)")
@@ -185,7 +185,7 @@ def test_connection_refused_counts_as_a_failed_attempt(tmp_path, runner):
         port = probe.getsockname()[1]
     action = {"url": f"http://127.0.0.1:{port}/", "until": {"attempts": 2, "interval": 0},
               "timeout": 2}
-    result = execute(stage(tmp_path, runner, ActionType.HTTP, action))
+    result = execute(stage(tmp_path, runner, "http", action))
     assert result.status is StageStatus.FAILED
     assert result.error == f"GET http://127.0.0.1:{port}/: no response: connection refused " \
                            "(after 2 attempts)"
@@ -198,13 +198,13 @@ def test_an_interrupt_wakes_the_wait_between_attempts(tmp_path, runner, service)
               "until": {"attempts": 10, "interval": 60}}
     threading.Timer(0.2, cancel.interrupt).start()
     started = time.monotonic()
-    result = execute(stage(tmp_path, runner, ActionType.HTTP, action, cancel=cancel))
+    result = execute(stage(tmp_path, runner, "http", action, cancel=cancel))
     assert result.status is StageStatus.INTERRUPTED
     assert time.monotonic() - started < 5
 
 
 def test_a_slow_response_times_out_as_a_failed_attempt(tmp_path, runner, service):
     action = {"url": f"{service}/slow", "timeout": "100ms"}
-    result = execute(stage(tmp_path, runner, ActionType.HTTP, action))
+    result = execute(stage(tmp_path, runner, "http", action))
     assert result.status is StageStatus.FAILED
     assert result.error == f"GET {service}/slow: no response: timed out (after 1 attempt)"

@@ -24,7 +24,7 @@ from iacorch.drivers.terraform import TerraformDriver
 from iacorch.drivers.terraform_output import STALE_APPROVED_PLAN
 from iacorch.model.masking import Masker
 from iacorch.model.results import StageResult, StageSpec
-from iacorch.model.status import ActionType, Operation, StageStatus
+from iacorch.model.status import Operation, StageStatus
 from iacorch.process import CancelToken, ProcessRunner
 
 pytestmark = pytest.mark.integration
@@ -77,7 +77,7 @@ def make(tmp_path: Path, stack: Path, runner: ProcessRunner,
               masker: Masker | None = None, **variables: Any) -> Stage:
         run_id = f"run{next(counter)}"
         spec = StageSpec(
-            run_id=run_id, stage_id=stage_id, driver=ActionType.TERRAFORM, operation=operation,
+            run_id=run_id, stage_id=stage_id, driver="terraform", operation=operation,
             action={"dir": "stacks/basic", "workspace": workspace,
                     "vars": {"name": "alpha", "out_file": str(tmp_path / f"{workspace}.txt"),
                              "password": SECRET, **variables}},

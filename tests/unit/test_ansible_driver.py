@@ -50,10 +50,10 @@ from iacorch.drivers.ansible_inputs import (
     normalise_inventory,
 )
 from iacorch.drivers.base import StageContext
+from iacorch.model.actions import AnsibleAction
 from iacorch.model.masking import Masker
 from iacorch.model.results import DIFF_PREVIEW_LINES, StageSpec, diff_preview
-from iacorch.model.runbook import AnsibleAction
-from iacorch.model.status import ActionType, Operation, StageStatus
+from iacorch.model.status import Operation, StageStatus
 from iacorch.process import CancelToken, ProcessResult
 
 DATA = Path(__file__).parent / "data" / "ansible"
@@ -383,7 +383,7 @@ def stage(tmp_path: Path) -> Callable[..., Stage]:
               action: Mapping[str, Any] | None = None, path: str | None = None,
               **runner_options: Any) -> Stage:
         spec = StageSpec(
-            run_id="run-1", stage_id="configure", driver=ActionType.ANSIBLE,
+            run_id="run-1", stage_id="configure", driver="ansible",
             operation=operation,
             action=action or {"playbook": "playbooks/site.yml", "inventory": ["localhost"],
                               "extra_vars": {"greeting": SECRET, "port": 8080}},

@@ -17,13 +17,13 @@ from iacorch.engine.plan_report import (
 from iacorch.errors import ApprovalError, Location
 from iacorch.model.plan import ApprovalGate, Plan, PlannedStage, RetryPolicy
 from iacorch.model.results import StageResult
-from iacorch.model.status import ActionType, FailurePolicy, StageKind, StageStatus
+from iacorch.model.status import FailurePolicy, StageKind, StageStatus
 from iacorch.store.base import ApprovalRecord, StageRecord
 
 S = StageStatus
 
 
-def stage(sid, *needs, kind=StageKind.PROVISION, action=ActionType.SHELL, **extra):
+def stage(sid, *needs, kind=StageKind.PROVISION, action="shell", **extra):
     return PlannedStage(id=sid, base_id=sid.split("[")[0], kind=kind, action_type=action,
                         action={}, needs=tuple(needs), location=Location("x.yaml", 1, 1),
                         **extra)
@@ -101,12 +101,12 @@ def test_rollback_order_is_reverse_and_parallel():
 
 
 @pytest.mark.parametrize(("action", "existed", "previous", "kind"), [
-    (ActionType.TERRAFORM, False, True, rollback.UndoKind.DESTROY),
-    (ActionType.TERRAFORM, True, True, rollback.UndoKind.REAPPLY),
-    (ActionType.TERRAFORM, True, False, rollback.UndoKind.NOTHING),
-    (ActionType.PULUMI, False, False, rollback.UndoKind.DESTROY),
-    (ActionType.ANSIBLE, False, False, rollback.UndoKind.NOTHING),
-    (ActionType.SHELL, False, False, rollback.UndoKind.NOTHING),
+    ("terraform", False, True, rollback.UndoKind.DESTROY),
+    ("terraform", True, True, rollback.UndoKind.REAPPLY),
+    ("terraform", True, False, rollback.UndoKind.NOTHING),
+    ("pulumi", False, False, rollback.UndoKind.DESTROY),
+    ("ansible", False, False, rollback.UndoKind.NOTHING),
+    ("shell", False, False, rollback.UndoKind.NOTHING),
 ])
 def test_default_undo_rules(action, existed, previous, kind):
     step = rollback.undo_step(stage("s", action=action), stack_existed=existed,
@@ -128,13 +128,13 @@ def test_explicit_and_disabled_rollback():
     own = stage("s", rollback={"shell": {"run": "undo"}})
     assert rollback.undo_step(own, stack_existed=None, has_previous=False).kind \
         is rollback.UndoKind.ACTION
-    off = stage("s", action=ActionType.TERRAFORM, rollback="none")
+    off = stage("s", action="terraform", rollback="none")
     assert rollback.undo_step(off, stack_existed=False, has_previous=False).kind \
         is rollback.UndoKind.NOTHING
 
 
 UNDO = rollback.UndoKind
-TF = ActionType.TERRAFORM
+TF = "terraform"
 CLEAN = {"shell": {"run": "make clean"}}
 
 

@@ -21,10 +21,10 @@ from iacorch.drivers.http import (
     parse_body,
     request_body,
 )
+from iacorch.model.actions import HttpAction, HttpExpect, url_problem
 from iacorch.model.masking import Masker
 from iacorch.model.results import StageSpec
-from iacorch.model.runbook import HttpAction, HttpExpect, url_problem
-from iacorch.model.status import ActionType, Operation, StageStatus
+from iacorch.model.status import Operation, StageStatus
 from iacorch.process import CancelToken, ProcessRunner
 
 
@@ -34,7 +34,7 @@ def reply(status: int = 200, body: str = "", json: Any = None,
 
 
 def test_load_driver_finds_the_http_driver():
-    assert isinstance(load_driver(ActionType.HTTP), HttpDriver)
+    assert isinstance(load_driver("http"), HttpDriver)
     assert HttpDriver().required_tools({"url": "http://x"}) == []
 
 
@@ -110,7 +110,7 @@ def test_outputs_truncate_the_body():
 def context(tmp_path: Path, action: Mapping[str, Any], *, secrets: tuple[str, ...] = (),
             cancel: CancelToken | None = None, lines: list[str] | None = None,
             timeout: float | None = None) -> StageContext:
-    spec = StageSpec(run_id="r1", stage_id="smoke", driver=ActionType.HTTP,
+    spec = StageSpec(run_id="r1", stage_id="smoke", driver="http",
                      operation=Operation.APPLY, action=action, root_dir=str(tmp_path),
                      work_dir=str(tmp_path / "w"), state_dir=str(tmp_path), timeout=timeout)
     seen = lines if lines is not None else []

@@ -21,13 +21,14 @@ import pytest
 from pulumi import automation as auto
 from semver import VersionInfo
 
+from iacorch.drivers import load_driver
 from iacorch.drivers.base import StageContext
 from iacorch.drivers.pulumi import MISSING_CLI, PulumiDriver, config_text
 from iacorch.drivers.pulumi_cli import InterruptibleCommand
 from iacorch.drivers.pulumi_events import change_summary
 from iacorch.model.masking import Masker
 from iacorch.model.results import StageResult, StageSpec
-from iacorch.model.status import ActionType, Operation, StageStatus
+from iacorch.model.status import Operation, StageStatus
 from iacorch.process import CancelToken, ProcessRunner
 
 if str(Path(__file__).parent) not in sys.path:    # pytest's importlib mode does not add it
@@ -78,7 +79,7 @@ def harness(tmp_path: Path, action: dict[str, Any] | None = None, *,
     (project / "Pulumi.yaml").write_text("name: pulumi-site\nruntime: python\n")
     (tmp_path / "plans").mkdir(exist_ok=True)
     stage_spec = StageSpec(
-        run_id="r1", stage_id="site", driver=ActionType.PULUMI,
+        run_id="r1", stage_id="site", driver="pulumi",
         operation=spec.pop("operation", Operation.APPLY),
         action={"dir": "../stacks/site", "stack": "dev", **(action or {})},
         root_dir=str(tmp_path / "plans"), work_dir=str(tmp_path / "runs" / "r1" / "site"),
@@ -447,7 +448,7 @@ def test_an_invalid_action_or_project_dir_is_a_failed_result(tmp_path: Path) -> 
 
 def test_required_tools() -> None:
     assert PulumiDriver().required_tools({"dir": "x"}) == ["pulumi"]
-    assert PulumiDriver.action_type is ActionType.PULUMI
+    assert type(load_driver("pulumi")) is PulumiDriver
 
 
 # --- cancellation and timeouts ---------------------------------------------------------------

@@ -14,7 +14,7 @@ from iacorch.drivers.base import StageContext
 from iacorch.drivers.shell import ShellDriver, child_env, command, env_value, parse_outputs
 from iacorch.model.masking import Masker
 from iacorch.model.results import StageSpec
-from iacorch.model.status import ActionType, Operation, StageStatus
+from iacorch.model.status import Operation, StageStatus
 from iacorch.process import CancelToken, ProcessResult, ProcessRunner
 
 
@@ -43,7 +43,7 @@ def context(tmp_path: Path, action: Mapping[str, Any], runner: FakeRunner, *,
             operation: Operation = Operation.APPLY, secrets: tuple[str, ...] = (),
             **spec: Any) -> StageContext:
     stage_spec = StageSpec(
-        run_id="r-42", stage_id="seed", driver=ActionType.SHELL, operation=operation,
+        run_id="r-42", stage_id="seed", driver="shell", operation=operation,
         action=action, root_dir=str(tmp_path / "book"), work_dir=str(tmp_path / "work" / "seed"),
         state_dir=str(tmp_path / ".iacorch"), attempt=2, secret_values=secrets, **spec)
     return StageContext(spec=stage_spec, process=runner, masker=Masker(secrets),
@@ -51,7 +51,7 @@ def context(tmp_path: Path, action: Mapping[str, Any], runner: FakeRunner, *,
 
 
 def test_load_driver_finds_the_shell_driver():
-    assert isinstance(load_driver(ActionType.SHELL), ShellDriver)
+    assert isinstance(load_driver("shell"), ShellDriver)
 
 
 def test_a_script_runs_under_bash_with_errexit_and_pipefail():

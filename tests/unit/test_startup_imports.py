@@ -88,3 +88,16 @@ def test_main_called_from_python_gives_objects_back_to_the_collector(tmp_path, m
     with pytest.raises(SystemExit):
         main(["validate", "one.yaml"])
     assert gc.get_freeze_count() == 0
+
+
+def test_help_loads_no_driver_and_no_plugin():
+    loaded = loaded_after("""
+        from iacorch.cli.main import main
+        try:
+            main(["--help"])
+        except SystemExit as exc:
+            assert exc.code == 0, exc.code
+    """)
+    # iacorch.model.actions loads when the registry is first read: --help never reads it
+    assert not {"pulumi", "ansible_runner", "iacorch.model.actions"} & loaded
+    assert not {m for m in loaded if m.startswith("iacorch.drivers.")}

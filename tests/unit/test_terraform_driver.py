@@ -44,10 +44,10 @@ from iacorch.drivers.terraform_output import (
     secret_strings,
     text_diagnostics,
 )
+from iacorch.model.actions import TerraformAction
 from iacorch.model.masking import Masker
 from iacorch.model.results import ResourceChange, StageSpec
-from iacorch.model.runbook import TerraformAction
-from iacorch.model.status import ActionType, Operation, StageStatus
+from iacorch.model.status import Operation, StageStatus
 from iacorch.process import CancelToken, ProcessResult
 
 DATA = Path(__file__).parent / "data" / "terraform"
@@ -166,7 +166,7 @@ def make(tmp_path: Path, fake_binary: str) -> Callable[..., Harness]:
               saved_plan: str | None = None, **action: Any) -> Harness:
         runner = ReplayRunner({**HAPPY, **(replies or {})})
         spec = StageSpec(
-            run_id="r1", stage_id="web[blue]", driver=ActionType.TERRAFORM, operation=operation,
+            run_id="r1", stage_id="web[blue]", driver="terraform", operation=operation,
             action={"dir": "stacks/web", "workspace": "blue", "binary": fake_binary,
                     "vars": {"name": "alpha", "password": SECRET, "count": 2}, **action},
             root_dir=str(tmp_path / "runbook"), work_dir=str(tmp_path / "runs" / "r1" / "web"),
