@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from .approvals import (
     evaluate_gate,
     record_decision,
 )
+from .approved_plans import discard_saved_plans
 from .rendering import build_spec, render_action
 
 if TYPE_CHECKING:
@@ -112,34 +112,6 @@ class GateContext(Protocol):
                     status: str = "running") -> dict[str, Any]: ...
 
 
-class ApprovedPlans:
-    """The saved plans approved gates showed: applied as approved, or not at all."""
-
-    def __init__(self) -> None:
-        self.plans: dict[str, str] = {}          # stage -> saved plan file
-        self._sha256: dict[str, str] = {}
-
-    def take(self, gate_details: Mapping[str, Any]) -> None:
-        """Remember the saved plans an approved gate showed, and their sha256."""
-        for stage_id, info in gate_details.get("planned", {}).items():
-            if info.get("saved_plan"):
-                self.plans[stage_id] = info["saved_plan"]
-                if info.get("sha256"):
-                    self._sha256[stage_id] = info["sha256"]
-
-    def swapped(self, stage_id: str) -> str | None:
-        """Why the file about to be applied is not byte for byte the approved plan, or None."""
-        path, expected = self.plans[stage_id], self._sha256.get(stage_id)
-        if expected is None or not os.path.isfile(path):
-            return None  # the driver reports a missing plan; pulumi plans carry no hash
-        with open(path, "rb") as handle:
-            actual = hashlib.sha256(handle.read()).hexdigest()
-        if actual == expected:
-            return None
-        return (f"the saved plan {path} is not the one approved (sha256 {actual[:12]}, "
-                f"approved {expected[:12]}); nothing was applied")
-
-
 class GateKeeper:
     """The gate side of a run: it reads the run's state and never changes statuses."""
 
@@ -176,7 +148,7 @@ class GateKeeper:
                                f"approved by {', '.join(state.approved_by)}",
                                dict(state.inputs or {}))
         if state.decision is GateDecision.REJECTED:
-            self.discard(saved)
+            discard_saved_plans(saved)
             return GateOutcome(GateVerdict.REJECTED, f"rejected by {state.rejected_by}")
         if gate.timeout is not None and r.rt.clock() - details["opened_at"] > gate.timeout:
             return self._expired(stage, saved)
@@ -192,7 +164,7 @@ class GateKeeper:
         if action == "approve":
             return GateOutcome(GateVerdict.APPROVED, "approved by its timeout (on_timeout: "
                                "approve)")
-        self.discard(saved)
+        discard_saved_plans(saved)
         if action == "cancel":
             return GateOutcome(GateVerdict.CANCELLED, "nobody decided in time (on_timeout: "
                                "cancel); the run stops and can be resumed")
@@ -284,12 +256,6 @@ class GateKeeper:
                                                      answer.comment, answer.inputs,
                                                      via="terminal"), r.rt.clock())
 
-    @staticmethod
-    def discard(saved_plans: Mapping[str, str]) -> None:
-        """Saved plans hold variable values in clear: remove the ones that will not be applied."""
-        for path in saved_plans.values():
-            if os.path.isfile(path):
-                os.remove(path)
 
 
 def _descendants(run: GateContext, stage_id: str) -> set[str]:

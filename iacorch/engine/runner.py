@@ -17,7 +17,7 @@ from iacorch.model.status import FailurePolicy, Operation, RunStatus, StageStatu
 from iacorch.runbook.templating import TemplateProblem, Templates
 
 from . import policies, scheduler
-from .gates import ApprovedPlans, GateKeeper, GateVerdict
+from .approved_plans import ApprovedPlans, discard_saved_plans
 from .journal import Journal
 from .plan_report import NOT_FULLY_PLANNED
 from .rendering import (
@@ -34,6 +34,7 @@ from .runtime import Runtime
 from .stage_exec import LOG_ERROR
 
 if TYPE_CHECKING:
+    from .gates import GateKeeper
     from .undo_runner import UndoOutcome
 
 _POLL = 0.25
@@ -301,7 +302,7 @@ class Runner:
             self.masker.add(_flatten_values(result.outputs[k] for k in result.sensitive_outputs
                                             if k in result.outputs))
         if result.saved_plan and self.options.operation is Operation.PLAN:
-            GateKeeper.discard({stage_id: result.saved_plan})  # a dry run applies nothing
+            discard_saved_plans({stage_id: result.saved_plan})  # a dry run applies nothing
         if result.ok:
             self.state.outputs[stage_id] = self._outputs_of(stage_id, result)
             self._settle(stage_id, StageStatus.SUCCEEDED, None, result)
@@ -392,6 +393,8 @@ class Runner:
         if self.options.operation is not Operation.APPLY:
             self._settle(stage.id, StageStatus.SKIPPED, "approval gates are not asked in a plan")
             return
+        from .gates import GateKeeper, GateVerdict  # here: most runs open no gate
+
         if self._gates is None:
             self._gates = GateKeeper(self)   # the Runner is the gates' GateContext
         outcome = self._gates.open(stage)

@@ -67,4 +67,5 @@ Templated = str  # a string that may hold {{ ... }}
 class Strict(BaseModel):
     """Base of every runbook model: unknown keys are errors, values are frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
+                              defer_build=True)  # built when first used: most never are

@@ -218,9 +218,14 @@ def is_extension(key: object) -> bool:
     return isinstance(key, str) and EXTENSION_KEY.match(key) is not None
 
 
-@cache
 def runbook_model() -> type[Runbook]:
-    """The Runbook class with every registered driver's action: built once per process."""
+    """The Runbook class with every driver's action the registry knows now."""
+    return _runbook_model(tuple(driver_specs()))
+
+
+@cache
+def _runbook_model(names: tuple[str, ...]) -> type[Runbook]:
+    """Built once per set of drivers."""
     actions: dict[str, Any] = {}
     for spec in driver_specs().values():
         if spec.name in Stage.model_fields:

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from iacorch.model.registry import driver_names
+from iacorch.model.registry import driver_names, load_plugins
 from iacorch.model.runbook import (
     APPROVAL_FIELDS,
     EXTENSION_KEY,
@@ -52,6 +52,7 @@ _CRON = r"^\s*\S+(\s+\S+){4,5}\s*$"
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the runbook format, for editors (yaml-language-server), with
     the actions of every registered driver."""
+    load_plugins()
     schema = runbook_model().model_json_schema(by_alias=True, schema_generator=_AsValidateReads)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://iacorch.dev/schema/runbook-v1.json"

@@ -14,7 +14,7 @@ from typing import Any
 
 from iacorch.errors import Location, Problem, RunbookError
 from iacorch.model.plan import ApprovalGate, Plan, PlannedStage, RetryPolicy
-from iacorch.model.registry import driver_spec
+from iacorch.model.registry import driver_spec, driver_specs, load_plugins
 from iacorch.model.runbook import MAX_FOR_EACH, STAGE_ID, Runbook, Stage, runbook_model
 from iacorch.model.status import StageKind
 from iacorch.project import project_root
@@ -62,11 +62,31 @@ def validate_model(document: Document) -> Runbook:
         raise RunbookError.single("a runbook is a mapping of keys such as `version` and `stages`",
                                   document.locate(()), "start with `version: 1`, `name:` and "
                                   "`stages:`")
+    if _names_unknown_keys(document.data):
+        load_plugins()   # one of them may be a plugin's driver
     model = runbook_model()
     try:
         return model.model_validate(document.data)
     except ValidationError as exc:
         raise RunbookError(schema_problems(document, exc, model)) from None
+
+
+def _names_unknown_keys(data: Mapping[str, Any]) -> bool:
+    """Whether a stage (or its undo) has a key that is neither a stage key nor a built-in
+    driver's: only then are the installed packages searched for plugin drivers."""
+    known = set(Stage.model_fields) | set(driver_specs())
+    for section in ("stages", "finally"):
+        stages = data.get(section)
+        for stage in stages.values() if isinstance(stages, dict) else ():
+            if not isinstance(stage, dict):
+                continue
+            keys = set(stage)
+            for undo in ("rollback", "destroy"):
+                if isinstance(stage.get(undo), dict):
+                    keys |= set(stage[undo])
+            if keys - known:
+                return True
+    return False
 
 
 def compile_document(document: Document, *, cli_vars: Mapping[str, str] | None = None,
