@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from .runtime import Runtime
 
+
 def _plannable(stage: PlannedStage) -> bool:
     return stage.action_type is not None and driver_spec(stage.action_type).plan_before_gate
 

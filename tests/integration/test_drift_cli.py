@@ -256,6 +256,7 @@ def test_remediation_follows_the_change_downstream(project, require_tool) -> Non
     later = project.run("drift", "drift.yaml", "-q")
     assert later.code == 0 and "2 in sync" in later.out, later.text
 
+
 def test_a_stage_not_safe_to_dry_run_is_not_checked_and_says_so(project, require_tool) -> None:
     require_tool("terraform")
     # a check of this stack would fail, and it was never applied: nothing may run

@@ -184,6 +184,7 @@ def test_a_wrong_output_name_is_an_error_in_plan_and_apply(project, require_tool
     assert planned.code == 2, planned.text
     assert "its outputs so far: network_cidr, did you mean `network_cidr`?" in planned.err
 
+
 def test_a_stage_not_safe_to_dry_run_is_skipped_and_says_so(project, require_tool):
     require_tool("terraform")
     # a plan of this stack would fail: the test proves that no terraform ran
