@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from iacorch.model.plan import Plan
 
 
-
 def only_channels() -> tuple[str, ...]:
     """The channel names a scheduler asked for, or () for every channel."""
     from iacorch.schedule.jobs import NOTIFY_ONLY_ENV
