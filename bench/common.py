@@ -78,6 +78,13 @@ def run_command(argv: Sequence[str], *, cwd: str | Path | None = None,
     The RSS comes from wait4() on this one child, so earlier children do not leak into it
     (as they would with getrusage(RUSAGE_CHILDREN)). stderr is kept for the error message.
     """
+    elapsed, usage = measure_command(argv, cwd=cwd, env=env)
+    return elapsed, usage.ru_maxrss
+
+
+def measure_command(argv: Sequence[str], *, cwd: str | Path | None = None,
+                    env: Mapping[str, str] | None = None) -> tuple[float, Any]:
+    """Run `argv` with output discarded; (wall seconds, the child's rusage from wait4)."""
     start = time.perf_counter()
     proc = subprocess.Popen(list(argv), cwd=cwd, env=None if env is None else dict(env),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -92,7 +99,7 @@ def run_command(argv: Sequence[str], *, cwd: str | Path | None = None,
         tail = errors.decode(errors="replace").strip().splitlines()[-5:]
         raise CommandFailed(f"{' '.join(argv)} exited {proc.returncode} in {cwd}:\n  "
                             + "\n  ".join(tail))
-    return elapsed, usage.ru_maxrss
+    return elapsed, usage
 
 
 class Code:

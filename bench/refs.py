@@ -14,29 +14,20 @@ Writes bench/results/refs.json.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import Code, log, median, table, write_results
+from common import Code, CommandFailed, log, measure_command, median, table, write_results
 from engine import FLAVOURS, SHAPES, _base_env, runbook_text
 
 
 def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the child and what it waited for)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert proc.stderr is not None
-    errors = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{' '.join(argv)} failed in {cwd}:\n{errors.decode(errors='replace')[-800:]}")
+    try:
+        wall, usage = measure_command(argv, cwd=cwd, env=env)
+    except CommandFailed as exc:
+        sys.exit(str(exc))
     return wall, usage.ru_utime + usage.ru_stime
 
 

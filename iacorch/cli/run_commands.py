@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -16,6 +15,7 @@ from iacorch.cli.session import (
     forward_interrupts,
     open_store,
     print_summary,
+    state_dir_for,
     store_option,
 )
 from iacorch.engine.operations import plan_of_run
@@ -310,7 +310,7 @@ def mark_done(run_id: str, stage: str, reason: str, outputs: tuple[str, ...],
     store = open_store(store_url)
     run = store.get_run(run_id)
     plan = plan_of_run(run)
-    runtime = Runtime(store=store, state_dir=Path("."))
+    runtime = Runtime(store=store, state_dir=state_dir_for(store_url))
     runs.mark_done(plan, run, runtime, stage, reason=reason, outputs=parse_var_flags(outputs))
     click.echo(f"{stage} of run {run.id} marked done by {runtime.identity}; continue with "
                f"`iacorch resume {run.id}`")
