@@ -238,6 +238,28 @@ DESCRIPTIONS: dict[str, str] = {
                              "in `$IACORCH_EVENT`: a string (run by `/bin/sh -c`) or a "
                              "program and its arguments.",
     "NotifyChannel.on": "The events the channel wants.",
+    "Runbook.triggers": "Events that start a run (served by `iacorch serve`; queues also "
+                        "by `iacorch listen`). A list: each trigger has a unique `name`.",
+    "Trigger.name": "The trigger's name: part of its URL, `/hooks/<runbook>/<name>`.",
+    "Trigger.description": "What the event is, for people.",
+    "Trigger.action": "What the event runs: `apply`, `plan` or `drift`.",
+    "Trigger.webhook": "An HTTP POST signed with HMAC-SHA256 (`X-Hub-Signature-256`, as "
+                       "GitHub sends); a delivery id seen before starts no second run.",
+    "Trigger.sqs": "Messages on an SQS queue; one message starts one run, even when "
+                   "delivered again.",
+    "Trigger.s3": "Objects created in (or removed from) an S3 bucket, told through the "
+                  "bucket's notification to an SQS queue.",
+    "Trigger.vars": "Var values for the run: templates over `event`, whose fields are "
+                    "data, never template code.",
+    "WebhookSource.secret": "The HMAC key: `env: NAME` or `file: PATH`, as under `secrets:`.",
+    "SqsSource.queue": "Queue URL or name.",
+    "SqsSource.max_receives": "After this many failed deliveries a message is moved aside "
+                              "(poison) with a log line.",
+    "S3Source.bucket": "The bucket whose events count.",
+    "S3Source.queue": "The SQS queue (URL or name) the bucket notifies.",
+    "S3Source.prefix": "Only keys that start with this.",
+    "S3Source.events": "`created`, `removed`, or both.",
+    "S3Source.max_receives": "As for `sqs`.",
     "DriftSettings.ignore": "Known, accepted differences: drift they cover is reported as "
                             "ignored, not as drift.",
     "DriftIgnore.stage": "Stage id, or glob (`web[*]`).",

@@ -172,6 +172,59 @@ class NotifyChannel(Strict):
         return self
 
 
+class WebhookSource(Strict):
+    """`POST /hooks/<runbook>/<trigger>`, signed with HMAC-SHA256 (`X-Hub-Signature-256`)."""
+
+    secret: SecretSpec
+
+
+class SqsSource(Strict):
+    """Messages on an SQS queue (a URL or a name); each message starts one run."""
+
+    queue: str
+    max_receives: int = Field(default=5, ge=1, le=1000)  # then the message is moved aside
+
+
+class S3Source(Strict):
+    """Objects landing in a bucket, told through the bucket's notification to `queue`."""
+
+    bucket: str
+    queue: str
+    prefix: str = ""
+    events: list[Literal["created", "removed"]] = ["created"]
+    max_receives: int = Field(default=5, ge=1, le=1000)
+
+
+TRIGGER_SOURCES = ("webhook", "sqs", "s3")
+
+
+class Trigger(Strict):
+    """An event that starts a run. `vars` are templates over `event` (data, never code)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+    description: str | None = None
+    action: Literal["apply", "plan", "drift"] = "apply"
+    webhook: WebhookSource | None = None
+    sqs: SqsSource | None = None
+    s3: S3Source | None = None
+    vars: dict[str, Any] = {}
+
+    @property
+    def source(self) -> str:
+        """`webhook`, `sqs` or `s3`: the one source key set."""
+        return next(key for key in TRIGGER_SOURCES if getattr(self, key) is not None)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Trigger:
+        given = [key for key in TRIGGER_SOURCES if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise RuleError("a trigger has exactly one source: "
+                            + ", ".join(f"`{key}`" for key in TRIGGER_SOURCES),
+                            "keep one source per trigger; add another trigger for the other"
+                            if given else "add e.g. `webhook: {secret: {env: HOOK_SECRET}}`")
+        return self
+
+
 class DriftIgnore(Strict):
     stage: str
     address: str | None = None
@@ -202,7 +255,17 @@ class Runbook(Strict):
     finally_: dict[str, Stage] = Field(default={}, alias="finally")
     schedules: dict[str, Schedule] = {}
     notify: dict[str, NotifyChannel] = {}
+    triggers: list[Trigger] = []
     drift: DriftSettings = DriftSettings()
+
+    @model_validator(mode="after")
+    def _unique_trigger_names(self) -> Runbook:
+        names = [trigger.name for trigger in self.triggers]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise RuleError(f"trigger name `{twice[0]}` is used twice",
+                            "give each trigger its own name: it is part of its URL")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -264,6 +264,15 @@ class Store(Protocol):
     def drift_history(self, runbook: str, *, stage_id: str | None = None,
                       limit: int = 50) -> list[DriftRecord]: ...
 
+    def claim_delivery(self, source: str, delivery_id: str, run_id: str) -> str | None:
+        """Record that event `delivery_id` from trigger `source` starts `run_id`.
+
+        None when the delivery is new; else the run id its first copy started (a
+        redelivered webhook or queue message starts no second run). Call it in the
+        transaction() that creates the run, so a crash keeps both or neither.
+        """
+        ...
+
     def close(self) -> None: ...
 
 

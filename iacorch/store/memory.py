@@ -44,8 +44,9 @@ class MemoryStore:
         self._audit: list[AuditEntry] = []
         self._approvals: list[tuple[Any, ...]] = []
         self._drift: list[tuple[Any, ...]] = []
+        self._deliveries: dict[tuple[str, str], str] = {}
 
-    _TABLES = ("_runs", "_stages", "_locks", "_audit", "_approvals", "_drift")
+    _TABLES = ("_runs", "_stages", "_locks", "_audit", "_approvals", "_drift", "_deliveries")
 
     @contextmanager
     def transaction(self, *, durable: bool = False) -> Iterator[None]:
@@ -248,6 +249,12 @@ class MemoryStore:
         found = [d for d in found
                  if d.runbook == runbook and (stage_id is None or d.stage_id == stage_id)]
         return sorted(found, key=lambda d: d.time, reverse=True)[:_slice_end(limit)]
+
+    def claim_delivery(self, source: str, delivery_id: str, run_id: str) -> str | None:
+        """None for a new delivery, else the run its first copy started."""
+        with self.transaction():
+            first = self._deliveries.setdefault((source, delivery_id), run_id)
+        return None if first == run_id else first
 
 
 def _slice_end(limit: int) -> int | None:

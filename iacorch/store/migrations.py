@@ -61,7 +61,14 @@ _V1 = (
     "CREATE INDEX drift_by_runbook ON drift (runbook, stage_id, time)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+_V2 = (
+    # one row per event a trigger received: its first copy's run (Store.claim_delivery)
+    """CREATE TABLE deliveries (
+        source TEXT NOT NULL, delivery_id TEXT NOT NULL, run_id TEXT NOT NULL,
+        time REAL NOT NULL, PRIMARY KEY (source, delivery_id))""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _MAGIC = b"SQLite format 3\x00"

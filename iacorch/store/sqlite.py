@@ -444,6 +444,15 @@ class SqliteStore:
                              f"SELECT {_DRIFT} FROM drift WHERE {where} "
                              "ORDER BY time DESC, id DESC LIMIT ?", (*params, limit))
 
+    def claim_delivery(self, source: str, delivery_id: str, run_id: str) -> str | None:
+        """None for a new delivery, else the run its first copy started."""
+        with self.transaction():
+            self._exec("INSERT OR IGNORE INTO deliveries (source, delivery_id, run_id, time) "
+                       "VALUES (?, ?, ?, ?)", (source, delivery_id, run_id, self.now()))
+            first = self._exec("SELECT run_id FROM deliveries WHERE source = ? AND "
+                               "delivery_id = ?", (source, delivery_id)).fetchone()[0]
+        return None if first == run_id else str(first)
+
 
 def _audit_or_damaged(row: tuple[Any, ...]) -> AuditEntry:
     """Decode an audit row; an undecodable one becomes an entry that fails its hash."""

@@ -25,6 +25,7 @@ import pytest
 from iacorch.errors import StoreError
 from iacorch.model.status import RunStatus, StageStatus
 from iacorch.store.base import RunRecord, StageRecord
+from iacorch.store.migrations import APPLICATION_ID, MIGRATIONS
 from iacorch.store.sqlite import SqliteStore
 
 RUNS = 40
@@ -188,8 +189,26 @@ def test_a_newer_schema_is_refused_with_both_versions(db: Path) -> None:
     raw.execute("PRAGMA user_version = 7")
     raw.close()
     err = refused(db)
-    assert "state.db was written by a newer iacorch (schema 7, this one knows 1)" in err.message
+    assert "state.db was written by a newer iacorch (schema 7, this one knows 2)" in err.message
     assert "upgrade iacorch" in (err.hint or "")
+
+
+def test_a_version_1_file_is_migrated_and_keeps_its_runs(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    raw = sqlite3.connect(path)
+    for statement in MIGRATIONS[0]:
+        raw.execute(statement)
+    raw.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
+    raw.close()
+    store = SqliteStore(path)
+    store.create_run(make_run("r1"))
+    assert store.claim_delivery("web/hook", "d-1", "r1") is None
+    store.close()
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+    raw.close()
 
 
 # --- a killed process and a lost WAL -------------------------------------------------------------

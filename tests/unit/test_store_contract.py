@@ -517,3 +517,39 @@ def test_an_unusable_store_url_is_a_usage_error(url: str) -> None:
     with pytest.raises(UsageError) as err:
         open_store(url)
     assert "sqlite:///" in (err.value.hint or "")
+
+
+# --- trigger deliveries ---------------------------------------------------------------------
+
+def test_a_delivery_starts_one_run_however_often_it_arrives(store: Store) -> None:
+    assert store.claim_delivery("webapp/on-push", "d-1", "run-a") is None
+    assert store.claim_delivery("webapp/on-push", "d-1", "run-b") == "run-a"
+    assert store.claim_delivery("webapp/on-push", "d-1", "run-c") == "run-a"
+    assert store.claim_delivery("webapp/on-push", "d-2", "run-d") is None
+    assert store.claim_delivery("other/on-push", "d-1", "run-e") is None  # per trigger
+
+
+def test_a_claim_rolls_back_with_the_run_it_was_for(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.transaction():
+        store.create_run(run("run-a"))
+        assert store.claim_delivery("webapp/hook", "d-1", "run-a") is None
+        raise RuntimeError("crash before commit")
+    assert store.claim_delivery("webapp/hook", "d-1", "run-b") is None
+
+
+def test_racing_copies_of_one_delivery_have_one_winner(store: Store) -> None:
+    winners: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def claim(n: int) -> None:
+        barrier.wait()
+        if store.claim_delivery("webapp/hook", "d-1", f"run-{n}") is None:
+            winners.append(f"run-{n}")
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(winners) == 1
+    assert store.claim_delivery("webapp/hook", "d-1", "late") == winners[0]
