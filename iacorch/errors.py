@@ -63,6 +63,7 @@ class ExitCode(IntEnum):
     INTERNAL_ERROR = 70
     STORE_UNUSABLE = 74         # state.db damaged, foreign, read-only, full, locked
     NOT_ALLOWED = 77            # an approval refused: not an approver, expired, decided
+    POLICY_INVALID = 78         # the organisation's policy set cannot be read or evaluated
     INTERRUPTED = 130
     TERMINATED = 143
 
@@ -112,6 +113,17 @@ class RunbookError(IacorchError):
                hint: str | None = None,
                related: tuple[Location, ...] = ()) -> RunbookError:
         return cls([Problem(message, location, hint, related)])
+
+
+class PolicyViolation(RunbookError):
+    """The runbook breaks the organisation's policy: invalid as it stands (exit 65)."""
+
+
+class PolicyError(IacorchError):
+    """The policy set itself is broken (unreadable, does not parse, bad rule output):
+    nothing is allowed until it is fixed (fail closed)."""
+
+    exit_code = ExitCode.POLICY_INVALID
 
 
 class StoreError(IacorchError):

@@ -13,6 +13,7 @@ from iacorch.errors import RunbookError, UsageError
 
 if TYPE_CHECKING:
     from iacorch.model.plan import Plan
+    from iacorch.policy.guard import PolicyGuard
 
 GRAPH_FORMATS = ("text", "mermaid", "dot", "json")
 
@@ -28,14 +29,38 @@ def var_options(command: F) -> F:
                         help="Set a runbook var (repeatable).")(command)
 
 
-def compile_plan(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str, ...]) -> Plan:
-    """Compile a runbook file with the CLI's var flags."""
+def policy_option(command: F) -> F:
+    """--policy, shared by every command that compiles a runbook or decides a gate."""
+    return click.option("--policy", "policy_dir", metavar="DIR",
+                        help="Organisation policy: a directory of Rego files "
+                             "(default: $IACORCH_POLICY_DIR; docs/policy.md).")(command)
+
+
+def load_guard(policy_dir: str | None) -> PolicyGuard | None:
+    """The policy of --policy or $IACORCH_POLICY_DIR, loaded; None when there is none."""
+    from iacorch.policy.policy_set import policy_directory
+
+    if policy_directory(policy_dir) is None:
+        return None  # no policy: nothing about regopy is imported
+    from iacorch.policy.guard import guard_for
+
+    return guard_for(policy_dir)
+
+
+def compile_plan(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str, ...],
+                 guard: PolicyGuard | None = None, *, operation: str = "validate",
+                 concurrency: int | None = None) -> Plan:
+    """Compile a runbook file with the CLI's var flags; with a policy, enforce it (the
+    plan then carries the gates the policy adds)."""
     from iacorch.runbook.compiler import compile_runbook
     from iacorch.runbook.variables import parse_var_flags
 
     cli_vars = parse_var_flags(var_flags)
     _check_var_files(var_files)
-    return compile_runbook(runbook, cli_vars=cli_vars, var_files=var_files)
+    plan = compile_runbook(runbook, cli_vars=cli_vars, var_files=var_files)
+    if guard is None:
+        return plan
+    return guard.enforce(plan, operation=operation, concurrency=concurrency)
 
 
 def _check_var_files(var_files: tuple[str, ...]) -> None:
@@ -50,25 +75,29 @@ def _check_var_files(var_files: tuple[str, ...]) -> None:
 @click.command()
 @click.argument("runbooks", nargs=-1, required=True, metavar="RUNBOOK...")
 @var_options
+@policy_option
 def validate(runbooks: tuple[str, ...], var_flags: tuple[str, ...],
-             var_files: tuple[str, ...]) -> None:
-    """Check runbooks: syntax, schema, templates and graph. Reports every problem of every
-    runbook; exits 65 if one is invalid, 64 if one cannot be read."""
+             var_files: tuple[str, ...], policy_dir: str | None) -> None:
+    """Check runbooks: syntax, schema, templates, graph and the organisation's policy.
+    Reports every problem of every runbook; exits 65 if one is invalid, 64 if one cannot
+    be read, 78 if the policy itself is broken."""
     from iacorch.drivers import missing_tools
     from iacorch.runbook.variables import parse_var_flags
 
     parse_var_flags(var_flags)  # a bad flag is wrong for every runbook: say it once
     _check_var_files(var_files)
+    guard = load_guard(policy_dir)
     failed: list[RunbookError | UsageError] = []
     for runbook in runbooks:
         try:
-            plan = compile_plan(runbook, var_flags, var_files)
+            plan = compile_plan(runbook, var_flags, var_files, guard)
         except (RunbookError, UsageError) as exc:
             failed.append(exc)
             click.echo(exc.render(), err=True)
             continue
+        checked = f", policy {plan.policy_hash[:12]}" if plan.policy_hash else ""
         click.echo(f"ok: {runbook}: {len(plan.stages)} stages in {len(plan.layers)} layers, "
-                   f"plan {plan.plan_hash[:12]}")
+                   f"plan {plan.plan_hash[:12]}{checked}")
         for missing in missing_tools(plan):
             click.echo(f"warning: {runbook}: `{missing.tool}` was not found; stages "
                        f"{', '.join(missing.stages)} cannot run here ({missing.hint})", err=True)
@@ -86,12 +115,13 @@ def validate(runbooks: tuple[str, ...], var_flags: tuple[str, ...],
 @click.option("--format", "output_format", type=click.Choice(GRAPH_FORMATS), default="text",
               show_default=True)
 @var_options
+@policy_option
 def graph(runbook: str, output_format: str, var_flags: tuple[str, ...],
-          var_files: tuple[str, ...]) -> None:
-    """Show the stage graph: text layers, mermaid, dot or json."""
+          var_files: tuple[str, ...], policy_dir: str | None) -> None:
+    """Show the stage graph: text layers, mermaid, dot or json (with the gates a policy adds)."""
     from iacorch.cli.graph_render import RENDERERS
 
-    plan = compile_plan(runbook, var_flags, var_files)
+    plan = compile_plan(runbook, var_flags, var_files, load_guard(policy_dir))
     click.echo(RENDERERS[output_format](plan))
 
 

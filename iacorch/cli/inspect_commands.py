@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from iacorch.cli.compile_commands import load_guard, policy_option
 from iacorch.cli.session import open_store, state_dir_for, store_option
 from iacorch.errors import UsageError
 from iacorch.model.status import RunStatus, StageStatus
@@ -237,7 +238,7 @@ _PAST = {"approve": "approved", "reject": "rejected"}
 
 
 def _decide(decision: str, run_id: str, gate: str, comment: str | None,
-            inputs: tuple[str, ...], store_url: str | None) -> None:
+            inputs: tuple[str, ...], store_url: str | None, policy_dir: str | None) -> None:
     from iacorch.engine.approvals import Decision
     from iacorch.engine.operations import decide_gate
     from iacorch.engine.runtime import current_identity
@@ -246,7 +247,7 @@ def _decide(decision: str, run_id: str, gate: str, comment: str | None,
     identity = current_identity()
     run = decide_gate(open_store(store_url), run_id, gate,
                       Decision(identity, decision, comment, parse_var_flags(inputs)),
-                      time.time())
+                      time.time(), load_guard(policy_dir))
     click.echo(f"{identity} {_PAST[decision]} {gate} of run {run.id}")
 
 
@@ -261,14 +262,16 @@ def _decision_command(decision: str) -> click.Command:
     @click.option("--json", "json_events", is_flag=True, help="With --resume: JSON events.")
     @click.option("--quiet", "-q", is_flag=True, help="With --resume: no tool output.")
     @store_option
+    @policy_option
     def command(run_id: str, gate: str, comment: str | None, inputs: tuple[str, ...],
                 then_resume: bool, json_events: bool, quiet: bool,
-                store_url: str | None) -> None:
-        _decide(decision, run_id, gate, comment, inputs, store_url)
+                store_url: str | None, policy_dir: str | None) -> None:
+        _decide(decision, run_id, gate, comment, inputs, store_url, policy_dir)
         if then_resume:
             from iacorch.cli.run_commands import resume_existing
 
-            resume_existing(run_id, store_url, json_events=json_events, quiet=quiet)
+            resume_existing(run_id, store_url, json_events=json_events, quiet=quiet,
+                            policy_dir=policy_dir)
 
     command.help = ("Approve a gate a run is waiting at (identity: $IACORCH_USER or login)."
                     if decision == "approve" else "Reject a gate: the run fails at it.")

@@ -25,7 +25,7 @@ _COMMANDS = {
     "runs": "inspect_commands", "show": "inspect_commands", "logs": "inspect_commands",
     "unlock": "inspect_commands", "audit": "inspect_commands", "approve": "inspect_commands",
     "reject": "inspect_commands",
-    "drift": "drift_commands", "schedule": "schedule_commands",
+    "drift": "drift_commands", "schedule": "schedule_commands", "policy": "policy_commands",
 }
 
 
@@ -58,7 +58,7 @@ def cli() -> None:
     3 waiting for approval, 4 rollback failed, 5 locked by another run,
     64 bad invocation, 65 invalid runbook, 69 a needed tool is missing,
     70 internal error, 74 state store unusable, 77 approval not allowed,
-    130/143 interrupted.
+    78 policy set invalid, 130/143 interrupted.
     """
 
 

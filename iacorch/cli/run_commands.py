@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from iacorch.cli.compile_commands import F, compile_plan, var_options
+from iacorch.cli.compile_commands import F, compile_plan, load_guard, policy_option, var_options
 from iacorch.cli.session import (
     build_runtime,
     close_sinks,
@@ -59,7 +59,7 @@ def run_options(command: F) -> F:
     ]
     for option in reversed(options):
         command = option(command)
-    return var_options(store_option(command))
+    return var_options(policy_option(store_option(command)))
 
 
 def _check_tools(plan: Plan) -> None:
@@ -82,17 +82,20 @@ def _execute(operation: Operation, runbook: str, var_flags: tuple[str, ...],
              var_files: tuple[str, ...], store_url: str | None, only: tuple[str, ...],
              targets: tuple[str, ...], concurrency: int | None, lock_timeout: float,
              json_events: bool, quiet: bool, reports: tuple[str, ...],
-             summary: str | None) -> None:
+             summary: str | None, policy_dir: str | None) -> None:
     from iacorch.engine.runner import RunOptions
     from iacorch.engine.runs import new_run_id, start_run
 
-    plan = compile_plan(runbook, var_flags, var_files)
+    guard = load_guard(policy_dir)
+    plan = compile_plan(runbook, var_flags, var_files, guard, operation=operation.value,
+                        concurrency=concurrency)
     for target in targets:
         if target not in plan.stages and target not in plan.expansions:
             raise UsageError(f"--target {target}: no such stage in {runbook}",
                              hint=f"stages: {', '.join(plan.expansions)}")
     _check_tools(plan)
-    runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
+    runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet,
+                            policy=guard)
     run_id = new_run_id(runtime.clock())
     if not json_events:
         click.echo(f"run {run_id}: {operation.value} {runbook} "
@@ -136,12 +139,14 @@ def _drive(runtime: Runtime, plan: Plan, header: str | None, work: Callable[[], 
 
 
 def _existing(run_id: str, store_url: str | None, json_events: bool,
-              quiet: bool) -> tuple[RunRecord, Plan, Runtime]:
+              quiet: bool, policy_dir: str | None = None) -> tuple[RunRecord, Plan, Runtime]:
     """A recorded run, the plan it was started with, and a runtime to continue it."""
     run = open_store(store_url).get_run(run_id)
-    plan = plan_of_run(run)
+    guard = load_guard(policy_dir)
+    plan = plan_of_run(run, guard)
     _check_tools(plan)
-    return run, plan, build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
+    return run, plan, build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet,
+                                    policy=guard)
 
 
 @click.command()
@@ -165,7 +170,7 @@ def plan_command(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str,
                  store_url: str | None, only: tuple[str, ...], targets: tuple[str, ...],
                  concurrency: int | None, lock_timeout: float, json_events: bool, quiet: bool,
                  reports: tuple[str, ...], summary: str | None, detailed_exitcode: bool,
-                 mock: bool) -> None:
+                 mock: bool, policy_dir: str | None) -> None:
     """Dry run of every stage: terraform plan, pulumi preview, ansible check+diff;
     shell and http stages are shown as "would run". Nothing is changed."""
     from iacorch.engine.plan_report import has_pending_changes, plan_counts, stage_plans
@@ -173,9 +178,12 @@ def plan_command(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str,
     from iacorch.engine.runs import new_run_id, plan_run
     from iacorch.model.status import RunStatus
 
-    plan = compile_plan(runbook, var_flags, var_files)
+    guard = load_guard(policy_dir)
+    plan = compile_plan(runbook, var_flags, var_files, guard, operation=Operation.PLAN.value,
+                        concurrency=concurrency)
     _check_tools(plan)
-    runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
+    runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet,
+                            policy=guard)
     run_id = new_run_id(runtime.clock())
     click.echo(f"run {run_id}: plan {runbook} (workspace {plan.workspace})", err=True)
     options = RunOptions(operation=Operation.PLAN, only=only, targets=targets,
@@ -206,23 +214,25 @@ def plan_command(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str,
 @click.option("--quiet", "-q", is_flag=True)
 @click.option("--report", "reports", multiple=True, metavar="FILE")
 @click.option("--summary", metavar="FILE")
+@policy_option
 def resume(run_id: str, store_url: str | None, rerun_interrupted: bool,
            concurrency: int | None, lock_timeout: float, json_events: bool, quiet: bool,
-           reports: tuple[str, ...], summary: str | None) -> None:
+           reports: tuple[str, ...], summary: str | None, policy_dir: str | None) -> None:
     """Continue a failed, interrupted, suspended or killed run where it stopped."""
     resume_existing(run_id, store_url, json_events=json_events, quiet=quiet,
                     rerun_interrupted=rerun_interrupted, concurrency=concurrency,
-                    lock_timeout=lock_timeout, reports=reports, summary=summary)
+                    lock_timeout=lock_timeout, reports=reports, summary=summary,
+                    policy_dir=policy_dir)
 
 
 def resume_existing(run_id: str, store_url: str | None, *, json_events: bool, quiet: bool,
                     rerun_interrupted: bool = False, concurrency: int | None = None,
                     lock_timeout: float = 0.0, reports: tuple[str, ...] = (),
-                    summary: str | None = None) -> None:
+                    summary: str | None = None, policy_dir: str | None = None) -> None:
     """Resume a run and exit with its outcome's code (`resume`, `approve --resume`)."""
     from iacorch.engine.runs import resume_run
 
-    run, plan, runtime = _existing(run_id, store_url, json_events, quiet)
+    run, plan, runtime = _existing(run_id, store_url, json_events, quiet, policy_dir)
     _drive(runtime, plan, f"run {run.id}: resuming {run.runbook_path}",
            lambda: resume_run(plan, run, runtime, rerun_interrupted=rerun_interrupted,
                               lock_timeout=lock_timeout, concurrency=concurrency),
@@ -237,15 +247,19 @@ def resume_existing(run_id: str, store_url: str | None, *, json_events: bool, qu
 @click.option("--lock-timeout", callback=_duration, metavar="DURATION")
 @click.option("--json", "json_events", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True)
+@policy_option
 def destroy(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str, ...],
             store_url: str | None, concurrency: int | None, lock_timeout: float,
-            json_events: bool, quiet: bool) -> None:
+            json_events: bool, quiet: bool, policy_dir: str | None) -> None:
     """Take down what the runbook made: each stage by its `destroy:` (else `rollback:`) rule."""
     from iacorch.engine import runs
 
-    plan = compile_plan(runbook, var_flags, var_files)
+    guard = load_guard(policy_dir)
+    plan = compile_plan(runbook, var_flags, var_files, guard,
+                        operation=Operation.DESTROY.value, concurrency=concurrency)
     _check_tools(plan)
-    runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
+    runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet,
+                            policy=guard)
     run_id = runs.new_run_id(runtime.clock())
     _drive(runtime, plan, f"run {run_id}: destroy {runbook} (workspace {plan.workspace})",
            lambda: runs.destroy(plan, runtime, run_id=run_id, lock_timeout=lock_timeout,
@@ -309,7 +323,7 @@ def mark_done(run_id: str, stage: str, reason: str, outputs: tuple[str, ...],
 
     store = open_store(store_url)
     run = store.get_run(run_id)
-    plan = plan_of_run(run)
+    plan = plan_of_run(run, load_guard(None))
     runtime = Runtime(store=store, state_dir=state_dir_for(store_url))
     runs.mark_done(plan, run, runtime, stage, reason=reason, outputs=parse_var_flags(outputs))
     click.echo(f"{stage} of run {run.id} marked done by {runtime.identity}; continue with "

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from iacorch.engine.runner import RunOutcome
     from iacorch.engine.runtime import Runtime
     from iacorch.model.plan import Plan
+    from iacorch.policy.guard import PolicyGuard
     from iacorch.store.base import Store
 
 # The one table of run outcomes -> exit codes (DESIGN.md §4).
@@ -87,8 +88,9 @@ def make_state_dir(state_dir: Path) -> Path:
 
 
 def build_runtime(store_url: str | None, *, json_events: bool, plan: Plan | None,
-                  quiet: bool = False, live_view: bool = True) -> Runtime:
-    """The Runtime for a run command: store, console sinks, TTY detection."""
+                  quiet: bool = False, live_view: bool = True,
+                  policy: PolicyGuard | None = None) -> Runtime:
+    """The Runtime for a run command: store, console sinks, TTY detection, policy."""
     from iacorch.cli.prompt import terminal_prompt
     from iacorch.console import JsonConsole, LiveConsole, PlainConsole
     from iacorch.engine.runtime import Runtime
@@ -103,7 +105,7 @@ def build_runtime(store_url: str | None, *, json_events: bool, plan: Plan | None
                          "recorded, so nothing was started",
                          hint="inspection works (runs, show, logs, audit verify); to run, use a "
                               "writable checkout, or set $IACORCH_HOME or --store")
-    runtime = Runtime(store=store, state_dir=state_dir)
+    runtime = Runtime(store=store, state_dir=state_dir, policy=policy)
     runtime.interactive = sys.stdin.isatty() and sys.stdout.isatty()
     def interrupted() -> bool:
         return runtime.cancel.interrupted

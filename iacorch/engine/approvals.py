@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iacorch.errors import ApprovalError
-from iacorch.model.plan import ApprovalGate
+from iacorch.model.plan import ApprovalGate, Plan
 from iacorch.store.base import ApprovalRecord, Store
+
+if TYPE_CHECKING:
+    from iacorch.policy.guard import PolicyGuard
 
 
 class GateDecision(StrEnum):
@@ -77,7 +80,8 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class OpenGate:
-    """A gate as it waits: what it binds to, when it opened, who started the run."""
+    """A gate as it waits: what it binds to, when it opened, who started the run, and
+    the plan and policy a decision is checked against (no policy: none to check)."""
 
     run_id: str
     gate_id: str
@@ -85,6 +89,8 @@ class OpenGate:
     gate_hash: str
     opened_at: float | None
     started_by: str
+    plan: Plan | None = None
+    policy: PolicyGuard | None = None
 
 
 def record_decision(store: Store, opened: OpenGate, decision: Decision, now: float) -> None:
@@ -97,6 +103,7 @@ def record_decision(store: Store, opened: OpenGate, decision: Decision, now: flo
                                  f"({gate.on_timeout})")
     existing = store.approvals(opened.run_id, opened.gate_id)
     check_decider(gate, decision.identity, opened.started_by, existing, opened.gate_hash)
+    policy_data = _check_policy(store, opened, decision)
     values = (check_inputs(gate, dict(decision.inputs)) if decision.decision == "approve"
               else {})
     with store.transaction(durable=True):
@@ -106,7 +113,26 @@ def record_decision(store: Store, opened: OpenGate, decision: Decision, now: flo
         store.append_audit(f"approval_{decision.decision}", run_id=opened.run_id,
                            stage_id=opened.gate_id, actor=decision.identity,
                            data={"gate_hash": opened.gate_hash, "comment": decision.comment or "",
-                                 "via": decision.via})
+                                 "via": decision.via, **policy_data})
+
+
+def _check_policy(store: Store, opened: OpenGate, decision: Decision) -> dict[str, str]:
+    """Ask the policy about this decision; a refusal is audited, then raised."""
+    if opened.policy is None or opened.plan is None:
+        return {}
+    refusal = opened.policy.approval_refusal(
+        opened.plan, opened.gate_id, identity=decision.identity, requester=opened.started_by,
+        decision=decision.decision)
+    data = {"policy_hash": opened.policy.digest}
+    if refusal is None:
+        return data
+    with store.transaction(durable=True):
+        store.append_audit("policy_refused", run_id=opened.run_id, stage_id=opened.gate_id,
+                           actor=decision.identity,
+                           data={**data, "decision": decision.decision, "reason": refusal})
+    raise ApprovalError(f"the organisation's policy refuses this decision: {refusal}",
+                        hint=f"policy set {opened.policy.policy.directory} "
+                             f"({opened.policy.digest[:12]}); ask another approver")
 
 
 def check_inputs(gate: ApprovalGate, given: dict[str, str]) -> dict[str, Any]:

@@ -242,7 +242,7 @@ class GateKeeper:
         gate = stage.approval
         assert gate is not None and r.rt.prompt is not None
         opened = OpenGate(r.run_id, stage.id, gate, details["gate_hash"], details["opened_at"],
-                          r.started_by)
+                          r.started_by, r.plan, r.rt.policy)
         existing = r.rt.store.approvals(r.run_id, stage.id)
         try:
             check_decider(gate, r.rt.identity, r.started_by, existing, details["gate_hash"])

@@ -36,7 +36,9 @@ class Journal:
             self.store.append_audit("run_started", run_id=self.run_id, actor=self.actor,
                                     data={"runbook": record.runbook, "operation": record.operation,
                                           "plan_hash": record.plan_hash,
-                                          "workspace": record.workspace, COVERS_STAGES: True})
+                                          "workspace": record.workspace, COVERS_STAGES: True,
+                                          **({"policy_hash": record.details["policy_hash"]}
+                                             if "policy_hash" in record.details else {})})
 
     def run_status(self, status: RunStatus, *, finished_at: float | None = None,
                    error: str | None = None, details: Mapping[str, Any] | None = None) -> None:

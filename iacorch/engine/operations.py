@@ -17,15 +17,18 @@ from iacorch.errors import ApprovalError, IacorchError, UsageError
 if TYPE_CHECKING:
     from iacorch.engine.approvals import Decision
     from iacorch.model.plan import Plan
+    from iacorch.policy.guard import PolicyGuard
     from iacorch.store.base import RunRecord, Store
 
 
-def plan_of_run(run: RunRecord) -> Plan:
-    """The plan a run was started with: its runbook compiled with the run's recorded vars.
+def plan_of_run(run: RunRecord, policy: PolicyGuard | None = None) -> Plan:
+    """The plan a run was started with: its runbook compiled with the run's recorded vars,
+    and the gates `policy` adds.
 
     The recorded vars are the resolved values (defaults, `--var`, var files), so no
     flag is needed again. A runbook edited since compiles to another plan hash and is
-    refused, so that resume and rollback never run something other than what started.
+    refused, so that resume and rollback never run something other than what started;
+    so is a run whose policy-added gates differ from today's policy.
     """
     from iacorch.runbook.compiler import compile_document
     from iacorch.runbook.source import load_document
@@ -45,7 +48,17 @@ def plan_of_run(run: RunRecord) -> Plan:
             f"{run.runbook_path} no longer compiles with the inputs run {run.id} recorded",
             hint=f"it changed since the run started; start a new run with `iacorch apply` "
                  f"({exc.message})") from None
+    if policy is not None:
+        plan = policy.enforce(plan, operation=run.operation)
     if plan.plan_hash != run.plan_hash:
+        started_under = run.details.get("policy_hash")
+        if started_under != plan.policy_hash:
+            raise UsageError(
+                f"run {run.id} started under policy "
+                f"{str(started_under)[:12] if started_under else '(none)'} and the policy is "
+                f"now {plan.policy_hash[:12] if plan.policy_hash else '(none)'}: its gates "
+                "would differ", hint="act on it with the policy set it started under "
+                                     "(--policy or $IACORCH_POLICY_DIR), or start a new run")
         raise UsageError(
             f"{run.runbook_path} changed since run {run.id} started (plan "
             f"{run.plan_hash[:12]} -> {plan.plan_hash[:12]})",
@@ -55,8 +68,9 @@ def plan_of_run(run: RunRecord) -> Plan:
 
 
 def decide_gate(store: Store, run_id: str, gate_id: str, decision: Decision,
-                now: float) -> RunRecord:
-    """Approve or reject the gate a run waits at, by the engine's rules (approvals.py)."""
+                now: float, policy: PolicyGuard | None = None) -> RunRecord:
+    """Approve or reject the gate a run waits at, by the engine's rules (approvals.py)
+    and the organisation's policy."""
     from iacorch.engine.approvals import OpenGate, record_decision
     from iacorch.model.status import StageStatus
 
@@ -65,12 +79,13 @@ def decide_gate(store: Store, run_id: str, gate_id: str, decision: Decision,
     if record is None or record.status is not StageStatus.WAITING_APPROVAL:
         raise ApprovalError(f"run {run.id} is not waiting at a gate named `{gate_id}`",
                             hint="see `iacorch runs --waiting`")
-    stage = plan_of_run(run).stages.get(gate_id)
+    plan = plan_of_run(run, policy)
+    stage = plan.stages.get(gate_id)
     if stage is None or stage.approval is None:
         raise ApprovalError(f"`{gate_id}` is not an approval gate of {run.runbook_path}")
     opened = OpenGate(run.id, gate_id, stage.approval,
                       record.details.get("gate_hash", run.plan_hash),
-                      record.details.get("opened_at"), run.user)
+                      record.details.get("opened_at"), run.user, plan, policy)
     record_decision(store, opened, decision, now)
     return run
 

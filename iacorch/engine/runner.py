@@ -244,7 +244,26 @@ class Runner:
         except TemplateProblem as exc:
             self._template_failed(stage, exc)
             return None
+        if self.rt.policy is not None and self.options.operation is Operation.APPLY \
+                and not stage.is_finally and not self._policy_allows(stage):
+            return None
         return self._submit(stage, context, self.options.operation)
+
+    def _policy_allows(self, stage: PlannedStage) -> bool:
+        """The executing side asks the policy again before the stage starts; the answer
+        is audited with the policy set's hash, and a refusal fails the stage unstarted."""
+        assert self.rt.policy is not None
+        refusal = self.rt.policy.stage_refusal(
+            self.plan, stage.id, self.state.statuses, operation=self.options.operation.value,
+            concurrency=self.options.concurrency)
+        self.rt.store.append_audit(
+            "policy_checked", run_id=self.run_id, stage_id=stage.id, actor=self.rt.identity,
+            data={"policy_hash": self.rt.policy.digest, "allowed": refusal is None,
+                  **({"reason": refusal} if refusal else {})})
+        if refusal is not None:
+            self._fail_unstarted(stage, refusal, "the organisation's policy decides this "
+                                                 "(iacorch policy explain RUNBOOK)")
+        return refusal is None
 
     def _template_failed(self, stage: PlannedStage, exc: TemplateProblem) -> None:
         if self.options.operation is Operation.PLAN and exc.after_apply:

@@ -230,8 +230,10 @@ def _state_from_store(plan: Plan, runtime: Runtime, run_id: str,
 
 
 def _details(plan: Plan, options: RunOptions) -> Mapping[str, Any]:
+    policy = {"policy_hash": plan.policy_hash} if plan.policy_hash else {}
     return {"deadline": plan.deadline, "mocked": options.mock,
-            "selection": {"only": list(options.only), "targets": list(options.targets)}}
+            "selection": {"only": list(options.only), "targets": list(options.targets)},
+            **policy}
 
 
 def mark_done(plan: Plan, run: RunRecord, runtime: Runtime, stage_id: str, *, reason: str,

@@ -15,6 +15,7 @@ from iacorch.model.events import Event
 from iacorch.process import CancelToken, ProcessRunner
 
 if TYPE_CHECKING:
+    from iacorch.policy.guard import PolicyGuard
     from iacorch.store.base import Store
 
     from .executor import Executor
@@ -52,6 +53,7 @@ class Runtime:
     interrupt_signal: int | None = None  # set by the CLI's signal handler
     prompt: Callable[[Any], Any] | None = None  # asks a person at a terminal (gates.Prompt)
     executor: Executor = field(default=None)  # type: ignore[assignment]  # set in post-init
+    policy: PolicyGuard | None = None         # the organisation's policy, when one is set
 
     def __post_init__(self) -> None:
         if self.executor is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,7 @@ class Plan:
     deadline: float | None
     workspace: str
     runbook: Any = None                       # the validated Runbook model
+    policy_hash: str | None = None            # sha256 of the policy set it was checked against
 
     def dependents(self) -> dict[str, list[str]]:
         """Stage id -> ids of the stages that need it."""
@@ -88,3 +89,17 @@ class Plan:
             for need in stage.needs:
                 found[need].append(stage.id)
         return found
+
+
+def topological_layers(needs: Mapping[str, Iterable[str]]) -> tuple[tuple[str, ...], ...]:
+    """Each stage in the first layer it can run in; raises graphlib.CycleError on a cycle."""
+    from graphlib import TopologicalSorter
+
+    sorter = TopologicalSorter(needs)
+    sorter.prepare()
+    layers: list[tuple[str, ...]] = []
+    while sorter.is_active():
+        layer = sorter.get_ready()
+        layers.append(layer)
+        sorter.done(*layer)
+    return tuple(layers)

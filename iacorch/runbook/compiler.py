@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from iacorch.errors import Location, Problem, RunbookError
-from iacorch.model.plan import ApprovalGate, Plan, PlannedStage, RetryPolicy
+from iacorch.model.plan import (
+    ApprovalGate,
+    Plan,
+    PlannedStage,
+    RetryPolicy,
+    topological_layers,
+)
 from iacorch.model.registry import driver_spec, driver_specs, load_plugins
 from iacorch.model.runbook import MAX_FOR_EACH, STAGE_ID, Runbook, Stage, runbook_model
 from iacorch.model.status import StageKind
@@ -335,11 +341,10 @@ class _Compiler:
     def _order(self, stages: Mapping[str, PlannedStage]
                ) -> tuple[list[str], tuple[tuple[str, ...], ...]]:
         """A topological order and its layers (each stage in the first layer it can run in)."""
-        from graphlib import CycleError, TopologicalSorter
+        from graphlib import CycleError
 
-        sorter = TopologicalSorter({sid: st.needs for sid, st in stages.items()})
         try:
-            sorter.prepare()
+            layers = topological_layers({sid: st.needs for sid, st in stages.items()})
         except CycleError as exc:
             cycle = exc.args[1][:-1]  # graphlib repeats the first stage at the end
             start = cycle.index(min(cycle, key=list(stages).index))
@@ -349,12 +354,7 @@ class _Compiler:
                                          stages[cycle[0]].location,
                                          "remove one of these `needs` or stage references"))
             return list(stages), ()
-        layers: list[tuple[str, ...]] = []
-        while sorter.is_active():
-            layer = sorter.get_ready()
-            layers.append(layer)
-            sorter.done(*layer)
-        return [sid for layer in layers for sid in layer], tuple(layers)
+        return [sid for layer in layers for sid in layer], layers
 
     def _workspace(self) -> str:
         source = self.runbook.workspace

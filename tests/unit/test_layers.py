@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "iacorch"
 LAYERS = {
     "errors": 0, "project": 0,
     "model": 1,
-    "runbook": 2, "process": 2,
+    "runbook": 2, "process": 2, "policy": 2,
     "drivers": 3, "store": 3,
     "engine": 4, "schedule": 4,
     "report": 5, "console": 5, "drift_report": 5,

@@ -1,0 +1,11 @@
+package iacorch
+
+# No shell stage runs a downloaded script: `curl ... | sh` (or wget, bash, zsh).
+deny contains {
+	"msg": sprintf("stage `%s` pipes a download into a shell; vendor the script instead", [id]),
+	"stage": id,
+} if {
+	some id, s in input.stages
+	s.tool == "shell"
+	regex.match(`(curl|wget)[^|;&]*\|\s*(sudo\s+)?(ba|z|da)?sh\b`, s.action.run)
+}

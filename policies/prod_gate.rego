@@ -1,0 +1,20 @@
+package iacorch
+
+# Every stage that changes workspace prod waits behind a gate approved by 2 of group sre.
+# A runbook without such a gate gets one added (named prod-approval); a runbook gate
+# before those stages that is weaker (fewer approvers, people outside sre, or one that
+# lets the requester approve) is an error.
+prod_stages := [id |
+	s := input.stages[id]
+	s.workspace == "prod"
+	s.kind != "approval"
+	not s.finally
+]
+
+require_gate contains {
+	"name": "prod-approval",
+	"stages": prod_stages,
+	"group": "sre",
+	"require": 2,
+	"message": "Production change: two SREs must approve",
+} if count(prod_stages) > 0
