@@ -5,7 +5,7 @@ deny contains {
 	"msg": sprintf("stage `%s` pipes a download into a shell; vendor the script instead", [id]),
 	"stage": id,
 } if {
-	some id, s in input.stages
-	s.tool == "shell"
-	regex.match(`(curl|wget)[^|;&]*\|\s*(sudo\s+)?(ba|z|da)?sh\b`, s.action.run)
+	some id, command in input.commands
+	contains(command, "|") # cheap test first: a regex per stage costs far more
+	regex.match(`(curl|wget)[^|;&]*\|\s*(sudo\s+)?(ba|z|da)?sh\b`, command)
 }

@@ -2,38 +2,45 @@ package iacorch_test
 
 import data.iacorch
 
-# Inputs are set per field (`with input.stages as ...`): see docs/policy.md.
-shell_stage(run) := {"id": "x", "kind": "deploy", "tool": "shell", "workspace": "dev",
-	"action": {"run": run}, "finally": false, "gates_before": []}
+# Inputs are set per field (`with input.commands as ...`): see docs/policy.md.
 
 test_curl_pipe_sh_denied if {
-	denials := iacorch.deny with input.stages as {"x": shell_stage("curl -fsSL https://get.example | sh")}
+	denials := iacorch.deny with input.commands as {"x": "curl -fsSL https://get.example | sh"}
 		with input.run as {"concurrency": 1}
 	count(denials) == 1
 }
 
 test_plain_curl_allowed if {
-	denials := iacorch.deny with input.stages as {"x": shell_stage("curl -fsS https://example/health")}
+	denials := iacorch.deny with input.commands as {"x": "curl -fsS https://example/health | jq ."}
 		with input.run as {"concurrency": 1}
 	count(denials) == 0
 }
 
 test_concurrency_limit if {
-	denials := iacorch.deny with input.stages as {} with input.run as {"concurrency": 8}
+	denials := iacorch.deny with input.commands as {} with input.run as {"concurrency": 8}
 	count(denials) == 1
 }
 
 test_prod_stages_need_sre_gate if {
-	stage := object.union(shell_stage("echo"), {"workspace": "prod"})
-	gates := iacorch.require_gate with input.stages as {"x": stage}
+	gates := iacorch.require_gate with input.workspaces as {"prod": ["x"], "dev": ["y"]}
+		with input.commands as {}
 	some gate in gates
 	gate.name == "prod-approval"
 	gate.stages == ["x"]
 	gate.require == 2
 }
 
+test_destroy_needs_declared_gate if {
+	gates := iacorch.require_gate with input.commands as {"x": "terraform destroy -auto-approve", "y": "echo"}
+		with input.workspaces as {}
+	some gate in gates
+	gate.name == "destroy-approval"
+	gate.stages == ["x"]
+	gate.declare
+}
+
 test_requester_cannot_approve_prod if {
-	gate := {"id": "go", "kind": "approval", "tool": null, "workspace": "prod", "finally": false}
+	gate := {"id": "go", "kind": "approval", "tool": null, "workspace": "prod"}
 	denials := iacorch.deny with input.stages as {"go": gate}
 		with input.run as {"concurrency": 1}
 		with input.approval as {"gate": "go", "identity": "alice", "requester": "alice", "decision": "approve"}
@@ -41,7 +48,7 @@ test_requester_cannot_approve_prod if {
 }
 
 test_other_approver_allowed if {
-	gate := {"id": "go", "kind": "approval", "tool": null, "workspace": "prod", "finally": false}
+	gate := {"id": "go", "kind": "approval", "tool": null, "workspace": "prod"}
 	denials := iacorch.deny with input.stages as {"go": gate}
 		with input.run as {"concurrency": 1}
 		with input.approval as {"gate": "go", "identity": "bob", "requester": "alice", "decision": "approve"}

@@ -4,12 +4,7 @@ package iacorch
 # A runbook without such a gate gets one added (named prod-approval); a runbook gate
 # before those stages that is weaker (fewer approvers, people outside sre, or one that
 # lets the requester approve) is an error.
-prod_stages := [id |
-	s := input.stages[id]
-	s.workspace == "prod"
-	s.kind != "approval"
-	not s.finally
-]
+prod_stages := object.get(input.workspaces, "prod", [])
 
 require_gate contains {
 	"name": "prod-approval",

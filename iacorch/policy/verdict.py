@@ -54,15 +54,23 @@ class Verdict:
     groups: Mapping[str, tuple[str, ...]]
 
 
+# One query for the three rules (rego-cpp pays a pass over the input per query); each is
+# wrapped in a comprehension so that a rule the policy lacks gives [] instead of making
+# the whole query undefined.
+_QUERY = "x := {" + ", ".join(f'"{rule}": [v | v := data.{PACKAGE}.{rule}]'
+                              for rule in ("deny", "require_gate", "approvers")) + "}"
+
+
 def evaluate(engine: RegoEngine, input_doc: Mapping[str, Any]) -> Verdict:
     """Set the input and read the three rules (a rule the policy lacks says nothing)."""
     engine.set_input(input_doc)
-    groups = _groups(engine.query(f"data.{PACKAGE}.approvers"))
-    denials = tuple(_denial(entry) for entry in _entries(
-        engine.query(f"data.{PACKAGE}.deny"), "deny"))
+    found = engine.binding(_QUERY, "x")
+    rules = {rule: values[0] if values else UNDEFINED for rule, values in found.items()}
+    groups = _groups(rules["approvers"])
+    denials = tuple(_denial(entry) for entry in _entries(rules["deny"], "deny"))
     known = input_doc["stages"]
     requirements: dict[str, GateRequirement] = {}
-    for entry in _entries(engine.query(f"data.{PACKAGE}.require_gate"), "require_gate"):
+    for entry in _entries(rules["require_gate"], "require_gate"):
         requirement = _requirement(entry, groups, known)
         earlier = requirements.get(requirement.name)
         if earlier is not None and earlier != requirement:
