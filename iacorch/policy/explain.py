@@ -38,11 +38,15 @@ def explain(guard: PolicyGuard, compiled: Plan, operation: str = "validate") -> 
                                      ", ".join(guarded), f"gate `{gate_id}` falls short of {who}"))
         if check.missing:
             added = requirement.name in gated.stages and requirement.name not in compiled.stages
-            lines.append(Explanation(
-                "require_gate", requirement.name, "added" if added else "missing",
-                ", ".join(check.missing),
-                f"policy adds gate `{requirement.name}` ({who})" if added
-                else f"the runbook must declare a gate ({who})"))
+            if added:
+                detail = f"policy adds gate `{requirement.name}` ({who})"
+            elif requirement.declare:
+                detail = f"the runbook must declare a gate ({who})"
+            else:
+                detail = "no gate before them; none is added while a runbook gate falls short"
+            lines.append(Explanation("require_gate", requirement.name,
+                                     "added" if added else "missing", ", ".join(check.missing),
+                                     detail))
     final = guard.verdict(gated, operation=operation)
     for denial in final.denials:
         lines.append(Explanation("deny", denial.message, "denied", denial.stage or "runbook"))
