@@ -19,7 +19,9 @@ from .enforce import add_required_gates, requirement_checks, violations
 from .facts import policy_input
 from .policy_set import PolicySet, load_policy_set, policy_directory
 from .rego import RegoEngine
-from .verdict import Verdict, evaluate
+from .verdict import GateRequirement, Verdict, evaluate
+
+Required = tuple[GateRequirement, str | None]   # a requirement, and the gate meeting it
 
 
 class PolicyGuard:
@@ -30,6 +32,7 @@ class PolicyGuard:
         self._engine: RegoEngine | None = None
         self._lock = threading.Lock()
         self._verdicts: dict[tuple[str, str, int | None], Verdict] = {}
+        self._required: dict[tuple[str, str, int | None], dict[str, list[Required]]] = {}
 
     @property
     def digest(self) -> str:
@@ -79,16 +82,15 @@ class PolicyGuard:
         for denial in verdict.denials:
             if denial.stage in (None, stage_id):
                 return f"policy: {denial.message}"
-        for check in requirement_checks(plan, verdict):
-            if stage_id not in check.requirement.stages or stage_id not in plan.stages \
-                    or plan.stages[stage_id].approval is not None:
-                continue
-            gate = check.met_by.get(stage_id)
+        key = (plan.plan_hash, operation, concurrency)
+        if key not in self._required:   # once per run, not once per stage
+            self._required[key] = _required_gates(plan, verdict)
+        for requirement, gate in self._required[key].get(stage_id, ()):
             if gate is None:
-                return (f"policy `{check.requirement.name}` requires a gate approved by "
-                        f"{check.requirement.who} before this stage, and this plan has none")
+                return (f"policy `{requirement.name}` requires a gate approved by "
+                        f"{requirement.who} before this stage, and this plan has none")
             if statuses.get(gate) is not StageStatus.SUCCEEDED:
-                return (f"policy `{check.requirement.name}` requires gate `{gate}` to be "
+                return (f"policy `{requirement.name}` requires gate `{gate}` to be "
                         "approved in this run before this stage")
         return None
 
@@ -100,6 +102,19 @@ class PolicyGuard:
             "decision": decision}))
         messages = [d.message for d in verdict.denials if d.stage in (None, gate_id)]
         return "; ".join(messages) or None
+
+
+def _required_gates(plan: Plan, verdict: Verdict) -> dict[str, list[Required]]:
+    """Stage -> each requirement covering it and the gate before it that meets it (None:
+    no gate does). Gates and `finally` stages are not covered."""
+    found: dict[str, list[Required]] = {}
+    for check in requirement_checks(plan, verdict):
+        for stage_id in check.requirement.stages:
+            stage = plan.stages.get(stage_id)
+            if stage is not None and stage.approval is None:
+                found.setdefault(stage_id, []).append(
+                    (check.requirement, check.met_by.get(stage_id)))
+    return found
 
 
 def guard_for(flag: str | None) -> PolicyGuard | None:
