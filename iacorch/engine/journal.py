@@ -30,13 +30,24 @@ class Journal:
         self.store, self.run_id, self.masker, self.actor = store, run_id, masker, actor
         self.phase = phase
 
-    def start_run(self, record: RunRecord) -> None:
+    def start_run(self, record: RunRecord, *,
+                  delivery: tuple[str, str] | None = None) -> str | None:
+        """Record a new run; with `delivery` (source, id), only if that delivery is new.
+
+        Returns None when the run was recorded, else the run the delivery's first copy
+        started (and nothing is written).
+        """
         with self.store.transaction(durable=True):
+            if delivery is not None:
+                earlier = self.store.claim_delivery(*delivery, record.id)
+                if earlier is not None:
+                    return earlier
             self.store.create_run(record)
             self.store.append_audit("run_started", run_id=self.run_id, actor=self.actor,
                                     data={"runbook": record.runbook, "operation": record.operation,
                                           "plan_hash": record.plan_hash,
                                           "workspace": record.workspace, COVERS_STAGES: True})
+        return None
 
     def run_status(self, status: RunStatus, *, finished_at: float | None = None,
                    error: str | None = None, details: Mapping[str, Any] | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets as random_tokens
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from iacorch.errors import UsageError
@@ -32,7 +33,38 @@ def new_run_id(now: float) -> str:
 def start_run(plan: Plan, runtime: Runtime, options: RunOptions, *,
               lock_timeout: float = 0.0, run_id: str | None = None) -> RunOutcome:
     """Create a run for `plan` and drive it to an outcome under the runbook's lock."""
-    secrets = resolve_secrets(plan.runbook.secrets, plan.root)
+    begun = begin_run(plan, runtime, options, lock_timeout=lock_timeout, run_id=run_id)
+    assert isinstance(begun, BegunRun)   # without a delivery, a run is always new
+    return begun.drive()
+
+
+@dataclass(frozen=True)
+class BegunRun:
+    """A run recorded in the store and holding its lock: `drive()` takes it to an outcome."""
+
+    run_id: str
+    runner: Runner
+    journal: Journal
+    lock: RunLock
+
+    def drive(self) -> RunOutcome:
+        """Run it (stages, rollback, `finally`), then release the lock."""
+        try:
+            return _finish(self.runner, self.journal, self.runner.rt)
+        finally:
+            self.lock.release()
+
+
+def begin_run(plan: Plan, runtime: Runtime, options: RunOptions, *, lock_timeout: float = 0.0,
+              run_id: str | None = None,
+              delivery: tuple[str, str] | None = None) -> BegunRun | str:
+    """Resolve secrets, take the lock and record the run: everything before its first stage.
+
+    With `delivery` (a trigger's source and delivery id) the run and the delivery are
+    recorded in one transaction, and only if the delivery is new; for a delivery seen
+    before nothing is recorded and the id of the run its first copy started is returned.
+    """
+    secrets = resolve_secrets(plan.runbook.secrets, plan.root, plan.secret_locations)
     masker = Masker(secrets.values())
     run_id = run_id or new_run_id(runtime.clock())
     lock = RunLock(runtime.store, lock_key(plan.name, plan.workspace), run_id,
@@ -40,18 +72,22 @@ def start_run(plan: Plan, runtime: Runtime, options: RunOptions, *,
     lock.acquire(wait=lock_timeout)
     try:
         journal = Journal(runtime.store, run_id, masker, runtime.identity)
-        journal.start_run(_record(plan, runtime, run_id, options.operation, masker, options))
-        previous = previous_run(runtime, plan)
+        earlier = journal.start_run(_record(plan, runtime, run_id, options.operation, masker,
+                                            options), delivery=delivery)
+        if earlier is not None:
+            lock.release()
+            return earlier
         runner = Runner(plan, runtime, run_id, secrets=secrets, masker=masker, journal=journal,
-                        options=options, previous=previous)
-        return _finish(runner, journal, runtime)
-    finally:
+                        options=options, previous=previous_run(runtime, plan))
+    except BaseException:
         lock.release()
+        raise
+    return BegunRun(run_id, runner, journal, lock)
 
 
 def plan_run(plan: Plan, runtime: Runtime, options: RunOptions, *, run_id: str) -> RunOutcome:
     """A dry run of the whole runbook: recorded, but it takes no lock and changes nothing."""
-    secrets = resolve_secrets(plan.runbook.secrets, plan.root)
+    secrets = resolve_secrets(plan.runbook.secrets, plan.root, plan.secret_locations)
     masker = Masker(secrets.values())
     journal = Journal(runtime.store, run_id, masker, runtime.identity)
     journal.start_run(_record(plan, runtime, run_id, Operation.PLAN, masker, options))
@@ -69,7 +105,7 @@ def resume_run(plan: Plan, run: RunRecord, runtime: Runtime, *, rerun_interrupte
         return rollback_run(plan, run, runtime, concurrency=concurrency)
     if run.status is RunStatus.SUCCEEDED:
         raise UsageError(f"run {run.id} already succeeded; there is nothing to resume")
-    secrets = resolve_secrets(plan.runbook.secrets, plan.root)
+    secrets = resolve_secrets(plan.runbook.secrets, plan.root, plan.secret_locations)
     masker = Masker(secrets.values())
     lock = RunLock(runtime.store, lock_key(plan.name, plan.workspace), run.id,
                    host=runtime.host, pid=runtime.pid)
@@ -140,7 +176,7 @@ def rollback_run(plan: Plan, run: RunRecord, runtime: Runtime, *,
     if skip and not reason.strip():
         raise UsageError("--skip needs a --reason", hint="say what was done by hand "
                          "(or why there is nothing to undo): it goes to the audit log")
-    secrets = resolve_secrets(plan.runbook.secrets, plan.root)
+    secrets = resolve_secrets(plan.runbook.secrets, plan.root, plan.secret_locations)
     masker = Masker(secrets.values())
     lock = RunLock(runtime.store, lock_key(plan.name, plan.workspace), run.id,
                    host=runtime.host, pid=runtime.pid)
@@ -162,7 +198,7 @@ def rollback_run(plan: Plan, run: RunRecord, runtime: Runtime, *,
 def destroy(plan: Plan, runtime: Runtime, *, run_id: str, lock_timeout: float = 0.0,
             concurrency: int | None = None) -> RunOutcome:
     """A destroy run: every stage's way down, in reverse dependency order."""
-    secrets = resolve_secrets(plan.runbook.secrets, plan.root)
+    secrets = resolve_secrets(plan.runbook.secrets, plan.root, plan.secret_locations)
     masker = Masker(secrets.values())
     lock = RunLock(runtime.store, lock_key(plan.name, plan.workspace), run_id,
                    host=runtime.host, pid=runtime.pid)

@@ -1,0 +1,181 @@
+"""`iacorch listen`: start runs from SQS messages and S3 notifications, without a server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import click
+
+from iacorch.cli.run_commands import _duration
+from iacorch.cli.session import build_runtime, close_sinks, store_option
+from iacorch.errors import UsageError
+
+if TYPE_CHECKING:
+    from iacorch.engine.runs import BegunRun
+    from iacorch.engine.runtime import Runtime
+    from iacorch.engine.triggered import TriggerEvent
+    from iacorch.model.plan import Plan
+    from iacorch.triggers.sqs import Route
+
+
+class _ActiveRuns:
+    """Runs this listener started, each driven in its own thread until it ends."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.log = log
+        self._lock = threading.Lock()
+        self._running: dict[str, tuple[threading.Thread, Runtime]] = {}
+
+    def drive(self, begun: BegunRun) -> None:
+        thread = threading.Thread(target=self._drive, args=(begun,), name=f"run-{begun.run_id}")
+        with self._lock:
+            self._running[begun.run_id] = (thread, begun.runner.rt)
+        thread.start()
+
+    def _drive(self, begun: BegunRun) -> None:
+        from iacorch.cli.notifications import notify_run_end
+
+        runtime = begun.runner.rt
+        try:
+            outcome = begun.drive()
+            self.log.info("run %s %s in %.1fs", outcome.run_id, outcome.status.value,
+                          outcome.elapsed)
+            notify_run_end(begun.runner.plan, runtime, outcome)
+        except Exception:  # a bug in one run must not stop the listener
+            self.log.exception("run %s: internal error", begun.run_id)
+        finally:
+            close_sinks(runtime)
+            runtime.process.close()
+            runtime.store.close()
+            with self._lock:
+                self._running.pop(begun.run_id, None)
+
+    def interrupt_and_wait(self) -> None:
+        """Stop every run as Ctrl-C would (one SIGINT to each tool), and wait for them."""
+        with self._lock:
+            running = list(self._running.values())
+        for _, runtime in running:
+            runtime.interrupt_signal = signal.SIGTERM
+            runtime.cancel.interrupt()
+        for thread, _ in running:
+            thread.join()
+
+
+def _starter(store_url: str | None, lock_timeout: float, runs: _ActiveRuns
+             ) -> Callable[[TriggerEvent], str]:
+    """`start(event) -> run id`: the run recorded with its delivery, then driven in a thread."""
+    from iacorch.engine.triggered import begin_triggered_run
+
+    def runtime_for(plan: Plan) -> Runtime:
+        runtime = build_runtime(store_url, json_events=False, plan=plan, quiet=True,
+                                live_view=False)
+        runtime.interactive, runtime.prompt = False, None   # a gate suspends the run
+        return runtime
+
+    def start(event: TriggerEvent) -> str:
+        begun = begin_triggered_run(event, runtime_for, lock_timeout=lock_timeout)
+        if isinstance(begun, str):
+            runs.log.info("delivery %s of %s was seen before: run %s, no second run",
+                          event.delivery_id, event.source, begun)
+            return begun
+        runs.drive(begun)
+        return begun.run_id
+
+    return start
+
+
+def _routes(runbooks: tuple[str, ...]) -> list[Route]:
+    """Every `sqs:` and `s3:` trigger of the runbooks."""
+    from iacorch.runbook.compiler import validate_model
+    from iacorch.runbook.source import load_document
+    from iacorch.triggers.sqs import Route
+
+    routes = []
+    for path in runbooks:
+        runbook = validate_model(load_document(path))
+        routes += [Route(path, trigger) for trigger in runbook.triggers
+                   if trigger.sqs is not None or trigger.s3 is not None]
+    if not routes:
+        raise UsageError(f"no `sqs:` or `s3:` trigger in {', '.join(runbooks)}",
+                         hint="add one, e.g. triggers: [{name: uploads, s3: {bucket: B, "
+                              "queue: Q}, vars: {key: '{{ event.key }}'}}]")
+    return routes
+
+
+def _logger() -> logging.Logger:
+    log = logging.getLogger("iacorch.listen")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s",
+                                               datefmt="%Y-%m-%dT%H:%M:%S%z"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    return log
+
+
+@click.command()
+@click.argument("runbooks", nargs=-1, required=True, metavar="RUNBOOK...")
+@store_option
+@click.option("--lock-timeout", callback=_duration, default="10m", show_default=True,
+              metavar="DURATION",
+              help="How long an event waits for a run of the same runbook to finish.")
+@click.option("--wait-time", type=click.IntRange(0, 20), default=20, show_default=True,
+              help="SQS long polling: seconds one receive waits for a message.")
+def listen(runbooks: tuple[str, ...], store_url: str | None, lock_timeout: float,
+           wait_time: int) -> None:
+    """Start runs from the runbooks' `sqs:` and `s3:` triggers until SIGTERM or Ctrl-C.
+
+    One message, one run, even when SQS delivers it again; a message is deleted once its
+    run is recorded. Needs the [aws] extra and AWS credentials (docs/aws.md).
+    """
+    from iacorch.engine.aws_clients import aws_client, describe_aws_error, is_aws_error
+    from iacorch.triggers.sqs import QueueConsumer, queue_url
+
+    routes = _routes(runbooks)
+    log = _logger()
+    sqs = aws_client("sqs", read_timeout=wait_time + 10)
+    by_queue: dict[str, list[Route]] = defaultdict(list)
+    for route in routes:
+        try:
+            by_queue[queue_url(sqs, route.source.queue)].append(route)
+        except Exception as exc:
+            if not is_aws_error(exc):
+                raise
+            what, hint = describe_aws_error(exc)
+            raise UsageError(f"{route.runbook}: trigger `{route.trigger.name}`: queue "
+                             f"{route.source.queue}: {what}", hint=hint) from None
+    runs = _ActiveRuns(log)
+    start = _starter(store_url, lock_timeout, runs)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for url, queue_routes in by_queue.items():
+        consumer = QueueConsumer(sqs, url, queue_routes, start, log, wait_seconds=wait_time)
+        threading.Thread(target=consumer.run, args=(stop,), name=f"queue-{url}",
+                         daemon=True).start()   # a long poll in progress is not waited for
+        log.info("listening on %s for %s", url, ", ".join(
+            f"{route.runbook}#{route.trigger.name}" for route in queue_routes))
+    log.info("listener started (pid %d)", os.getpid())
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        runs.interrupt_and_wait()
+        log.info("listener stopped")
+
+
+COMMANDS = [listen]
