@@ -8,6 +8,7 @@ honoured by botocore itself.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from iacorch.errors import ToolMissingError
@@ -64,11 +65,10 @@ def describe_aws_error(exc: BaseException) -> tuple[str, str]:
         return (f"AWS could not be reached ({exc})",
                 "check the network, the region and AWS_ENDPOINT_URL if set")
     if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", "error"))
-        detail = str(error.get("Message") or "").strip()
+        code, detail = _code_and_message(exc.response)
         said = f"{code}: {detail}" if detail else code
-        if code in _DENIED:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in _DENIED or status == 403:
             return (f"access denied ({said})",
                     "grant the credentials in use the permission named in docs/aws.md "
                     "(`aws sts get-caller-identity` shows who they are)")
@@ -76,3 +76,17 @@ def describe_aws_error(exc: BaseException) -> tuple[str, str]:
             return (f"not found ({said})", "check the name, the region and the account")
         return (said, "see the AWS error above")
     return (f"AWS call failed ({exc})", "check the network and AWS_ENDPOINT_URL if set")
+
+
+def _code_and_message(response: dict[str, Any]) -> tuple[str, str]:
+    """The error's code and message; also from an XML body where JSON was expected (some
+    proxies and emulators answer a JSON-protocol service that way)."""
+    error = response.get("Error", {})
+    code = str(error.get("Code", "error"))
+    message = str(error.get("Message") or "").strip()
+    if message.startswith("<"):
+        inner_code = re.search(r"<Code>([^<]*)</Code>", message)
+        inner_message = re.search(r"<Message>([^<]*)</Message>", message)
+        code = inner_code.group(1) if inner_code else code
+        message = inner_message.group(1) if inner_message else ""
+    return code, message

@@ -1,0 +1,159 @@
+"""AWS through the real CLI, against a moto server on loopback (AWS_ENDPOINT_URL):
+secrets from Secrets Manager and SSM reach the stages and nothing else; a missing one is a
+located error before any stage; `iacorch listen` turns an S3 upload into a run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from iacorch.store import open_store
+from tests.aws_fixtures import NOT_INHERITED, aws_env, client, moto_server
+
+pytestmark = pytest.mark.integration
+
+CANARY_DB = "cAnArY-db-7f3a91e2"
+CANARY_TOKEN = "cAnArY-tok-c04d55b8"
+
+SECRETS_RUNBOOK = """
+version: 1
+name: aws-secrets
+secrets:
+  db: {aws_secretsmanager: prod/db, key: password}
+  tok: {aws_ssm: /iac/prod/token}
+stages:
+  use:
+    kind: deploy
+    shell:
+      run: |
+        printf %s {{ secrets.db }} | sha256sum | cut -c1-64 > ../db.sha256
+        printf %s {{ secrets.tok }} | sha256sum | cut -c1-64 > ../tok.sha256
+        echo "db is {{ secrets.db }} and the token is {{ secrets.tok }}"
+"""
+
+LISTEN_RUNBOOK = """
+version: 1
+name: on-upload
+vars:
+  key: {required: true}
+  bucket: {required: true}
+stages:
+  fetch:
+    kind: deploy
+    shell:
+      run: printf '%s|%s' {{ vars.bucket }} {{ vars.key }} > ../got-{{ vars.key | length }}.txt
+triggers:
+  - name: releases
+    s3: {bucket: artifacts, queue: artifact-events, prefix: releases/}
+    vars: {key: "{{ event.key }}", bucket: "{{ event.bucket }}"}
+"""
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def aws_project(project, endpoint):
+    for name in NOT_INHERITED:
+        project.env.pop(name, None)
+    project.env.update(aws_env(endpoint))
+    (project.root / "plans").mkdir()
+    return project
+
+
+def every_byte_under(path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file())
+
+
+def test_apply_reads_aws_secrets_and_writes_them_nowhere(aws_project, endpoint):
+    client("secretsmanager", endpoint).create_secret(
+        Name="prod/db", SecretString=json.dumps({"user": "app", "password": CANARY_DB}))
+    client("ssm", endpoint).put_parameter(Name="/iac/prod/token", Value=CANARY_TOKEN,
+                                          Type="SecureString", Overwrite=True)
+    aws_project.write("plans/secrets.yaml", SECRETS_RUNBOOK)
+    result = aws_project.run("apply", "plans/secrets.yaml")
+    assert result.code == 0, result.text
+    digest = {name: (aws_project.root / f"{name}.sha256").read_text().strip()
+              for name in ("db", "tok")}
+    assert digest == {"db": hashlib.sha256(CANARY_DB.encode()).hexdigest(),
+                      "tok": hashlib.sha256(CANARY_TOKEN.encode()).hexdigest()}
+    logs = aws_project.run("logs", aws_project.runs()[0]["id"], "use")
+    assert "db is *** and the token is ***" in logs.text
+    written = every_byte_under(aws_project.root / ".iacorch")
+    for canary in (CANARY_DB, CANARY_TOKEN):
+        assert written.count(canary.encode()) == 0
+        assert (result.text + logs.text).count(canary) == 0
+
+
+def test_a_missing_aws_secret_stops_the_run_before_any_stage(aws_project):
+    aws_project.write("plans/secrets.yaml", SECRETS_RUNBOOK.replace("prod/db", "prod/nope"))
+    result = aws_project.run("apply", "plans/secrets.yaml")
+    assert result.code == 64, result.text
+    assert "plans/secrets.yaml:4:3: error: secret `db` comes from AWS Secrets Manager secret " \
+           "prod/nope, which cannot be read: not found" in result.err
+    assert "hint: check the name, the region and the account" in result.err
+    assert "Traceback" not in result.text
+    assert not (aws_project.root / "db.sha256").exists() and aws_project.runs() == []
+
+
+def wait_for(check, timeout: float, what: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+            pytest.fail(f"no {what} after {timeout:.0f}s; listener log:\n{out}")
+        time.sleep(0.1)
+
+
+def test_listen_starts_a_run_for_an_s3_upload_with_its_key(aws_project, endpoint):
+    s3, sqs = client("s3", endpoint), client("sqs", endpoint)
+    s3.create_bucket(Bucket="artifacts")
+    queue = sqs.create_queue(QueueName="artifact-events")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+    s3.put_bucket_notification_configuration(Bucket="artifacts", NotificationConfiguration={
+        "QueueConfigurations": [{"QueueArn": arn["Attributes"]["QueueArn"],
+                                 "Events": ["s3:ObjectCreated:*"]}]})   # sends s3:TestEvent
+    aws_project.write("plans/upload.yaml", LISTEN_RUNBOOK)
+    proc = aws_project.start("listen", "plans/upload.yaml", "--wait-time", "1")
+    try:
+        key = "releases/web app+v1.2.tar.gz"
+        s3.put_object(Bucket="artifacts", Key="elsewhere/ignored.txt", Body=b"x")
+        s3.put_object(Bucket="artifacts", Key=key, Body=b"release")
+        out = aws_project.root / f"got-{len(key)}.txt"
+        wait_for(lambda: out.exists() and out.read_text(), 30, "run for the upload", proc)
+        assert out.read_text() == f"artifacts|{key}"
+        wait_for(lambda: _visible_and_in_flight(sqs, queue) == 0, 10, "message deleted", proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        log, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, log
+    runs = aws_project.runs()
+    assert len(runs) == 1 and runs[0]["status"] == "succeeded", log
+    store = open_store(str(aws_project.root / ".iacorch" / "state.db"))
+    try:
+        assert store.get_run(runs[0]["id"]).vars == {"key": key, "bucket": "artifacts"}
+    finally:
+        store.close()
+    assert "no trigger wants it" in log and "-> run " + runs[0]["id"] in log
+    assert "Traceback" not in log
+
+
+def _visible_and_in_flight(sqs, queue: str) -> int:
+    attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=[
+        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    return sum(int(value) for value in attributes.values())
+
+
+assert os.sep == "/"   # the runbooks above use POSIX shell paths
