@@ -159,8 +159,10 @@ def main() -> None:
                                  "transport": bench.transport_once,
                                  "cold apply": bench.cold_once}, args.rounds,
                                 progress=lambda line: print(line, file=sys.stderr))
-        finally:
-            log = bench.stop()
+        except Exception:
+            print(bench.stop(), file=sys.stderr)
+            raise
+        log = bench.stop()
         if bench.listener.returncode != 0:
             raise SystemExit(f"the listener exited {bench.listener.returncode}:\n{log}")
     listen, transport, cold = samples["listen"], samples["transport"], samples["cold apply"]

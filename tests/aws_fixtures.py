@@ -23,8 +23,11 @@ def free_port() -> int:
 @contextmanager
 def moto_server() -> Iterator[str]:
     """A moto server on 127.0.0.1 for the duration; yields its endpoint URL."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)   # one line per request
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

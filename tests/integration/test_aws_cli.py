@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -38,22 +38,7 @@ stages:
         echo "db is {{ secrets.db }} and the token is {{ secrets.tok }}"
 """
 
-LISTEN_RUNBOOK = """
-version: 1
-name: on-upload
-vars:
-  key: {required: true}
-  bucket: {required: true}
-stages:
-  fetch:
-    kind: deploy
-    shell:
-      run: printf '%s|%s' {{ vars.bucket }} {{ vars.key }} > ../got-{{ vars.key | length }}.txt
-triggers:
-  - name: releases
-    s3: {bucket: artifacts, queue: artifact-events, prefix: releases/}
-    vars: {key: "{{ event.key }}", bucket: "{{ event.bucket }}"}
-"""
+EXAMPLE = Path(__file__).resolve().parents[2] / "plans" / "s3-release.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -117,37 +102,51 @@ def wait_for(check, timeout: float, what: str, proc: subprocess.Popen[str]) -> N
         time.sleep(0.1)
 
 
-def test_listen_starts_a_run_for_an_s3_upload_with_its_key(aws_project, endpoint):
+def test_listen_runs_the_example_for_an_s3_upload_with_its_key(aws_project, endpoint):
     s3, sqs = client("s3", endpoint), client("sqs", endpoint)
+    client("ssm", endpoint).put_parameter(Name="/iacorch/example/deploy-token",
+                                          Value=CANARY_TOKEN, Type="SecureString",
+                                          Overwrite=True)
     s3.create_bucket(Bucket="artifacts")
     queue = sqs.create_queue(QueueName="artifact-events")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
     s3.put_bucket_notification_configuration(Bucket="artifacts", NotificationConfiguration={
         "QueueConfigurations": [{"QueueArn": arn["Attributes"]["QueueArn"],
                                  "Events": ["s3:ObjectCreated:*"]}]})   # sends s3:TestEvent
-    aws_project.write("plans/upload.yaml", LISTEN_RUNBOOK)
-    proc = aws_project.start("listen", "plans/upload.yaml", "--wait-time", "1")
+    aws_project.write("plans/s3-release.yaml", EXAMPLE.read_text())
+    proc = aws_project.start("listen", "plans/s3-release.yaml", "--wait-time", "1")
+    key = "releases/web app+v1.2.tar.gz"
     try:
-        key = "releases/web app+v1.2.tar.gz"
-        s3.put_object(Bucket="artifacts", Key="elsewhere/ignored.txt", Body=b"x")
+        s3.put_object(Bucket="artifacts", Key="drafts/ignored.tgz", Body=b"x")
         s3.put_object(Bucket="artifacts", Key=key, Body=b"release")
-        out = aws_project.root / f"got-{len(key)}.txt"
-        wait_for(lambda: out.exists() and out.read_text(), 30, "run for the upload", proc)
-        assert out.read_text() == f"artifacts|{key}"
-        wait_for(lambda: _visible_and_in_flight(sqs, queue) == 0, 10, "message deleted", proc)
+        wait_for(lambda: _finished_runs(aws_project) == 1 and _visible_and_in_flight(
+            sqs, queue) == 0, 30, "a finished run and an empty queue", proc)
     finally:
         proc.send_signal(signal.SIGTERM)
         log, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, log
-    runs = aws_project.runs()
-    assert len(runs) == 1 and runs[0]["status"] == "succeeded", log
+    (run,) = aws_project.runs()
+    assert run["status"] == "succeeded", log
     store = open_store(str(aws_project.root / ".iacorch" / "state.db"))
     try:
-        assert store.get_run(runs[0]["id"]).vars == {"key": key, "bucket": "artifacts"}
+        assert store.get_run(run["id"]).vars == {"bucket": "artifacts", "key": key, "size": 7}
+        assert store.stage_records(run["id"])["deploy"].outputs == {"deployed": key}
     finally:
         store.close()
-    assert "no trigger wants it" in log and "-> run " + runs[0]["id"] in log
-    assert "Traceback" not in log
+    assert "no trigger wants it" in log and f"-> run {run['id']}" in log
+    assert "Traceback" not in log and CANARY_TOKEN not in log
+    assert every_byte_under(aws_project.root / ".iacorch").count(CANARY_TOKEN.encode()) == 0
+
+
+def _finished_runs(project) -> int:
+    db = project.root / ".iacorch" / "state.db"
+    if not db.exists():
+        return 0
+    store = open_store(str(db))
+    try:
+        return sum(run.status.value != "running" for run in store.list_runs())
+    finally:
+        store.close()
 
 
 def _visible_and_in_flight(sqs, queue: str) -> int:
@@ -155,5 +154,3 @@ def _visible_and_in_flight(sqs, queue: str) -> int:
         "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
     return sum(int(value) for value in attributes.values())
 
-
-assert os.sep == "/"   # the runbooks above use POSIX shell paths
