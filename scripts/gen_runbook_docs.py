@@ -263,10 +263,14 @@ DESCRIPTIONS: dict[str, str] = {
     "Trigger.vars": "Var values for the run: templates over `event`, whose fields are "
                     "data, never template code.",
     "WebhookSource.secret": "The HMAC key: `env: NAME` or `file: PATH`, as under `secrets:`.",
-    "SqsSource.queue": "Queue URL or name.",
+    "SqsSource.queue": "Queue URL or name. `event` has `message_id`, `body`, `json` (the "
+                       "body parsed, or null), `attributes` and `sent_at` (docs/aws.md).",
     "SqsSource.max_receives": "After this many failed deliveries a message is moved aside "
-                              "(poison) with a log line.",
-    "S3Source.bucket": "The bucket whose events count.",
+                              "(poison) with a log line: to the queue's dead-letter queue "
+                              "when its RedrivePolicy names one, else deleted (docs/aws.md).",
+    "S3Source.bucket": "The bucket whose events count. `event` has `bucket`, `key` "
+                       "(URL-decoded), `size`, `etag`, `version_id`, `event`, `time` and "
+                       "`region` (docs/aws.md).",
     "S3Source.queue": "The SQS queue (URL or name) the bucket notifies.",
     "S3Source.prefix": "Only keys that start with this.",
     "S3Source.events": "`created`, `removed`, or both.",

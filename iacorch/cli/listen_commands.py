@@ -93,6 +93,7 @@ def _starter(store_url: str | None, lock_timeout: float, runs: _ActiveRuns
 
 def _routes(runbooks: tuple[str, ...]) -> list[Route]:
     """Every `sqs:` and `s3:` trigger of the runbooks."""
+    from iacorch.engine.triggered import RUN_ACTIONS
     from iacorch.runbook.compiler import validate_model
     from iacorch.runbook.source import load_document
     from iacorch.triggers.sqs import Route
@@ -100,8 +101,15 @@ def _routes(runbooks: tuple[str, ...]) -> list[Route]:
     routes = []
     for path in runbooks:
         runbook = validate_model(load_document(path))
-        routes += [Route(path, trigger) for trigger in runbook.triggers
-                   if trigger.sqs is not None or trigger.s3 is not None]
+        for trigger in runbook.triggers:
+            if trigger.sqs is None and trigger.s3 is None:
+                continue
+            if trigger.action not in RUN_ACTIONS:
+                raise UsageError(f"{path}: trigger `{trigger.name}`: `action: "
+                                 f"{trigger.action}` is not started from a queue",
+                                 hint="use `apply` or `plan` (drift checks: `iacorch "
+                                      "schedule run`)")
+            routes.append(Route(path, trigger))
     if not routes:
         raise UsageError(f"no `sqs:` or `s3:` trigger in {', '.join(runbooks)}",
                          hint="add one, e.g. triggers: [{name: uploads, s3: {bucket: B, "

@@ -40,7 +40,7 @@ class TriggerEvent:
 
 _TEMPLATES = Templates()
 # what a trigger's `action` starts (drift runs are the scheduler's and the server's)
-_RUN_ACTIONS = {"apply": Operation.APPLY, "plan": Operation.PLAN}
+RUN_ACTIONS = {"apply": Operation.APPLY, "plan": Operation.PLAN}
 
 
 def event_vars(trigger: Trigger, event: TriggerEvent) -> dict[str, Any]:
@@ -80,9 +80,9 @@ def begin_triggered_run(event: TriggerEvent, runtime_for: Callable[[Plan], Runti
     its first copy started: one event, one run, however often it is delivered.
     """
     trigger, plan = triggered_plan(event)
-    if trigger.action not in _RUN_ACTIONS:
+    if trigger.action not in RUN_ACTIONS:
         raise UsageError(f"trigger `{trigger.name}`: `action: {trigger.action}` is not "
                          "started by a queue consumer", hint="use `apply` or `plan`")
-    options = RunOptions(operation=_RUN_ACTIONS[trigger.action])
+    options = RunOptions(operation=RUN_ACTIONS[trigger.action])
     return begin_run(plan, runtime_for(plan), options, lock_timeout=lock_timeout,
                      delivery=(event.source, event.delivery_id))

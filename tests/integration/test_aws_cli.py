@@ -154,3 +154,21 @@ def _visible_and_in_flight(sqs, queue: str) -> int:
         "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
     return sum(int(value) for value in attributes.values())
 
+
+
+def test_listen_says_what_is_wrong_before_listening(aws_project):
+    aws_project.write("plans/none.yaml", """
+        version: 1
+        name: none
+        stages:
+          s: {kind: deploy, shell: {run: "true"}}
+    """)
+    nothing = aws_project.run("listen", "plans/none.yaml")
+    assert nothing.code == 64 and "no `sqs:` or `s3:` trigger in plans/none.yaml" in nothing.err
+    aws_project.write("plans/release.yaml", EXAMPLE.read_text().replace(
+        "queue: artifact-events", "queue: no-such-queue"))
+    missing = aws_project.run("listen", "plans/release.yaml", timeout=30)
+    assert missing.code == 64, missing.text
+    assert ("error: plans/release.yaml: trigger `release-uploaded`: queue no-such-queue: "
+            "not found") in missing.err
+    assert "Traceback" not in nothing.text + missing.text
