@@ -172,3 +172,30 @@ def test_listen_says_what_is_wrong_before_listening(aws_project):
     assert ("error: plans/release.yaml: trigger `release-uploaded`: queue no-such-queue: "
             "not found") in missing.err
     assert "Traceback" not in nothing.text + missing.text
+
+
+def test_sigterm_interrupts_the_listeners_runs_and_leaves_them_resumable(aws_project,
+                                                                         endpoint):
+    sqs = client("sqs", endpoint)
+    queue = sqs.create_queue(QueueName="slow-jobs")["QueueUrl"]
+    aws_project.write("plans/slow.yaml", """
+        version: 1
+        name: slow
+        stages:
+          wait: {kind: deploy, shell: {run: "touch ../started; sleep 60"}}
+        triggers:
+          - name: jobs
+            sqs: {queue: slow-jobs}
+    """)
+    proc = aws_project.start("listen", "plans/slow.yaml", "--wait-time", "1")
+    try:
+        sqs.send_message(QueueUrl=queue, MessageBody="go")
+        wait_for(lambda: (aws_project.root / "started").exists(), 30, "a started stage", proc)
+    finally:
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        log, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and time.monotonic() - began < 10, log
+    (run,) = aws_project.runs()
+    assert run["status"] == "interrupted", log
+    assert _visible_and_in_flight(sqs, queue) == 0
