@@ -17,7 +17,7 @@ from pydantic import Field, create_model, model_validator
 from iacorch.errors import PluginError
 from iacorch.model.fields import RuleError, Strict, Templated, VarsDuration
 from iacorch.model.registry import driver_names, driver_specs
-from iacorch.model.status import FailurePolicy, StageKind
+from iacorch.model.status import FailurePolicy, OnTimeout, StageKind
 
 STAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 EXTENSION_KEY = re.compile(r"^x-")  # top-level keys the format ignores, as docker-compose does
@@ -140,7 +140,7 @@ class Stage(ActionFields):
     allow_self_approval: bool | None = None
     message: Templated | None = None
     inputs: dict[str, ApprovalInput] | None = None
-    on_timeout: Literal["reject", "cancel", "approve"] | None = None
+    on_timeout: OnTimeout | None = None
 
     @property
     def is_approval(self) -> bool:
