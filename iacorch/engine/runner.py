@@ -7,7 +7,7 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from iacorch.model.plan import Plan
+from iacorch.model.plan import Plan, PlannedStage
 from iacorch.model.results import StageResult, StageSpec
 from iacorch.model.status import Operation, RunStatus, StageStatus
 
@@ -77,6 +77,11 @@ class Runner(StageLifecycle):
                                 failed = exc
                     if failed is not None:
                         raise failed
+                    if isinstance(spec, PlannedStage):
+                        # outside the commit: the store is not write-locked while tools plan
+                        # and a person at the terminal thinks
+                        self._open_gate(spec)
+                        continue
                     if spec is None:
                         if self._running == 0 and not self._retries_pending() \
                                 or self._crash is not None:
@@ -109,8 +114,9 @@ class Runner(StageLifecycle):
             return True
         return bool(self.retry_at) and min(self.retry_at.values()) <= time.monotonic()
 
-    def _take_ready(self) -> StageSpec | None:
-        """The next attempt to run, settling on the way the stages that need no run."""
+    def _take_ready(self) -> StageSpec | PlannedStage | None:
+        """The next attempt to run (or gate to open), settling on the way the stages that
+        need neither."""
         while True:
             if self.rt.cancel.interrupted:
                 self.stopping = True

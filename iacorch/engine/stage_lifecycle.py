@@ -85,7 +85,9 @@ class StageLifecycle:
         self.started_at = started_at if started_at is not None else runtime.clock()
         self.warnings: dict[str, str] = {}
 
-    def _start(self, stage: PlannedStage) -> StageSpec | None:
+    def _start(self, stage: PlannedStage) -> StageSpec | PlannedStage | None:
+        """The attempt to run; a gate to open (returned, not opened: its plans and prompt
+        take long, so the worker opens it after the turn's commit); None when it settled."""
         context = self.context_for(stage)
         try:
             if stage.when is not None and not self._truthy(stage.when, context):
@@ -95,7 +97,10 @@ class StageLifecycle:
                 self._settle(stage.id, StageStatus.SKIPPED, NOT_SAFE_TO_DRY_RUN)
                 return None
             if stage.approval is not None:
-                self._open_gate(stage)
+                if self.options.operation is Operation.APPLY:
+                    return stage
+                self._settle(stage.id, StageStatus.SKIPPED,
+                             "approval gates are not asked in a plan")
                 return None
         except TemplateProblem as exc:
             self._template_failed(stage, exc)
@@ -246,9 +251,7 @@ class StageLifecycle:
 
     # -- approval gates ----------------------------------------------------
     def _open_gate(self, stage: PlannedStage) -> None:
-        if self.options.operation is not Operation.APPLY:
-            self._settle(stage.id, StageStatus.SKIPPED, "approval gates are not asked in a plan")
-            return
+        """Plan what is behind the gate, ask (or suspend), and settle the gate."""
         from .gates import GateKeeper, GateVerdict  # here: most runs open no gate
 
         if self._gates is None:

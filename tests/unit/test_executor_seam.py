@@ -196,3 +196,37 @@ def test_rollback_and_destroy_tell_their_sinks_too(project: Path) -> None:
         (EventKind.RUN_STARTED, "destroy-1", "destroy"),
         (EventKind.RUN_FINISHED, "destroy-1", "destroy")]
     assert events[1].data["status"] == "rolled_back" and events[3].data["status"] == "succeeded"
+
+
+def test_the_store_is_not_write_locked_while_a_person_decides(project: Path) -> None:
+    """A gate's prompt can last an hour: other processes (the server, another apply's
+    approval) must be able to write meanwhile."""
+    from iacorch.engine.gates import GateAnswer, GateRequest
+    from iacorch.model.status import Choice
+    from iacorch.store.sqlite import SqliteStore
+
+    plan = compile_runbook(runbook(project, """
+        version: 1
+        name: seam
+        stages:
+          gate: {kind: approval}
+          after: {kind: deploy, needs: [gate], shell: {run: "true"}}
+        """))
+    path = project / "state.db"
+    writes: list[str] = []
+
+    def prompt(request: GateRequest) -> GateAnswer:
+        other = SqliteStore(path, busy_timeout=0.5)   # another process, as far as SQLite knows
+        try:
+            other.append_audit("written_while_asking")
+            writes.append("ok")
+        finally:
+            other.close()
+        return GateAnswer(Choice.APPROVE)
+
+    rt = Runtime(store=SqliteStore(path), state_dir=project / ".iacorch",
+                 executor=RecordingExecutor(), interactive=True, prompt=prompt,
+                 identity="someone-else")
+    outcome = start_run(plan, rt, RunOptions())
+    assert writes == ["ok"]
+    assert outcome.status is RunStatus.SUCCEEDED
