@@ -125,6 +125,10 @@ def show(run_id: str, store_url: str | None, as_json: bool) -> None:
                f"({run.workspace})  by {run.user or '?'}")
     click.echo(f"  started {_when(run.started_at)}, finished {_when(run.finished_at)}, "
                f"plan {run.plan_hash[:12]}")
+    if run.vars:
+        click.echo("  vars: " + ", ".join(
+            f"{name}={value if isinstance(value, str) else json.dumps(value)}"
+            for name, value in run.vars.items()))
     if run.error:
         click.echo(f"  error: {run.error}")
     for stage in report["stages"]:

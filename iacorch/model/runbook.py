@@ -12,7 +12,7 @@ import re
 from functools import cache
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, create_model, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from iacorch.errors import PluginError
 from iacorch.model.fields import RuleError, Strict, Templated, VarsDuration
@@ -266,6 +266,14 @@ class Runbook(Strict):
             raise RuleError(f"trigger name `{twice[0]}` is used twice",
                             "give each trigger its own name: it is part of its URL")
         return self
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_is_a_number(cls, value: Any) -> Any:
+        if isinstance(value, bool):   # YAML's `true` would pass as 1
+            raise RuleError(f"`version: {str(value).lower()}` is not a format version",
+                            "write `version: 1`")
+        return value
 
     @model_validator(mode="before")
     @classmethod
