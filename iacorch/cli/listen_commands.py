@@ -40,14 +40,11 @@ class _ActiveRuns:
         thread.start()
 
     def _drive(self, begun: BegunRun) -> None:
-        from iacorch.cli.notifications import notify_run_end
-
         runtime = begun.runner.rt
         try:
             outcome = begun.drive()
             self.log.info("run %s %s in %.1fs", outcome.run_id, outcome.status.value,
                           outcome.elapsed)
-            notify_run_end(begun.runner.plan, runtime, outcome)
         except Exception:  # a bug in one run must not stop the listener
             self.log.exception("run %s: internal error", begun.run_id)
         finally:
@@ -71,12 +68,14 @@ class _ActiveRuns:
 def _starter(store_url: str | None, lock_timeout: float, runs: _ActiveRuns
              ) -> Callable[[TriggerEvent], str]:
     """`start(event) -> run id`: the run recorded with its delivery, then driven in a thread."""
+    from iacorch.cli.notifications import run_end_sink
     from iacorch.engine.triggered import begin_triggered_run
 
     def runtime_for(plan: Plan) -> Runtime:
         runtime = build_runtime(store_url, json_events=False, plan=plan, quiet=True,
                                 live_view=False)
         runtime.interactive, runtime.prompt = False, None   # a gate suspends the run
+        run_end_sink(plan, runtime)   # the runbook's `notify:` channels hear how it ended
         return runtime
 
     def start(event: TriggerEvent) -> str:

@@ -18,7 +18,7 @@ from iacorch.model.runbook import Runbook, Trigger
 from iacorch.model.status import Operation
 from iacorch.runbook.templating import TemplateProblem, Templates
 
-from .runner import RunOptions
+from .run_state import RunOptions
 from .runs import BegunRun, begin_run
 from .runtime import Runtime
 
