@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -150,3 +151,17 @@ def test_located_errors_for_env_secrets_too(tmp_path: Path, monkeypatch) -> None
     with pytest.raises(UsageError) as raised:
         resolve_secrets(plan.runbook.secrets, plan.root, plan.secret_locations)
     assert str(raised.value.location) == f"{path}:5:3"
+
+
+def test_without_the_aws_extra_the_error_names_the_install(tmp_path, monkeypatch) -> None:
+    from iacorch.errors import ExitCode, ToolMissingError
+
+    monkeypatch.setitem(sys.modules, "boto3", None)   # `import boto3` raises ImportError
+    path = tmp_path / "uses-aws.yaml"
+    path.write_text(RUNBOOK)
+    plan = compile_runbook(path)
+    with pytest.raises(ToolMissingError) as raised:
+        resolve_secrets(plan.runbook.secrets, plan.root, plan.secret_locations)
+    assert raised.value.exit_code is ExitCode.TOOL_MISSING
+    assert str(raised.value.location) == f"{path}:4:3"
+    assert raised.value.hint == "pip install 'iacorch[aws]'"
