@@ -48,9 +48,7 @@ class _ActiveRuns:
         except Exception:  # a bug in one run must not stop the listener
             self.log.exception("run %s: internal error", begun.run_id)
         finally:
-            close_sinks(runtime)
-            runtime.process.close()
-            runtime.store.close()
+            _close([runtime])
             with self._lock:
                 self._running.pop(begun.run_id, None)
 
@@ -71,16 +69,24 @@ def _starter(store_url: str | None, lock_timeout: float, runs: _ActiveRuns
     from iacorch.cli.notifications import run_end_sink
     from iacorch.engine.triggered import begin_triggered_run
 
-    def runtime_for(plan: Plan) -> Runtime:
-        runtime = build_runtime(store_url, json_events=False, plan=plan, quiet=True,
-                                live_view=False)
-        runtime.interactive, runtime.prompt = False, None   # a gate suspends the run
-        run_end_sink(plan, runtime)   # the runbook's `notify:` channels hear how it ended
-        return runtime
-
     def start(event: TriggerEvent) -> str:
-        begun = begin_triggered_run(event, runtime_for, lock_timeout=lock_timeout)
+        made: list[Runtime] = []
+
+        def runtime_for(plan: Plan) -> Runtime:
+            runtime = build_runtime(store_url, json_events=False, plan=plan, quiet=True,
+                                    live_view=False)
+            runtime.interactive, runtime.prompt = False, None   # a gate suspends the run
+            run_end_sink(plan, runtime)   # the runbook's `notify:` channels hear its end
+            made.append(runtime)
+            return runtime
+
+        try:
+            begun = begin_triggered_run(event, runtime_for, lock_timeout=lock_timeout)
+        except BaseException:
+            _close(made)
+            raise
         if isinstance(begun, str):
+            _close(made)
             runs.log.info("delivery %s of %s was seen before: run %s, no second run",
                           event.delivery_id, event.source, begun)
             return begun
@@ -88,6 +94,14 @@ def _starter(store_url: str | None, lock_timeout: float, runs: _ActiveRuns
         return begun.run_id
 
     return start
+
+
+def _close(runtimes: list[Runtime]) -> None:
+    """What a runtime holds open: its sinks, its process runner, its store."""
+    for runtime in runtimes:
+        close_sinks(runtime)
+        runtime.process.close()
+        runtime.store.close()
 
 
 def _routes(runbooks: tuple[str, ...]) -> list[Route]:
