@@ -40,7 +40,8 @@ def moto_server() -> Iterator[str]:
 def aws_env(endpoint: str) -> dict[str, str]:
     """Environment for a CLI subprocess that talks to the moto server only."""
     return {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint,
-            "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+            "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+            "AWS_EC2_METADATA_DISABLED": "true"}   # never ask 169.254.169.254
 
 
 def client(service: str, endpoint: str | None = None) -> Any:
