@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 from collections import defaultdict
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from iacorch.cli.run_commands import _duration
-from iacorch.cli.session import build_runtime, close_sinks, store_option
+from iacorch.cli.session import build_runtime, close_sinks, command_logger, store_option
 from iacorch.errors import UsageError
 
 if TYPE_CHECKING:
@@ -130,18 +129,6 @@ def _routes(runbooks: tuple[str, ...]) -> list[Route]:
     return routes
 
 
-def _logger() -> logging.Logger:
-    log = logging.getLogger("iacorch.listen")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s",
-                                               datefmt="%Y-%m-%dT%H:%M:%S%z"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
-    return log
-
-
 @click.command()
 @click.argument("runbooks", nargs=-1, required=True, metavar="RUNBOOK...")
 @store_option
@@ -161,7 +148,7 @@ def listen(runbooks: tuple[str, ...], store_url: str | None, lock_timeout: float
     from iacorch.triggers.sqs import QueueConsumer, queue_url
 
     routes = _routes(runbooks)
-    log = _logger()
+    log = command_logger("iacorch.listen")
     sqs = aws_client("sqs", read_timeout=wait_time + 10)
     by_queue: dict[str, list[Route]] = defaultdict(list)
     for route in routes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -120,6 +121,20 @@ def build_runtime(store_url: str | None, *, json_events: bool, plan: Plan | None
         if runtime.interactive:
             runtime.prompt = terminal_prompt(lambda: None, lambda: None, interrupted)
     return runtime
+
+
+def command_logger(name: str) -> logging.Logger:
+    """The log of a long-running command (`schedule run`, `listen`): time-stamped lines on
+    stderr, for a terminal, journald or a container's log."""
+    log = logging.getLogger(name)
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s",
+                                               datefmt="%Y-%m-%dT%H:%M:%S%z"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    return log
 
 
 def close_sinks(runtime: Runtime) -> None:
