@@ -230,3 +230,32 @@ def test_a_plain_sqs_event_offers_body_json_and_attributes(aws, project) -> None
     assert event.delivery_id == event.data["message_id"] and event.trigger == "releases"
 
 
+
+
+def record(key: str, event: str = "ObjectCreated:Put", bucket: str = "artifacts") -> dict:
+    return {"eventName": event, "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}
+
+
+@pytest.mark.parametrize("wanted_events, rec, expected", [
+    (["created"], record("releases/a.tgz"), True),
+    (["created"], record("releases/a.tgz", "ObjectRemoved:Delete"), False),
+    (["removed"], record("releases/a.tgz", "ObjectRemoved:Delete"), True),
+    (["created", "removed"], record("releases/a.tgz", "ObjectRemoved:Delete"), True),
+    (["created"], record("drafts/a.tgz"), False),
+    (["created"], record("releases/a.tgz", bucket="other"), False),
+])
+def test_which_s3_records_a_trigger_wants(wanted_events, rec, expected) -> None:
+    from iacorch.model.runbook import S3Source
+    from iacorch.triggers.s3_events import event_data, wanted
+
+    source = S3Source(bucket="artifacts", queue="q", prefix="releases/", events=wanted_events)
+    assert wanted(source, event_data(rec)) is expected
+
+
+def test_each_record_of_a_multi_record_message_is_its_own_delivery(project) -> None:
+    body = json.dumps({"Records": [record("releases/a.tgz"), record("drafts/b.tgz"),
+                                   record("releases/c%2B1.tgz")]})
+    events = Route("queued.yaml", trigger("uploads")).events(
+        {"MessageId": "m-1", "Body": body, "ReceiptHandle": "r"})
+    assert [(e.delivery_id, e.data["key"]) for e in events] == [
+        ("m-1/0", "releases/a.tgz"), ("m-1/2", "releases/c+1.tgz")]
