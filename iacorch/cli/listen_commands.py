@@ -147,6 +147,9 @@ def listen(runbooks: tuple[str, ...], store_url: str | None, lock_timeout: float
     from iacorch.engine.aws_clients import aws_client, describe_aws_error, is_aws_error
     from iacorch.triggers.sqs import QueueConsumer, queue_url
 
+    if store_url and store_url.startswith("memory:"):
+        raise UsageError("`listen` needs a store that outlives one run: deliveries are "
+                         "remembered there", hint="leave out --store, or give a path")
     routes = _routes(runbooks)
     log = command_logger("iacorch.listen")
     sqs = aws_client("sqs", read_timeout=wait_time + 10)
