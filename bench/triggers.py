@@ -90,21 +90,22 @@ class Bench:
         from iacorch.store.sqlite import SqliteStore
 
         deadline = time.monotonic() + timeout
+        found: list[tuple[str, str, list[float]]] = []
         while time.monotonic() < deadline:
             if (home / "state.db").exists():
                 store = SqliteStore(home / "state.db")
                 try:
-                    for run in store.list_runs():
-                        if run.id in skip:
-                            continue
-                        starts = [r.started_at for r in store.stage_records(run.id).values()
-                                  if r.started_at]
-                        if starts and run.status.value != "running":
-                            return run.id, min(starts)
+                    found = [(run.id, run.status.value,
+                              [r.started_at for r in store.stage_records(run.id).values()
+                               if r.started_at]) for run in store.list_runs()]
                 finally:
                     store.close()
+                for run_id, status, starts in found:
+                    if run_id not in skip and starts and status != "running":
+                        return run_id, min(starts)
             time.sleep(0.002)
-        raise RuntimeError(f"no run reached its first stage within {timeout:.0f}s")
+        raise RuntimeError(f"no new run reached its first stage within {timeout:.0f}s; "
+                           f"runs: {found}; seen: {sorted(skip)}")
 
     def listen_once(self) -> float:
         self.sent += 1

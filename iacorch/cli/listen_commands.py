@@ -8,12 +8,19 @@ import signal
 import threading
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from iacorch.cli.run_commands import _duration
-from iacorch.cli.session import build_runtime, close_sinks, command_logger, store_option
+from iacorch.cli.session import (
+    build_runtime,
+    close_sinks,
+    command_logger,
+    open_store,
+    store_option,
+)
 from iacorch.errors import UsageError
 
 if TYPE_CHECKING:
@@ -21,6 +28,7 @@ if TYPE_CHECKING:
     from iacorch.engine.runtime import Runtime
     from iacorch.engine.triggered import TriggerEvent
     from iacorch.model.plan import Plan
+    from iacorch.store.base import Store
     from iacorch.triggers.sqs import Route
 
 
@@ -62,7 +70,7 @@ class _ActiveRuns:
             thread.join()
 
 
-def _starter(store_url: str | None, lock_timeout: float, runs: _ActiveRuns
+def _starter(store_url: str | None, store: Store, lock_timeout: float, runs: _ActiveRuns
              ) -> Callable[[TriggerEvent], str]:
     """`start(event) -> run id`: the run recorded with its delivery, then driven in a thread."""
     from iacorch.cli.notifications import run_end_sink
@@ -73,7 +81,7 @@ def _starter(store_url: str | None, lock_timeout: float, runs: _ActiveRuns
 
         def runtime_for(plan: Plan) -> Runtime:
             runtime = build_runtime(store_url, json_events=False, plan=plan, quiet=True,
-                                    live_view=False)
+                                    live_view=False, store=store)
             runtime.interactive, runtime.prompt = False, None   # a gate suspends the run
             run_end_sink(plan, runtime)   # the runbook's `notify:` channels hear its end
             made.append(runtime)
@@ -96,11 +104,11 @@ def _starter(store_url: str | None, lock_timeout: float, runs: _ActiveRuns
 
 
 def _close(runtimes: list[Runtime]) -> None:
-    """What a runtime holds open: its sinks, its process runner, its store."""
+    """What a run's runtime holds open: its sinks and its process runner (the store is the
+    listener's)."""
     for runtime in runtimes:
         close_sinks(runtime)
         runtime.process.close()
-        runtime.store.close()
 
 
 def _routes(runbooks: tuple[str, ...]) -> list[Route]:
@@ -163,8 +171,11 @@ def listen(runbooks: tuple[str, ...], store_url: str | None, lock_timeout: float
             what, hint = describe_aws_error(exc)
             raise UsageError(f"{route.runbook}: trigger `{route.trigger.name}`: queue "
                              f"{route.source.queue}: {what}", hint=hint) from None
+    # One store for every run: a second SQLite connection opened in this process while
+    # another is in use could drop the other's file locks (POSIX locks are per process).
+    store = open_store(store_url, Path(runbooks[0]))
     runs = _ActiveRuns(log)
-    start = _starter(store_url, lock_timeout, runs)
+    start = _starter(store_url, store, lock_timeout, runs)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -186,6 +197,7 @@ def listen(runbooks: tuple[str, ...], store_url: str | None, lock_timeout: float
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         runs.interrupt_and_wait()
+        store.close()
         log.info("listener stopped")
 
 

@@ -88,15 +88,20 @@ def make_state_dir(state_dir: Path) -> Path:
 
 
 def build_runtime(store_url: str | None, *, json_events: bool, plan: Plan | None,
-                  quiet: bool = False, live_view: bool = True) -> Runtime:
-    """The Runtime for a run command: store, console sinks, TTY detection."""
+                  quiet: bool = False, live_view: bool = True,
+                  store: Store | None = None) -> Runtime:
+    """The Runtime for a run command: store, console sinks, TTY detection.
+
+    `store`: one already open, which a long-running command shares between its runs
+    (one connection per process: see `iacorch listen`).
+    """
     from iacorch.cli.prompt import terminal_prompt
     from iacorch.console import JsonConsole, LiveConsole, PlainConsole
     from iacorch.engine.runtime import Runtime
 
     runbook = plan.path if plan is not None else None
     state_dir = make_state_dir(state_dir_for(store_url, runbook))
-    store = open_store(store_url, runbook)
+    store = store or open_store(store_url, runbook)
     if store.read_only:
         from iacorch.errors import StoreError
 

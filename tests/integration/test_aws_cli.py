@@ -199,3 +199,42 @@ def test_sigterm_interrupts_the_listeners_runs_and_leaves_them_resumable(aws_pro
     (run,) = aws_project.runs()
     assert run["status"] == "interrupted", log
     assert _visible_and_in_flight(sqs, queue) == 0
+
+
+def test_back_to_back_messages_each_leave_a_recorded_run(aws_project, endpoint):
+    """One store connection in the listener: runs recorded while another process keeps
+    opening state.db (as `iacorch runs` would) are all kept."""
+    sqs = client("sqs", endpoint)
+    queue = sqs.create_queue(QueueName="quick-jobs")["QueueUrl"]
+    aws_project.write("plans/quick.yaml", """
+        version: 1
+        name: quick
+        stages:
+          s: {kind: deploy, shell: {argv: ["true"]}}
+        triggers:
+          - name: jobs
+            sqs: {queue: quick-jobs}
+    """)
+    proc = aws_project.start("listen", "plans/quick.yaml", "--wait-time", "1")
+    finished: set[str] = set()
+    try:
+        for n in range(12):
+            sqs.send_message(QueueUrl=queue, MessageBody=str(n))
+            wait_for(lambda: _finished_ids(aws_project) - finished, 20, f"run {n + 1}", proc)
+            finished |= _finished_ids(aws_project)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        log, _ = proc.communicate(timeout=30)
+    runs = aws_project.runs()
+    assert len(runs) == 12 and {r["status"] for r in runs} == {"succeeded"}, log
+
+
+def _finished_ids(project) -> set[str]:
+    db = project.root / ".iacorch" / "state.db"
+    if not db.exists():
+        return set()
+    store = open_store(str(db))
+    try:
+        return {run.id for run in store.list_runs() if run.status.value != "running"}
+    finally:
+        store.close()
