@@ -17,7 +17,7 @@ LAYERS = {
     "drivers": 3, "store": 3,
     "engine": 4, "schedule": 4,
     "report": 5, "console": 5, "drift_report": 5,
-    "cli": 6,
+    "cli": 6, "server": 6,
 }
 # parts on one layer that may use each other (a sibling rule the design states explicitly)
 ALLOWED_SIBLINGS = {("runbook", "process"), ("engine", "schedule"), ("schedule", "engine")}
