@@ -180,7 +180,7 @@ def gate_summary(store: Store, run: RunRecord, gate: str) -> dict[str, Any]:
     return {"id": gate, "waiting": record.status is StageStatus.WAITING_APPROVAL,
             "state": state, "gate_hash": details["gate_hash"],
             "opened_at": details.get("opened_at"), "approvers": details.get("approvers", []),
-            "require": details.get("require", 1),
+            "require": details.get("require", 1), "message": details.get("message"),
             "plans": {sid: {"summary": info.get("summary"), "diff": info.get("diff") or ""}
                       for sid, info in (details.get("planned") or {}).items()},
             "decisions": [{"identity": d.identity, "decision": d.decision, "time": d.time,

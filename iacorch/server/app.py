@@ -75,7 +75,7 @@ def server_of(request: Request) -> Server:
 
 def create_app(settings: Settings) -> FastAPI:
     """The application `iacorch serve` runs (and tests start under uvicorn)."""
-    from iacorch.server import api, hooks
+    from iacorch.server import api, hooks, pages
 
     store, state_dir = open_for_runs(settings.store_url)
     server = Server(settings, store, state_dir, Launcher(store, state_dir,
@@ -101,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(IacorchError, _error_response)  # type: ignore[arg-type]
     app.include_router(api.router)
     app.include_router(hooks.router)
+    app.include_router(pages.router)
     app.add_middleware(BodyLimit, limit=settings.max_body)
     return app
 

@@ -97,10 +97,9 @@ class Authenticator:
             record = authenticate(self.store, secret.strip(), now=time.time())
             return Identity(record.user, f"api token {record.id}")
         proxied = self.trust.user_from(client, headers)
-        session = self._session(cookies.get(SESSION_COOKIE))
-        if proxied is not None and (session is None or session.user != proxied):
-            session = None if method not in _SAFE_METHODS else Identity(
-                proxied, f"proxy header {self.trust.header} from {client}")
+        session = self._session(cookies.get(SESSION_COOKIE), proxied)
+        if session is None and proxied is not None and method in _SAFE_METHODS:
+            return Identity(proxied, f"proxy header {self.trust.header} from {client}")
         if session is None:
             raise AuthenticationError("sign in: send `Authorization: Bearer TOKEN`, or log in "
                                       "on the web page", hint="create a token with "
@@ -112,18 +111,22 @@ class Authenticator:
                                           hint="reload the page and try again")
         return session
 
-    def new_session(self, user: str, via: str, token_digest: str | None) -> str:
-        """A signed cookie value for `user`, carrying a fresh CSRF token."""
+    def new_session(self, user: str, via: str, token_digest: str | None) -> tuple[str, str]:
+        """A signed cookie value for `user` and the fresh CSRF token it carries."""
+        csrf = secrets.token_urlsafe(24)
         return self.sessions.dumps({"user": user, "via": via, "token": token_digest,
-                                    "csrf": secrets.token_urlsafe(24)})
+                                    "csrf": csrf}), csrf
 
     def login_with_token(self, secret: str) -> str:
         """A session cookie value for the owner of an API token."""
         record = authenticate(self.store, secret.strip(), now=time.time())
-        return self.new_session(record.user, f"session cookie (api token {record.id})",
-                                token_hash(secret.strip()))
+        cookie, _ = self.new_session(record.user, f"session cookie (api token {record.id})",
+                                     token_hash(secret.strip()))
+        return cookie
 
-    def _session(self, cookie: str | None) -> Identity | None:
+    def _session(self, cookie: str | None, proxied: str | None) -> Identity | None:
+        """The cookie's session while it holds: a token session until its token is revoked
+        or expires, a proxy session while the trusted proxy vouches for the same user."""
         if not cookie:
             return None
         try:
@@ -131,9 +134,11 @@ class Authenticator:
         except BadSignature:
             return None
         digest = data.get("token")
-        if digest is not None:   # a token session ends when its token is revoked or expires
-            try:
-                authenticate_digest(self.store, digest, now=time.time())
-            except AuthenticationError:
-                return None
+        if digest is None:
+            return None if proxied != data["user"] else Identity(data["user"], data["via"],
+                                                                  data["csrf"])
+        try:
+            authenticate_digest(self.store, digest, now=time.time())
+        except AuthenticationError:
+            return None
         return Identity(data["user"], data["via"], data["csrf"])
