@@ -25,8 +25,12 @@ from .undo_runs import previous_run, run_destroy, run_rollback, skip_undo
 
 
 def new_run_id(now: float) -> str:
-    """Sortable and short enough to type: 20261127-093012-a3f9."""
-    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + "-" + random_tokens.token_hex(2)
+    """Sortable and short enough to type: 20261127-093012-a3f9c1.
+
+    Six random hex digits: a resident server starts dozens of runs a second, and two ids
+    alike in one second would refuse a run (four digits collided within a minute).
+    """
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + "-" + random_tokens.token_hex(3)
 
 
 def start_run(plan: Plan, runtime: Runtime, options: RunOptions, *,

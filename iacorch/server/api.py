@@ -38,6 +38,8 @@ class StartRequest(BaseModel):
     runbook: str = Field(description="the runbook's path inside the project")
     vars: dict[str, Any] = {}
     operation: Literal["apply", "plan"] = "apply"
+    lock_timeout: float = Field(default=0.0, ge=0, le=3600, description=(
+        "seconds to wait for another run of the runbook to finish (else 409 at once)"))
 
 
 class DecisionRequest(BaseModel):
@@ -58,7 +60,7 @@ def health(request: Request) -> dict[str, Any]:
 @router.get("/runs")
 def list_runs(request: Request, who: Caller,
               status: RunStatus | None = None, runbook: str | None = None,
-              waiting: bool = False, limit: int = Query(50, ge=1, le=1000)
+              waiting: bool = False, limit: int = Query(50, ge=1, le=10_000)
               ) -> list[dict[str, Any]]:
     """Runs, newest first."""
     store = server_of(request).store
@@ -77,7 +79,8 @@ def get_run(run_id: str, request: Request, who: Caller) -> dict[str, Any]:
 def start_run(body: StartRequest, request: Request,
               who: Caller) -> dict[str, Any]:
     """Start a run of a runbook in the project; answers once the run is on record."""
-    launched = start(server_of(request), body.runbook, body.vars, body.operation, who)
+    launched = start(server_of(request), body.runbook, body.vars, body.operation, who,
+                     lock_timeout=body.lock_timeout)
     return {"run_id": launched.run_id, "recorded": launched.recorded}
 
 

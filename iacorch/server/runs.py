@@ -20,7 +20,7 @@ from iacorch.server.launcher import Launched
 
 
 def start(server: Server, runbook: str, values: Mapping[str, Any], operation: str,
-          who: Identity) -> Launched:
+          who: Identity, *, lock_timeout: float = 0.0) -> Launched:
     """Compile `runbook` (a path inside the project) with `values` and start it as `who`."""
     path = runbook_in_project(server.settings.root, runbook)
     plan = compile_plan(path, {name: var_flag(value) for name, value in values.items()})
@@ -32,7 +32,7 @@ def start(server: Server, runbook: str, values: Mapping[str, Any], operation: st
     def work(runtime: Runtime) -> Any:
         if operation == "plan":
             return plan_run(plan, runtime, RunOptions(operation=Operation.PLAN), run_id=run_id)
-        return start_run(plan, runtime, RunOptions(), run_id=run_id)
+        return start_run(plan, runtime, RunOptions(), run_id=run_id, lock_timeout=lock_timeout)
 
     return server.launcher.launch(run_id, who.user, work)
 
