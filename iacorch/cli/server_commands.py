@@ -29,11 +29,14 @@ SERVER_EXTRA_HINT = "install the server extra: pip install 'iacorch[server]'"
               help="Address or network of the reverse proxy (repeatable).")
 @click.option("--max-body", default=1 << 20, show_default=True, type=click.IntRange(1024),
               help="Largest request body accepted, in bytes.")
+@click.option("--secure-cookies", is_flag=True,
+              help="Mark the session cookie Secure (https only): behind a TLS-terminating proxy.")
 @click.option("--workers", default=16, show_default=True, type=click.IntRange(1, 256),
               help="Runs driven at once.")
 def serve(host: str, port: int, store_url: str | None, project: str | None,
           schedules: tuple[str, ...], trust_proxy_header: str | None,
-          trusted_proxies: tuple[str, ...], max_body: int, workers: int) -> None:
+          trusted_proxies: tuple[str, ...], max_body: int, secure_cookies: bool,
+          workers: int) -> None:
     """Serve the web page and JSON API for runs, gates and webhook triggers."""
     from pathlib import Path
 
@@ -58,7 +61,8 @@ def serve(host: str, port: int, store_url: str | None, project: str | None,
                          "e.g. 127.0.0.1 or 10.0.0.0/8") from None
     root = Path(project).resolve() if project else project_root()
     app = create_app(Settings(store_url=store_url, root=root, trust=trust, max_body=max_body,
-                              workers=workers, schedules=schedules))
+                              workers=workers, schedules=schedules,
+                              secure_cookies=secure_cookies))
     click.echo(f"iacorch serve: http://{host}:{port}/ (project {root})", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
                 proxy_headers=False, server_header=False)

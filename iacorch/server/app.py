@@ -54,6 +54,7 @@ class Settings:
     trust: ProxyTrust = field(default_factory=ProxyTrust)
     max_body: int = 1 << 20
     workers: int = 16
+    secure_cookies: bool = False                           # https-only cookies behind a proxy
     schedules: Sequence[str] = ()                          # runbooks whose schedules run here
 
 

@@ -47,7 +47,9 @@ def _page(request: Request, name: str, who: Identity, **context: Any) -> Respons
 
 def _set_session(request: Request, response: Response, value: str) -> None:
     response.set_cookie(SESSION_COOKIE, value, max_age=SESSION_SECONDS, path="/",
-                        httponly=True, samesite="strict", secure=request.url.scheme == "https")
+                        httponly=True, samesite="strict",
+                        secure=server_of(request).settings.secure_cookies
+                        or request.url.scheme == "https")
 
 
 @router.get("/login", response_class=HTMLResponse)
