@@ -141,6 +141,20 @@ def test_a_gate_is_decided_by_the_engine_rules_and_audited(served: Served,
     assert decision[0]["data"]["comment"] == "lgtm"
 
 
+def test_a_stage_log_streams_as_server_sent_events(served: Served,
+                                                  tokens: dict[str, str]) -> None:
+    run_id = start_gated(served, tokens["carol"], ref="streamed")
+    with httpx.stream("GET", f"{served.url}/api/runs/{run_id}/logs/prep/stream",
+                      headers=bearer(tokens["bob"])) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        text = "".join(stream.iter_text())
+    assert "data: " in text and "preparing streamed" in text
+    assert text.rstrip().endswith("event: end\ndata:"), "the stream ends with the run's wait"
+    missing = httpx.get(f"{served.url}/api/runs/{run_id}/logs/..%2F..%2Fstate.db/stream",
+                        headers=bearer(tokens["bob"]))
+    assert missing.status_code in (400, 404)
+
+
 def test_two_approvals_at_once_have_one_winner(served: Served, tokens: dict[str, str]) -> None:
     run_id = start_gated(served, tokens["carol"], ref="race")
     gate_hash = wait_for(served, tokens["carol"], run_id, "waiting_approval")["gates"][0][
@@ -258,3 +272,23 @@ def audit_entries(served: Served) -> list[dict]:
         rows = db.execute("SELECT kind, run_id, actor, data FROM audit ORDER BY seq").fetchall()
     return [{"kind": k, "run_id": r, "actor": a, "data": json.loads(d)} for k, r, a, d in rows]
 
+
+
+def test_the_server_fires_the_schedules_it_was_given(tmp_path) -> None:
+    (tmp_path / "plans").mkdir()
+    (tmp_path / "plans" / "tick.yaml").write_text(
+        "version: 1\nname: tick\nschedules:\n  often: {cron: '*/2 * * * * *', action: plan}\n"
+        "stages:\n  look: {kind: verify, shell: {run: 'echo looking'}}\n")
+    server = Served(tmp_path, project_env(tmp_path), "--schedule", "plans/tick.yaml")
+    try:
+        token = server.token("alice")
+        deadline = time.monotonic() + 30
+        while True:
+            runs = httpx.get(f"{server.url}/api/runs", headers=bearer(token)).json()
+            if any(r["runbook"] == "tick" and r["status"] == "succeeded" for r in runs):
+                break
+            assert time.monotonic() < deadline, (runs, server.log.read_text())
+            time.sleep(0.2)
+        assert {r["operation"] for r in runs} == {"plan"}
+    finally:
+        server.stop()
