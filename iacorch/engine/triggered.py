@@ -98,7 +98,7 @@ def start_from_event(event: TriggerEvent, runtime: Runtime, *, root: Path,
     """
     from iacorch.engine.journal import DeliveryClaimed
     from iacorch.engine.launch import check_tools, compile_plan, var_flag
-    from iacorch.engine.runner import RunOptions
+    from iacorch.engine.run_state import RunOptions
     from iacorch.engine.runs import new_run_id, plan_run, start_run
     from iacorch.model.status import Operation
 

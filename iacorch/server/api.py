@@ -15,7 +15,7 @@ from iacorch.engine.approvals import Decision, evaluate_gate
 from iacorch.engine.operations import decide_gate, effective_status, runs_at_gates
 from iacorch.errors import UsageError
 from iacorch.model.plan import ApprovalGate
-from iacorch.model.status import RunStatus, StageStatus
+from iacorch.model.status import Choice, Phase, RunStatus, StageStatus
 from iacorch.server.app import server_of
 from iacorch.server.auth import Identity
 from iacorch.server.runs import log_files, resume, start
@@ -101,7 +101,7 @@ def decide(run_id: str, gate: str, verdict: Literal["approve", "reject"],
     inputs = {k: v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
               for k, v in body.inputs.items()}
     run = decide_gate(server.store, run_id, gate,
-                      Decision(who.user, verdict, body.comment, inputs, via=who.via,
+                      Decision(who.user, Choice(verdict), body.comment, inputs, via=who.via,
                                seen_gate_hash=body.gate_hash), time.time())
     answer: dict[str, Any] = {"run_id": run.id, "gate": gate, "decision": verdict,
                               "by": who.user, "gate_state": gate_summary(server.store, run,
@@ -166,7 +166,7 @@ def run_detail(store: Store, run_id: str) -> dict[str, Any]:
     report["gates"] = [gate_summary(store, run, gate) for gate, record in stages.items()
                        if "gate_hash" in record.details]
     report["rollback"] = [{"id": sid, "status": rec.status.value, "error": rec.error}
-                          for sid, rec in store.stage_records(run.id, "rollback").items()]
+                          for sid, rec in store.stage_records(run.id, Phase.ROLLBACK).items()]
     return report
 
 

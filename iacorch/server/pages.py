@@ -18,6 +18,7 @@ from iacorch.engine.approvals import Decision
 from iacorch.engine.operations import decide_gate, plan_of_run, runs_at_gates
 from iacorch.errors import AuthenticationError, IacorchError
 from iacorch.model.plan import Plan
+from iacorch.model.status import Choice
 from iacorch.server.api import run_detail, run_summary
 from iacorch.server.app import server_of
 from iacorch.server.auth import SESSION_COOKIE, SESSION_SECONDS, Identity
@@ -130,7 +131,7 @@ async def decide_page(run_id: str, gate: str, verdict: str, request: Request) ->
     server = server_of(request)
     try:
         run = decide_gate(server.store, run_id, gate, Decision(
-            who.user, verdict, str(form.get("comment", "")) or None, inputs, via=who.via,
+            who.user, Choice(verdict), str(form.get("comment", "")) or None, inputs, via=who.via,
             seen_gate_hash=str(form.get("gate_hash", ""))), time.time())
         state = next(g["state"] for g in run_detail(server.store, run.id)["gates"]
                      if g["id"] == gate)

@@ -8,7 +8,7 @@ from typing import Any
 
 from iacorch.engine.launch import check_tools, compile_plan, var_flag
 from iacorch.engine.operations import plan_of_run
-from iacorch.engine.runner import RunOptions
+from iacorch.engine.run_state import RunOptions
 from iacorch.engine.runs import new_run_id, plan_run, resume_run, start_run
 from iacorch.engine.runtime import Runtime
 from iacorch.engine.triggered import runbook_in_project

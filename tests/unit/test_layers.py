@@ -19,10 +19,6 @@ LAYERS = {
     "report": 5, "console": 5, "drift_report": 5,
     "cli": 6, "server": 6,
 }
-# parts on one layer that may use each other (a sibling rule the design states explicitly)
-# (`iacorch serve` is a CLI command that starts the server; the server never imports the CLI)
-ALLOWED_SIBLINGS = {("runbook", "process"), ("engine", "schedule"), ("schedule", "engine"),
-                    ("cli", "server")}
 
 
 def part_of(module: str) -> str:
@@ -54,7 +50,7 @@ def test_imports_point_down(path):
         if other in ("__init__", own) or imported == "iacorch":
             continue
         other_layer = LAYERS[other]
-        assert other_layer < own_layer or (own, other) in ALLOWED_SIBLINGS, (
+        assert other_layer < own_layer, (
             f"{relative} (layer {own}) imports {imported} (layer {other})")
 
 
