@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from iacorch.engine.runtime import Runtime
+from iacorch.engine.triggered import TriggeredRun
 from iacorch.errors import UsageError
 from iacorch.model.events import Event, EventKind
 from iacorch.store.base import Store
@@ -89,8 +90,11 @@ class Launcher:
             return Launched(run_id, recorded=False)
         if launch.error is not None:
             raise launch.error
-        duplicate = getattr(launch.result, "duplicate", False)
-        return Launched(getattr(launch.result, "run_id", run_id), duplicate=duplicate)
+        # a trigger's work returns a TriggeredRun: a duplicate names the run its first copy
+        # started; a start or resume is on record under `run_id`
+        if isinstance(launch.result, TriggeredRun) and launch.result.duplicate:
+            return Launched(launch.result.run_id, duplicate=True)
+        return Launched(run_id)
 
     def driving(self, run_id: str) -> bool:
         with self._lock:
