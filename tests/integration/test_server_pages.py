@@ -37,6 +37,7 @@ stages:
     needs: [prep]
     approvers: [alice]
     message: "Switch the label to {{ vars.label }}?"
+    inputs: {ticket: {type: int}}
   switch:
     kind: deploy
     needs: [go]
@@ -99,6 +100,7 @@ def test_sign_in_see_the_plan_approve_and_see_the_run_go_on(served: Served,
             expect(gate.locator(".plan")).to_contain_text("switch")
             expect(gate.locator(".plan")).to_contain_text("terraform_data.record")
             expect(page.locator("#run-status")).to_have_text("waiting_approval")
+            page.fill("input[name='input.ticket']", "4711")
             page.fill("input[name=comment]", "looks right")
             page.click("button.approve")
             expect(page.locator("#run-status")).to_have_text(
@@ -107,6 +109,7 @@ def test_sign_in_see_the_plan_approve_and_see_the_run_go_on(served: Served,
             expect(page.locator("g[data-stage=switch]")).to_have_attribute(
                 "data-status", "succeeded")
             expect(page.locator("text=looks right")).to_be_visible()
+            expect(page.locator("code", has_text="ticket=4711")).to_be_visible()
             expect(page.locator("section", has_text="Audit trail")).to_contain_text(
                 "session cookie (api token")
         except Exception:
