@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from iacorch.engine.approvals import Decision, evaluate_gate
+from iacorch.engine.launch import var_flag
 from iacorch.engine.operations import decide_gate, effective_status, runs_at_gates
 from iacorch.errors import UsageError
 from iacorch.model.plan import ApprovalGate
@@ -24,8 +25,12 @@ from iacorch.store.base import RunRecord, Store
 router = APIRouter(prefix="/api")
 
 
-def identity(request: Request) -> Identity:
-    """The caller, proven (401 otherwise); POSTs from a browser session need CSRF."""
+async def identity(request: Request) -> Identity:
+    """The caller, proven (401 otherwise); POSTs from a browser session need CSRF.
+
+    Reads run on the event loop (a store read takes well under a millisecond; a thread
+    hop per request would cost more); what waits for a run goes to a worker thread.
+    """
     client = request.client.host if request.client else None
     return server_of(request).auth.identify(request.method, client, request.headers,
                                             request.cookies)
@@ -52,27 +57,26 @@ class DecisionRequest(BaseModel):
 @router.get("/health")
 def health(request: Request) -> dict[str, Any]:
     """Liveness: the store answers."""
-    server = server_of(request)
-    server.store.now()
+    server_of(request).store.audit_head()   # one read: a store that cannot answer raises
     return {"status": "ok"}
 
 
 @router.get("/runs")
-def list_runs(request: Request, who: Caller,
-              status: RunStatus | None = None, runbook: str | None = None,
-              waiting: bool = False, limit: int = Query(50, ge=1, le=10_000)
-              ) -> list[dict[str, Any]]:
+async def list_runs(request: Request, who: Caller,
+                    status: RunStatus | None = None, runbook: str | None = None,
+                    waiting: bool = False, limit: int = Query(50, ge=1, le=10_000)
+                    ) -> JSONResponse:
     """Runs, newest first."""
     store = server_of(request).store
     records = (runs_at_gates(store, limit, runbook) if waiting
                else store.list_runs(limit=limit, runbook=runbook, status=status))
-    return [run_summary(run) for run in records]
+    return JSONResponse([run_summary(run) for run in records])
 
 
 @router.get("/runs/{run_id}")
-def get_run(run_id: str, request: Request, who: Caller) -> dict[str, Any]:
+async def get_run(run_id: str, request: Request, who: Caller) -> JSONResponse:
     """One run: stages with status, timings, attempts, masked outputs; gates with plans."""
-    return run_detail(server_of(request).store, run_id)
+    return JSONResponse(run_detail(server_of(request).store, run_id))
 
 
 @router.post("/runs", status_code=201)
@@ -98,8 +102,7 @@ def decide(run_id: str, gate: str, verdict: Literal["approve", "reject"],
            who: Caller) -> dict[str, Any]:
     """Approve or reject a gate, bound to the gate hash shown; by the engine's rules."""
     server = server_of(request)
-    inputs = {k: v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
-              for k, v in body.inputs.items()}
+    inputs = {name: var_flag(value) for name, value in body.inputs.items()}  # typed by the gate
     run = decide_gate(server.store, run_id, gate,
                       Decision(who.user, Choice(verdict), body.comment, inputs, via=who.via,
                                seen_gate_hash=body.gate_hash), time.time())
