@@ -112,12 +112,19 @@ def run_page(run_id: str, request: Request, error: str | None = None) -> Respons
     for gate in detail["gates"]:
         stage = plan.stages.get(gate["id"]) if plan is not None else None
         gate["inputs"] = dict(stage.approval.inputs) if stage and stage.approval else {}
-    logs = {stage["id"]: "".join(p.read_text(encoding="utf-8", errors="replace")
-                                 for p in log_files(server, run.id, stage["id"]))
+    logs = {stage["id"]: _tail(log_files(server, run.id, stage["id"]),
+                               f"/api/runs/{run.id}/logs/{stage['id']}")
             for stage in detail["stages"]}
     audit = server.store.audit_entries(run_id=run.id)
     return _page(request, "run.html", who, detail=detail, graph=graph, plan_error=plan_error,
                  logs=logs, audit=audit, error=error)
+
+
+def _tail(paths: list[Path], whole: str, limit: int = 64 * 1024) -> str:
+    """The end of a stage's logs, at most `limit` bytes; `whole` serves all of them."""
+    text = b"".join(path.read_bytes() for path in paths)
+    shown = text[-limit:].decode("utf-8", errors="replace")
+    return f"(the log is longer: {whole} has all of it)\n{shown}" if len(text) > limit else shown
 
 
 @router.post("/runs/{run_id}/gates/{gate}/{verdict}")
