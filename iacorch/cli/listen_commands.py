@@ -14,122 +14,75 @@ from typing import TYPE_CHECKING
 import click
 
 from iacorch.cli.run_commands import _duration
-from iacorch.cli.session import (
-    build_runtime,
-    close_sinks,
-    command_logger,
-    open_store,
-    store_option,
-)
+from iacorch.cli.session import command_logger, store_option
 from iacorch.errors import UsageError
 
 if TYPE_CHECKING:
-    from iacorch.engine.runs import BegunRun
+    from iacorch.engine.launcher import Launcher
     from iacorch.engine.runtime import Runtime
-    from iacorch.engine.triggered import TriggerEvent
-    from iacorch.model.plan import Plan
-    from iacorch.store.base import Store
+    from iacorch.engine.triggered import TriggeredRun, TriggerEvent
     from iacorch.triggers.sqs import Route
 
-
-class _ActiveRuns:
-    """Runs this listener started, each driven in its own thread until it ends."""
-
-    def __init__(self, log: logging.Logger) -> None:
-        self.log = log
-        self._lock = threading.Lock()
-        self._running: dict[str, tuple[threading.Thread, Runtime]] = {}
-
-    def drive(self, begun: BegunRun) -> None:
-        thread = threading.Thread(target=self._drive, args=(begun,), name=f"run-{begun.run_id}")
-        with self._lock:
-            self._running[begun.run_id] = (thread, begun.runner.rt)
-        thread.start()
-
-    def _drive(self, begun: BegunRun) -> None:
-        runtime = begun.runner.rt
-        try:
-            outcome = begun.drive()
-            self.log.info("run %s %s in %.1fs", outcome.run_id, outcome.status.value,
-                          outcome.elapsed)
-        except Exception:  # a bug in one run must not stop the listener
-            self.log.exception("run %s: internal error", begun.run_id)
-        finally:
-            _close([runtime])
-            with self._lock:
-                self._running.pop(begun.run_id, None)
-
-    def interrupt_and_wait(self) -> None:
-        """Stop every run as Ctrl-C would (one SIGINT to each tool), and wait for them."""
-        with self._lock:
-            running = list(self._running.values())
-        for _, runtime in running:
-            runtime.interrupt_signal = signal.SIGTERM
-            runtime.cancel.interrupt()
-        for thread, _ in running:
-            thread.join()
+_RECORD_MARGIN = 30.0   # seconds past --lock-timeout a message waits for its run's record
 
 
-def _starter(store_url: str | None, store: Store, lock_timeout: float, runs: _ActiveRuns
+def _starter(launcher: Launcher, root: Path, lock_timeout: float, log: logging.Logger
              ) -> Callable[[TriggerEvent], str]:
-    """`start(event) -> run id`: the run recorded with its delivery, then driven in a thread."""
-    from iacorch.cli.notifications import run_end_sink
-    from iacorch.engine.triggered import begin_triggered_run
+    """`start(event) -> run id`: returns once the run (and its delivery) are on record;
+    the run goes on in one of the launcher's threads."""
+    from iacorch.engine.runs import new_run_id
+    from iacorch.engine.triggered import start_from_event
 
     def start(event: TriggerEvent) -> str:
-        made: list[Runtime] = []
+        run_id = new_run_id(launcher.store.now())
 
-        def runtime_for(plan: Plan) -> Runtime:
-            runtime = build_runtime(store_url, json_events=False, plan=plan, quiet=True,
-                                    live_view=False, store=store)
-            runtime.interactive, runtime.prompt = False, None   # a gate suspends the run
-            run_end_sink(plan, runtime)   # the runbook's `notify:` channels hear its end
-            made.append(runtime)
-            return runtime
+        def work(runtime: Runtime) -> TriggeredRun:
+            started = start_from_event(event, runtime, root=root, lock_timeout=lock_timeout,
+                                       run_id=run_id)
+            if started.outcome is not None:
+                log.info("run %s %s in %.1fs", run_id, started.outcome.status.value,
+                         started.outcome.elapsed)
+            return started
 
-        try:
-            begun = begin_triggered_run(event, runtime_for, lock_timeout=lock_timeout)
-        except BaseException:
-            _close(made)
-            raise
-        if isinstance(begun, str):
-            _close(made)
-            runs.log.info("delivery %s of %s was seen before: run %s, no second run",
-                          event.delivery_id, event.source, begun)
-            return begun
-        runs.drive(begun)
-        return begun.run_id
+        launched = launcher.launch(run_id, f"listen:{event.trigger}", work,
+                                   wait=lock_timeout + _RECORD_MARGIN)
+        if not launched.recorded:
+            raise UsageError(f"run {run_id} is not on record yet (the runbook's lock)",
+                             hint="the message comes back; its copy then finds the run")
+        if launched.duplicate:
+            log.info("delivery %s of %s was seen before: run %s, no second run",
+                     event.delivery_id, event.source, launched.run_id)
+        return launched.run_id
 
     return start
 
 
-def _close(runtimes: list[Runtime]) -> None:
-    """What a run's runtime holds open: its sinks and its process runner (the store is the
-    listener's)."""
-    for runtime in runtimes:
-        close_sinks(runtime)
-        runtime.process.close()
-
-
-def _routes(runbooks: tuple[str, ...]) -> list[Route]:
-    """Every `sqs:` and `s3:` trigger of the runbooks."""
-    from iacorch.engine.triggered import RUN_ACTIONS
+def _routes(runbooks: tuple[str, ...], root: Path) -> list[Route]:
+    """Every `sqs:` and `s3:` trigger of the runbooks, each runbook named by its path in
+    the project (as the deliveries it starts are counted)."""
+    from iacorch.engine.triggered import find_trigger
     from iacorch.runbook.compiler import validate_model
     from iacorch.runbook.source import load_document
     from iacorch.triggers.sqs import Route
 
     routes = []
     for path in runbooks:
-        runbook = validate_model(load_document(path))
-        for trigger in runbook.triggers:
+        try:
+            inside = Path(path).resolve().relative_to(root).as_posix()
+        except ValueError:
+            raise UsageError(f"{path} is not inside the project {root}",
+                             hint="listen to the runbooks of one project (the first "
+                                  "runbook's), or set $IACORCH_PROJECT") from None
+        for trigger in validate_model(load_document(path)).triggers:
             if trigger.sqs is None and trigger.s3 is None:
                 continue
-            if trigger.action not in RUN_ACTIONS:
-                raise UsageError(f"{path}: trigger `{trigger.name}`: `action: "
-                                 f"{trigger.action}` is not started from a queue",
+            if trigger.action == "drift":
+                raise UsageError(f"{path}: trigger `{trigger.name}`: `action: drift` is not "
+                                 "started from a queue",
                                  hint="use `apply` or `plan` (drift checks: `iacorch "
                                       "schedule run`)")
-            routes.append(Route(path, trigger))
+            find_trigger(root, inside, trigger.name)   # the path is one the engine accepts
+            routes.append(Route(inside, trigger))
     if not routes:
         raise UsageError(f"no `sqs:` or `s3:` trigger in {', '.join(runbooks)}",
                          hint="add one, e.g. triggers: [{name: uploads, s3: {bucket: B, "
@@ -153,12 +106,16 @@ def listen(runbooks: tuple[str, ...], store_url: str | None, lock_timeout: float
     run is recorded. Needs the [aws] extra and AWS credentials (docs/aws.md).
     """
     from iacorch.engine.aws_clients import aws_client, describe_aws_error, is_aws_error
+    from iacorch.engine.launch import open_for_runs
+    from iacorch.engine.launcher import Launcher
+    from iacorch.project import project_root
     from iacorch.triggers.sqs import QueueConsumer, queue_url
 
     if store_url and store_url.startswith("memory:"):
         raise UsageError("`listen` needs a store that outlives one run: deliveries are "
                          "remembered there", hint="leave out --store, or give a path")
-    routes = _routes(runbooks)
+    root = project_root(Path(runbooks[0]))
+    routes = _routes(runbooks, root)
     log = command_logger("iacorch.listen")
     sqs = aws_client("sqs", read_timeout=wait_time + 10)
     by_queue: dict[str, list[Route]] = defaultdict(list)
@@ -171,11 +128,9 @@ def listen(runbooks: tuple[str, ...], store_url: str | None, lock_timeout: float
             what, hint = describe_aws_error(exc)
             raise UsageError(f"{route.runbook}: trigger `{route.trigger.name}`: queue "
                              f"{route.source.queue}: {what}", hint=hint) from None
-    # One store for every run: a second SQLite connection opened in this process while
-    # another is in use could drop the other's file locks (POSIX locks are per process).
-    store = open_store(store_url, Path(runbooks[0]))
-    runs = _ActiveRuns(log)
-    start = _starter(store_url, store, lock_timeout, runs)
+    store, state_dir = open_for_runs(store_url, Path(runbooks[0]))
+    launcher = Launcher(store, state_dir)
+    start = _starter(launcher, root, lock_timeout, log)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -196,7 +151,7 @@ def listen(runbooks: tuple[str, ...], store_url: str | None, lock_timeout: float
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        runs.interrupt_and_wait()
+        launcher.close()   # running stages get one SIGINT; the runs stay resumable
         store.close()
         log.info("listener stopped")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets as random_tokens
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from iacorch.errors import UsageError
@@ -27,43 +26,21 @@ from .undo_runs import previous_run, run_destroy, run_rollback, skip_undo
 
 
 def new_run_id(now: float) -> str:
-    """Sortable and short enough to type: 20261127-093012-a3f9."""
-    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + "-" + random_tokens.token_hex(2)
+    """Sortable and short enough to type: 20261127-093012-a3f9c1.
+
+    Six random hex digits: a resident server starts dozens of runs a second, and two ids
+    alike in one second would refuse a run (four digits collided within a minute).
+    """
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + "-" + random_tokens.token_hex(3)
 
 
 def start_run(plan: Plan, runtime: Runtime, options: RunOptions, *,
-              lock_timeout: float = 0.0, run_id: str | None = None) -> RunOutcome:
-    """Create a run for `plan` and drive it to an outcome under the runbook's lock."""
-    begun = begin_run(plan, runtime, options, lock_timeout=lock_timeout, run_id=run_id)
-    assert isinstance(begun, BegunRun)   # without a delivery, a run is always new
-    return begun.drive()
+              lock_timeout: float = 0.0, run_id: str | None = None,
+              delivery: tuple[str, str] | None = None) -> RunOutcome:
+    """Create a run for `plan` and drive it to an outcome under the runbook's lock.
 
-
-@dataclass(frozen=True)
-class BegunRun:
-    """A run recorded in the store and holding its lock: `drive()` takes it to an outcome."""
-
-    run_id: str
-    runner: Runner
-    journal: Journal
-    lock: RunLock
-
-    def drive(self) -> RunOutcome:
-        """Run it (stages, rollback, `finally`), then release the lock."""
-        try:
-            return _finish(self.runner, self.journal, self.runner.rt)
-        finally:
-            self.lock.release()
-
-
-def begin_run(plan: Plan, runtime: Runtime, options: RunOptions, *, lock_timeout: float = 0.0,
-              run_id: str | None = None,
-              delivery: tuple[str, str] | None = None) -> BegunRun | str:
-    """Resolve secrets, take the lock and record the run: everything before its first stage.
-
-    With `delivery` (a trigger's source and delivery id) the run and the delivery are
-    recorded in one transaction, and only if the delivery is new; for a delivery seen
-    before nothing is recorded and the id of the run its first copy started is returned.
+    `delivery`: the (source, id) of the trigger event starting it, claimed in the commit
+    that creates the run (journal.DeliveryClaimed when a copy of it came first).
     """
     secrets, masker = _secrets(plan)
     run_id = run_id or new_run_id(runtime.clock())
@@ -72,24 +49,22 @@ def begin_run(plan: Plan, runtime: Runtime, options: RunOptions, *, lock_timeout
     lock.acquire(wait=lock_timeout)
     try:
         journal = Journal(runtime.store, run_id, masker, runtime.identity)
-        earlier = journal.start_run(_record(plan, runtime, run_id, options.operation, masker,
-                                            options), delivery=delivery)
-        if earlier is not None:
-            lock.release()
-            return earlier
+        journal.start_run(_record(plan, runtime, run_id, options.operation, masker, options),
+                          delivery)
+        previous = previous_run(runtime, plan)
         runner = Runner(plan, runtime, run_id, secrets=secrets, masker=masker, journal=journal,
-                        options=options, previous=previous_run(runtime, plan))
-    except BaseException:
+                        options=options, previous=previous)
+        return _finish(runner, journal, runtime)
+    finally:
         lock.release()
-        raise
-    return BegunRun(run_id, runner, journal, lock)
 
 
-def plan_run(plan: Plan, runtime: Runtime, options: RunOptions, *, run_id: str) -> RunOutcome:
+def plan_run(plan: Plan, runtime: Runtime, options: RunOptions, *, run_id: str,
+             delivery: tuple[str, str] | None = None) -> RunOutcome:
     """A dry run of the whole runbook: recorded, but it takes no lock and changes nothing."""
     secrets, masker = _secrets(plan)
     journal = Journal(runtime.store, run_id, masker, runtime.identity)
-    journal.start_run(_record(plan, runtime, run_id, Operation.PLAN, masker, options))
+    journal.start_run(_record(plan, runtime, run_id, Operation.PLAN, masker, options), delivery)
     runner = Runner(plan, runtime, run_id, secrets=secrets, masker=masker, journal=journal,
                     options=options, previous=previous_run(runtime, plan))
     return _finish(runner, journal, runtime)

@@ -8,19 +8,18 @@ text, never rendered (templates render once, in the sandbox).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from iacorch.errors import UsageError
-from iacorch.model.plan import Plan
-from iacorch.model.runbook import Runbook, Trigger
-from iacorch.model.status import Operation
+from iacorch.model.runbook import Trigger
 from iacorch.runbook.templating import TemplateProblem, Templates
 
-from .run_state import RunOptions
-from .runs import BegunRun, begin_run
-from .runtime import Runtime
+if TYPE_CHECKING:
+    from iacorch.engine.runner import RunOutcome
+    from iacorch.engine.runtime import Runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +38,6 @@ class TriggerEvent:
 
 
 _TEMPLATES = Templates()
-# what a trigger's `action` starts (drift runs are the scheduler's and the server's)
-RUN_ACTIONS = {"apply": Operation.APPLY, "plan": Operation.PLAN}
 
 
 def event_vars(trigger: Trigger, event: TriggerEvent) -> dict[str, Any]:
@@ -53,36 +50,74 @@ def event_vars(trigger: Trigger, event: TriggerEvent) -> dict[str, Any]:
                          ) from None
 
 
-def find_trigger(runbook: Runbook, name: str) -> Trigger:
-    """The runbook's trigger called `name`."""
-    for trigger in runbook.triggers:
-        if trigger.name == name:
-            return trigger
-    raise UsageError(f"the runbook has no trigger `{name}`",
-                     hint="triggers: " + (", ".join(t.name for t in runbook.triggers) or "none"))
+@dataclass(frozen=True, slots=True)
+class TriggeredRun:
+    """What a delivery did: the run it started, or (`duplicate`) the one its first copy did."""
+
+    run_id: str
+    duplicate: bool
+    outcome: RunOutcome | None = None     # None for a duplicate
 
 
-def triggered_plan(event: TriggerEvent) -> tuple[Trigger, Plan]:
-    """The event's trigger, and its runbook compiled with the vars the event gives."""
-    from iacorch.runbook.compiler import compile_document, validate_model
+def runbook_in_project(root: Path, runbook: str) -> Path:
+    """The runbook file `runbook` names inside the project `root`; UsageError if it names
+    anything else (an absolute path, `..` out of the project, not a YAML file)."""
+    relative = Path(runbook)
+    if relative.is_absolute() or ".." in relative.parts or relative.suffix not in (".yaml",
+                                                                                   ".yml"):
+        raise UsageError(f"{runbook!r} is not a runbook path inside the project",
+                         hint="give the runbook's path relative to the project root, "
+                              "e.g. plans/webapp.yaml")
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root.resolve()) or not path.is_file():
+        raise UsageError(f"no runbook {runbook} in the project",
+                         hint="give the runbook's path relative to the project root")
+    return path
+
+
+def find_trigger(root: Path, runbook: str, name: str) -> tuple[Path, Trigger]:
+    """The runbook file and its trigger `name`; UsageError naming the triggers it has."""
+    from iacorch.runbook.compiler import validate_model
     from iacorch.runbook.source import load_document
 
-    document = load_document(event.runbook)
-    trigger = find_trigger(validate_model(document), event.trigger)
-    return trigger, compile_document(document, file_vars=event_vars(trigger, event))
+    path = runbook_in_project(root, runbook)
+    triggers = {t.name: t for t in validate_model(load_document(path)).triggers}
+    if name not in triggers:
+        raise UsageError(f"{runbook} has no trigger `{name}`",
+                         hint=f"its triggers: {', '.join(triggers) or '(none)'}")
+    return path, triggers[name]
 
 
-def begin_triggered_run(event: TriggerEvent, runtime_for: Callable[[Plan], Runtime], *,
-                        lock_timeout: float = 0.0) -> BegunRun | str:
-    """Record the run an event starts, with its delivery, in one transaction.
+def start_from_event(event: TriggerEvent, runtime: Runtime, *, root: Path,
+                     lock_timeout: float = 0.0, run_id: str | None = None) -> TriggeredRun:
+    """Start the run a trigger event asks for and drive it to its outcome.
 
-    A BegunRun to drive (`.drive()`), or, for a delivery seen before, the id of the run
-    its first copy started: one event, one run, however often it is delivered.
+    The one entry point of every trigger source. The delivery is claimed in the commit
+    that creates the run, so however often an event arrives (and however many copies
+    race), it starts one run. `root` is the project the event's runbook path is in.
     """
-    trigger, plan = triggered_plan(event)
-    if trigger.action not in RUN_ACTIONS:
-        raise UsageError(f"trigger `{trigger.name}`: `action: {trigger.action}` is not "
-                         "started by a queue consumer", hint="use `apply` or `plan`")
-    options = RunOptions(operation=RUN_ACTIONS[trigger.action])
-    return begin_run(plan, runtime_for(plan), options, lock_timeout=lock_timeout,
-                     delivery=(event.source, event.delivery_id))
+    from iacorch.engine.journal import DeliveryClaimed
+    from iacorch.engine.launch import check_tools, compile_plan, var_flag
+    from iacorch.engine.run_state import RunOptions
+    from iacorch.engine.runs import new_run_id, plan_run, start_run
+    from iacorch.model.status import Operation
+
+    path, trigger = find_trigger(root, event.runbook, event.trigger)
+    if trigger.action == "drift":
+        raise UsageError(f"trigger `{trigger.name}`: drift checks cannot be triggered yet",
+                         hint="use `action: plan` or `apply`, or a schedule for drift")
+    values = {name: var_flag(value) for name, value in event_vars(trigger, event).items()}
+    plan = compile_plan(path, values)
+    check_tools(plan)
+    run_id = run_id or new_run_id(runtime.clock())
+    delivery = (event.source, event.delivery_id)
+    try:
+        if trigger.action == "plan":
+            outcome = plan_run(plan, runtime, RunOptions(operation=Operation.PLAN),
+                               run_id=run_id, delivery=delivery)
+        else:
+            outcome = start_run(plan, runtime, RunOptions(), lock_timeout=lock_timeout,
+                                run_id=run_id, delivery=delivery)
+    except DeliveryClaimed as claimed:
+        return TriggeredRun(claimed.first_run_id, duplicate=True)
+    return TriggeredRun(run_id, duplicate=False, outcome=outcome)

@@ -220,7 +220,8 @@ def test_back_to_back_messages_each_leave_a_recorded_run(aws_project, endpoint):
     try:
         for n in range(12):
             sqs.send_message(QueueUrl=queue, MessageBody=str(n))
-            wait_for(lambda: _finished_ids(aws_project) - finished, 20, f"run {n + 1}", proc)
+            wait_for(lambda before=frozenset(finished): _finished_ids(aws_project) - before,
+                     20, f"run {n + 1}", proc)
             finished |= _finished_ids(aws_project)
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -13,9 +13,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from iacorch.engine.runs import BegunRun
 from iacorch.engine.runtime import Runtime
-from iacorch.engine.triggered import TriggerEvent, begin_triggered_run
+from iacorch.engine.triggered import TriggerEvent, start_from_event
 from iacorch.errors import UsageError
 from iacorch.model.runbook import Trigger
 from iacorch.model.status import RunStatus
@@ -65,17 +64,13 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def real_start(tmp_path: Path, store) -> Callable[[TriggerEvent], str]:
-    """The listener's start, driving each run to its end before returning."""
-    def runtime_for(_plan) -> Runtime:
-        return Runtime(store=store, state_dir=tmp_path / ".iacorch",
-                       executor=RecordingExecutor())
-
+    """The engine's start of a triggered run, driving it to its end before returning."""
     def start(event: TriggerEvent) -> str:
-        begun = begin_triggered_run(event, runtime_for)
-        if isinstance(begun, BegunRun):
-            assert begun.drive().status is RunStatus.SUCCEEDED
-            return begun.run_id
-        return begun
+        runtime = Runtime(store=store, state_dir=tmp_path / ".iacorch",
+                          executor=RecordingExecutor())
+        started = start_from_event(event, runtime, root=tmp_path)
+        assert started.duplicate or started.outcome.status is RunStatus.SUCCEEDED
+        return started.run_id
     return start
 
 
