@@ -91,15 +91,16 @@ class QueueConsumer:
         self._aside_known = False
 
     def run(self, stop: threading.Event) -> None:
-        """Poll until `stop` is set; AWS failures are logged and polling goes on."""
+        """Poll until `stop` is set; failures are logged and polling goes on."""
         while not stop.is_set():
             try:
                 self.poll()
             except Exception as exc:
-                if not is_aws_error(exc):
-                    raise
-                what, hint = describe_aws_error(exc)
-                self.log.error("queue %s: receiving failed: %s (%s)", self.queue_url, what, hint)
+                if is_aws_error(exc):
+                    what, hint = describe_aws_error(exc)
+                    self.log.error("queue %s: %s (%s)", self.queue_url, what, hint)
+                else:   # a bug: said with its traceback, and the queue is still served
+                    self.log.exception("queue %s: internal error", self.queue_url)
                 stop.wait(_RETRY_AFTER_AWS_ERROR)
 
     def poll(self, wait_seconds: int | None = None) -> int:

@@ -254,3 +254,19 @@ def test_each_record_of_a_multi_record_message_is_its_own_delivery(project) -> N
         {"MessageId": "m-1", "Body": body, "ReceiptHandle": "r"})
     assert [(e.delivery_id, e.data["key"]) for e in events] == [
         ("m-1/0", "releases/a.tgz"), ("m-1/2", "releases/c+1.tgz")]
+
+
+def test_the_consumer_goes_on_after_aws_fails(aws, project, caplog) -> None:
+    import threading
+
+    started: list[TriggerEvent] = []
+    queue, url = consumer(aws, "releases", lambda e: started.append(e) or "r")
+    aws.delete_queue(QueueUrl=url)
+    stop = threading.Event()
+    waits: list[float] = []
+    stop.wait = lambda seconds: waits.append(seconds) or len(waits) >= 2   # type: ignore
+    stop.is_set = lambda: len(waits) >= 2                                  # type: ignore
+    with caplog.at_level(logging.INFO, logger="test.listen"):
+        queue.run(stop)
+    assert len(waits) == 2 and started == []
+    assert all("not found" in r.getMessage() for r in caplog.records[-2:])
