@@ -239,3 +239,39 @@ def _finished_ids(project) -> set[str]:
         return {run.id for run in store.list_runs() if run.status.value != "running"}
     finally:
         store.close()
+
+
+def test_serve_listens_too(aws_project, endpoint):
+    from tests.integration.server_harness import Served
+
+    s3, sqs = client("s3", endpoint), client("sqs", endpoint)
+    client("ssm", endpoint).put_parameter(Name="/iacorch/example/deploy-token",
+                                          Value=CANARY_TOKEN, Type="SecureString",
+                                          Overwrite=True)
+    s3.create_bucket(Bucket="served-artifacts")
+    queue = sqs.create_queue(QueueName="served-events")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+    s3.put_bucket_notification_configuration(Bucket="served-artifacts",
+                                             NotificationConfiguration={
+        "QueueConfigurations": [{"QueueArn": arn["Attributes"]["QueueArn"],
+                                 "Events": ["s3:ObjectCreated:*"]}]})
+    aws_project.write("plans/s3-release.yaml", EXAMPLE.read_text().replace(
+        "bucket: artifacts, queue: artifact-events", "bucket: served-artifacts, "
+        "queue: served-events"))
+    served = Served(aws_project.root, aws_project.env, "--listen", "plans/s3-release.yaml")
+    try:
+        s3.put_object(Bucket="served-artifacts", Key="releases/r 1.tgz", Body=b"12345")
+        deadline = time.monotonic() + 30
+        while _finished_runs(aws_project) < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        served.stop()
+    (run,) = aws_project.runs()
+    assert run["status"] == "succeeded", served.log.read_text()
+    store = open_store(str(aws_project.root / ".iacorch" / "state.db"))
+    try:
+        assert store.get_run(run["id"]).vars == {"bucket": "served-artifacts",
+                                                 "key": "releases/r 1.tgz", "size": 5}
+    finally:
+        store.close()
+    assert _visible_and_in_flight(sqs, queue) == 0
