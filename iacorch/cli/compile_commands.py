@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -52,24 +51,11 @@ def compile_plan(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str,
                  concurrency: int | None = None) -> Plan:
     """Compile a runbook file with the CLI's var flags; with a policy, enforce it (the
     plan then carries the gates the policy adds)."""
-    from iacorch.runbook.compiler import compile_runbook
+    from iacorch.engine.launch import compile_plan as compile_with
     from iacorch.runbook.variables import parse_var_flags
 
-    cli_vars = parse_var_flags(var_flags)
-    _check_var_files(var_files)
-    plan = compile_runbook(runbook, cli_vars=cli_vars, var_files=var_files)
-    if guard is None:
-        return plan
-    return guard.enforce(plan, operation=operation, concurrency=concurrency)
-
-
-def _check_var_files(var_files: tuple[str, ...]) -> None:
-    # The runbook's own path is checked by the loader, which tells a missing file from a
-    # directory; a var file gets its own words so the message does not say "runbook".
-    for path in var_files:
-        if not Path(path).is_file():
-            raise UsageError(f"--var-file {path}: no such file",
-                             hint="give the path of a YAML file of var values")
+    return compile_with(runbook, parse_var_flags(var_flags), var_files, guard,
+                        operation=operation, concurrency=concurrency)
 
 
 @click.command()
@@ -82,10 +68,11 @@ def validate(runbooks: tuple[str, ...], var_flags: tuple[str, ...],
     Reports every problem of every runbook; exits 65 if one is invalid, 64 if one cannot
     be read, 78 if the policy itself is broken."""
     from iacorch.drivers import missing_tools
+    from iacorch.engine.launch import check_var_files
     from iacorch.runbook.variables import parse_var_flags
 
     parse_var_flags(var_flags)  # a bad flag is wrong for every runbook: say it once
-    _check_var_files(var_files)
+    check_var_files(var_files)
     guard = load_guard(policy_dir)
     failed: list[RunbookError | UsageError] = []
     for runbook in runbooks:

@@ -15,16 +15,16 @@ from iacorch.cli.session import (
     forward_interrupts,
     open_store,
     print_summary,
-    state_dir_for,
     store_option,
 )
+from iacorch.engine.launch import check_tools, state_dir_for
 from iacorch.engine.operations import plan_of_run
-from iacorch.errors import ExitCode, ToolMissingError, UsageError
+from iacorch.errors import ExitCode, UsageError
 from iacorch.model.fields import parse_duration
 from iacorch.model.status import Operation, StageKind
 
 if TYPE_CHECKING:
-    from iacorch.engine.runner import RunOutcome
+    from iacorch.engine.run_state import RunOutcome
     from iacorch.engine.runtime import Runtime
     from iacorch.model.plan import Plan
     from iacorch.store.base import RunRecord
@@ -62,28 +62,12 @@ def run_options(command: F) -> F:
     return var_options(policy_option(store_option(command)))
 
 
-def _check_tools(plan: Plan) -> None:
-    from iacorch.drivers import missing_tools
-
-    for missing in missing_tools(plan):
-        raise ToolMissingError(
-            f"`{missing.tool}` was not found, and {_stages_need(missing.stages)} it; "
-            "nothing was run", hint=missing.hint)
-
-
-def _stages_need(stages: list[str]) -> str:
-    """"stage web needs" / "stages web, db need"."""
-    if len(stages) == 1:
-        return f"stage {stages[0]} needs"
-    return f"stages {', '.join(stages)} need"
-
-
 def _execute(operation: Operation, runbook: str, var_flags: tuple[str, ...],
              var_files: tuple[str, ...], store_url: str | None, only: tuple[str, ...],
              targets: tuple[str, ...], concurrency: int | None, lock_timeout: float,
              json_events: bool, quiet: bool, reports: tuple[str, ...],
              summary: str | None, policy_dir: str | None) -> None:
-    from iacorch.engine.runner import RunOptions
+    from iacorch.engine.run_state import RunOptions
     from iacorch.engine.runs import new_run_id, start_run
 
     guard = load_guard(policy_dir)
@@ -93,7 +77,7 @@ def _execute(operation: Operation, runbook: str, var_flags: tuple[str, ...],
         if target not in plan.stages and target not in plan.expansions:
             raise UsageError(f"--target {target}: no such stage in {runbook}",
                              hint=f"stages: {', '.join(plan.expansions)}")
-    _check_tools(plan)
+    check_tools(plan)
     runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet,
                             policy=guard)
     run_id = new_run_id(runtime.clock())
@@ -116,26 +100,25 @@ def write_and_summarise(runtime: Runtime, outcome: RunOutcome, reports: tuple[st
 
 
 def _finish(runtime: Runtime, outcome: RunOutcome, reports: tuple[str, ...],
-            summary: str | None, plan: Plan | None = None) -> None:
+            summary: str | None) -> None:
     write_and_summarise(runtime, outcome, reports, summary)
-    if plan is not None:  # the runbook's `notify:` channels hear how the run ended
-        from iacorch.cli.notifications import notify_run_end
-
-        notify_run_end(plan, runtime, outcome)
     raise click.exceptions.Exit(exit_code_for(outcome.status, runtime.interrupt_signal))
 
 
 def _drive(runtime: Runtime, plan: Plan, header: str | None, work: Callable[[], RunOutcome],
            reports: tuple[str, ...] = (), summary: str | None = None) -> None:
     """Run `work` with interrupts forwarded, then report and exit with the outcome's code."""
+    from iacorch.cli.notifications import run_end_sink
+
     if header:
         click.echo(header, err=True)
+    run_end_sink(plan, runtime)
     try:
         with forward_interrupts(runtime):
             outcome = work()
     finally:
         close_sinks(runtime)
-    _finish(runtime, outcome, reports, summary, plan)
+    _finish(runtime, outcome, reports, summary)
 
 
 def _existing(run_id: str, store_url: str | None, json_events: bool,
@@ -144,7 +127,7 @@ def _existing(run_id: str, store_url: str | None, json_events: bool,
     run = open_store(store_url).get_run(run_id)
     guard = load_guard(policy_dir)
     plan = plan_of_run(run, guard)
-    _check_tools(plan)
+    check_tools(plan)
     return run, plan, build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet,
                                     policy=guard)
 
@@ -174,14 +157,14 @@ def plan_command(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str,
     """Dry run of every stage: terraform plan, pulumi preview, ansible check+diff;
     shell and http stages are shown as "would run". Nothing is changed."""
     from iacorch.engine.plan_report import has_pending_changes, plan_counts, stage_plans
-    from iacorch.engine.runner import RunOptions
+    from iacorch.engine.run_state import RunOptions
     from iacorch.engine.runs import new_run_id, plan_run
     from iacorch.model.status import RunStatus
 
     guard = load_guard(policy_dir)
     plan = compile_plan(runbook, var_flags, var_files, guard, operation=Operation.PLAN.value,
                         concurrency=concurrency)
-    _check_tools(plan)
+    check_tools(plan)
     runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet,
                             policy=guard)
     run_id = new_run_id(runtime.clock())
@@ -257,7 +240,7 @@ def destroy(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str, ...]
     guard = load_guard(policy_dir)
     plan = compile_plan(runbook, var_flags, var_files, guard,
                         operation=Operation.DESTROY.value, concurrency=concurrency)
-    _check_tools(plan)
+    check_tools(plan)
     runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet,
                             policy=guard)
     run_id = runs.new_run_id(runtime.clock())

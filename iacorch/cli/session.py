@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -18,7 +19,7 @@ from iacorch.errors import ExitCode
 from iacorch.model.status import Operation, RunStatus, StageStatus
 
 if TYPE_CHECKING:
-    from iacorch.engine.runner import RunOutcome
+    from iacorch.engine.run_state import RunOutcome
     from iacorch.engine.runtime import Runtime
     from iacorch.model.plan import Plan
     from iacorch.policy.guard import PolicyGuard
@@ -64,47 +65,17 @@ def open_store(store_url: str | None, runbook: Path | None = None) -> Store:
     return open_any(store_url, runbook)
 
 
-def state_dir_for(store_url: str | None, runbook: Path | None = None) -> Path:
-    """The directory of the store's state.db, where run logs and saved plans go too."""
-    from iacorch.project import state_dir
-
-    if store_url and not store_url.startswith("memory:"):
-        path = Path(store_url.removeprefix("sqlite://"))
-        return path.resolve().parent
-    return state_dir(runbook).resolve()
-
-
-def make_state_dir(state_dir: Path) -> Path:
-    """Create the state directory, or say why a run cannot keep its records there."""
-    from iacorch.errors import StoreError
-
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot create the state directory {state_dir}: {exc.strerror}",
-                         hint="runs need a writable place for their records: run from a "
-                              "writable checkout, or set $IACORCH_HOME or --store") from None
-    return state_dir
-
-
 def build_runtime(store_url: str | None, *, json_events: bool, plan: Plan | None,
                   quiet: bool = False, live_view: bool = True,
                   policy: PolicyGuard | None = None) -> Runtime:
     """The Runtime for a run command: store, console sinks, TTY detection, policy."""
     from iacorch.cli.prompt import terminal_prompt
     from iacorch.console import JsonConsole, LiveConsole, PlainConsole
+    from iacorch.engine.launch import open_for_runs
     from iacorch.engine.runtime import Runtime
 
     runbook = plan.path if plan is not None else None
-    state_dir = make_state_dir(state_dir_for(store_url, runbook))
-    store = open_store(store_url, runbook)
-    if store.read_only:
-        from iacorch.errors import StoreError
-
-        raise StoreError(f"the state store in {state_dir} is read-only here: runs cannot be "
-                         "recorded, so nothing was started",
-                         hint="inspection works (runs, show, logs, audit verify); to run, use a "
-                              "writable checkout, or set $IACORCH_HOME or --store")
+    store, state_dir = open_for_runs(store_url, runbook)
     runtime = Runtime(store=store, state_dir=state_dir, policy=policy)
     runtime.interactive = sys.stdin.isatty() and sys.stdout.isatty()
     def interrupted() -> bool:
@@ -122,6 +93,20 @@ def build_runtime(store_url: str | None, *, json_events: bool, plan: Plan | None
         if runtime.interactive:
             runtime.prompt = terminal_prompt(lambda: None, lambda: None, interrupted)
     return runtime
+
+
+def command_logger(name: str) -> logging.Logger:
+    """The log of a long-running command (`schedule run`, `listen`): time-stamped lines on
+    stderr, for a terminal, journald or a container's log."""
+    log = logging.getLogger(name)
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s",
+                                               datefmt="%Y-%m-%dT%H:%M:%S%z"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    return log
 
 
 def close_sinks(runtime: Runtime) -> None:

@@ -16,7 +16,7 @@ from iacorch.model.events import Event, EventKind
 from iacorch.model.plan import PlannedStage
 from iacorch.model.registry import driver_spec
 from iacorch.model.results import StageResult
-from iacorch.model.status import Operation
+from iacorch.model.status import Choice, OnTimeout, Operation
 from iacorch.runbook.templating import TemplateProblem
 
 from .approvals import (
@@ -66,7 +66,7 @@ class GateRequest:
 
 @dataclass(frozen=True)
 class GateAnswer:
-    decision: str                         # approve | reject
+    decision: Choice
     inputs: Mapping[str, str] = field(default_factory=dict)
     comment: str | None = None
 
@@ -129,7 +129,8 @@ class GateKeeper:
             planned = self._plan_behind(stage)
             details = {"gate_hash": gate_hash(r.plan.plan_hash, stage.id, planned),
                        "opened_at": r.rt.clock(), "planned": planned,
-                       "approvers": list(gate.approvers), "require": gate.require}
+                       "approvers": list(gate.approvers), "require": gate.require,
+                       "message": self._message(stage)}  # as asked, for other front doors
             r.gate_details[stage.id] = details
         bound_to = details["gate_hash"]
         state = evaluate_gate(gate, r.rt.store.approvals(r.run_id, stage.id), bound_to)
@@ -162,11 +163,11 @@ class GateKeeper:
         action = stage.approval.on_timeout
         r.rt.store.append_audit("approval_expired", run_id=r.run_id, stage_id=stage.id,
                                 data={"on_timeout": action})
-        if action == "approve":
+        if action is OnTimeout.APPROVE:
             return GateOutcome(GateVerdict.APPROVED, "approved by its timeout (on_timeout: "
                                "approve)")
         discard_saved_plans(saved)
-        if action == "cancel":
+        if action is OnTimeout.CANCEL:
             return GateOutcome(GateVerdict.CANCELLED, "nobody decided in time (on_timeout: "
                                "cancel); the run stops and can be resumed")
         return GateOutcome(GateVerdict.REJECTED, "nobody decided in time (on_timeout: reject)")
@@ -212,19 +213,25 @@ class GateKeeper:
         r = self.runner
         gate = stage.approval
         assert gate is not None
-        message = ""
-        if gate.message:
-            try:
-                message = str(r.templates.render(gate.message, r.context_for(stage)))
-            except TemplateProblem as exc:
-                message = f"(the message could not render: {exc.message})"
         return GateRequest(
-            gate=stage.id, message=r.masker.mask(message), asked_by=r.started_by,
+            gate=stage.id, message=self._message(stage), asked_by=r.started_by,
             approvers=gate.approvers, require=gate.require, approved_by=approved_by,
             changes={sid: info.get("summary", "") for sid, info in details["planned"].items()},
             inputs=gate.inputs,
             diffs={sid: info["diff"] for sid, info in details["planned"].items()
                    if info.get("diff")})
+
+    def _message(self, stage: PlannedStage) -> str:
+        """The gate's message rendered for this run, secrets masked."""
+        r = self.runner
+        assert stage.approval is not None
+        if not stage.approval.message:
+            return ""
+        try:
+            message = str(r.templates.render(stage.approval.message, r.context_for(stage)))
+        except TemplateProblem as exc:
+            message = f"(the message could not render: {exc.message})"
+        return r.masker.mask(message)
 
     def _announce(self, stage: PlannedStage, details: Mapping[str, Any],
                   approved_by: tuple[str, ...], missing: int) -> None:

@@ -22,7 +22,7 @@ from iacorch.model.plan import (
 )
 from iacorch.model.registry import driver_spec, driver_specs, load_plugins
 from iacorch.model.runbook import MAX_FOR_EACH, STAGE_ID, Runbook, Stage, runbook_model
-from iacorch.model.status import StageKind
+from iacorch.model.status import OnTimeout, StageKind
 from iacorch.project import project_root
 from iacorch.runbook.checks import Finding, check_env, check_paths, check_shape
 from iacorch.runbook.compile_time import NOT_RENDERED, CompileTimeValues
@@ -177,7 +177,9 @@ class _Compiler:
             expansions={sid: tuple(k for k, _ in items) for sid, items in expansions.items()},
             plan_hash=_plan_hash(self.runbook, self.vars, ordered, finals),
             concurrency=self.runbook.concurrency, on_failure=self.runbook.on_failure,
-            deadline=deadline, workspace=workspace, runbook=self.runbook)
+            deadline=deadline, workspace=workspace, runbook=self.runbook,
+            secret_locations={name: self.document.locate(("secrets", name), key=True)
+                              for name in self.runbook.secrets})
 
     # -- per-stage shape -------------------------------------------------
     def _check_stage(self, section: str, stage_id: str, stage: Stage) -> None:
@@ -315,7 +317,7 @@ class _Compiler:
                                      is not None else not stage.approvers),
                 message=stage.message,
                 inputs={k: v.model_dump() for k, v in (stage.inputs or {}).items()},
-                timeout=timeout, on_timeout=stage.on_timeout or "reject")
+                timeout=timeout, on_timeout=stage.on_timeout or OnTimeout.REJECT)
         rollback: Any = stage.rollback if isinstance(stage.rollback, str) else dict(
             raw["rollback"])
         destroy: Any = stage.destroy if stage.destroy is None or isinstance(
@@ -333,7 +335,6 @@ class _Compiler:
             retry=retry, on_failure=stage.on_failure, rollback=rollback, destroy=destroy,
             idempotent=_idempotent(stage), approval=approval,
             is_finally=section == "finally",
-            declared_outputs=tuple(stage.outputs) if stage.outputs is not None else None,
             mock_outputs=stage.mock_outputs, reference_locations=places,
             dry_run=stage.dry_run)
 

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 from iacorch.errors import StoreError
-from iacorch.model.status import RunStatus
+from iacorch.model.status import Phase, RunStatus
 from iacorch.store import audit as chain
 from iacorch.store import base
 from iacorch.store.base import (
@@ -34,6 +34,7 @@ from iacorch.store.base import (
     LockHolder,
     RunRecord,
     StageRecord,
+    TokenRecord,
 )
 from iacorch.store.migrations import (
     RESTORE_HINT,
@@ -57,7 +58,7 @@ def _cols(names: tuple[str, ...]) -> str:
 
 _RUN, _STAGE, _LOCK = _cols(base.RUN_COLUMNS), _cols(base.STAGE_COLUMNS), _cols(base.LOCK_COLUMNS)
 _AUDIT, _APPROVAL = _cols(base.AUDIT_COLUMNS), _cols(base.APPROVAL_COLUMNS)
-_DRIFT = _cols(base.DRIFT_COLUMNS)
+_DRIFT, _TOKEN = _cols(base.DRIFT_COLUMNS), _cols(base.TOKEN_COLUMNS)
 _STAGE_UPSERT = (
     f"INSERT INTO stages ({_STAGE}) VALUES ({', '.join('?' * len(base.STAGE_COLUMNS))}) "
     "ON CONFLICT (run_id, phase, stage_id, attempt) DO UPDATE SET "
@@ -324,7 +325,7 @@ class SqliteStore:
         with self.transaction():
             self._exec(_STAGE_UPSERT, row)
 
-    def stage_records(self, run_id: str, phase: str = "forward") -> dict[str, StageRecord]:
+    def stage_records(self, run_id: str, phase: Phase = Phase.FORWARD) -> dict[str, StageRecord]:
         base.check_phase(phase)
         return base.latest_attempts(self._records(
             base.stage_from_row,
@@ -452,6 +453,31 @@ class SqliteStore:
             first = self._exec("SELECT run_id FROM deliveries WHERE source = ? AND "
                                "delivery_id = ?", (source, delivery_id)).fetchone()[0]
         return None if first == run_id else str(first)
+
+    # --- API tokens ---------------------------------------------------------------------------
+
+    def add_token(self, token: TokenRecord) -> None:
+        with self.transaction():
+            self._exec(f"INSERT INTO tokens ({_TOKEN}) VALUES (?, ?, ?, ?, ?, ?)",
+                       (token.id, token.user, token.token_hash, token.created_at,
+                        token.expires_at, token.revoked_at))
+
+    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        found = self._records(lambda row: TokenRecord(*row),
+                              f"SELECT {_TOKEN} FROM tokens WHERE token_hash = ?", (token_hash,))
+        return found[0] if found else None
+
+    def list_tokens(self) -> list[TokenRecord]:
+        return self._records(lambda row: TokenRecord(*row),
+                             f"SELECT {_TOKEN} FROM tokens ORDER BY created_at, id")
+
+    def revoke_token(self, token_id: str, now: float) -> TokenRecord | None:
+        with self.transaction():
+            self._exec("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                       (now, token_id))
+            found = self._records(lambda row: TokenRecord(*row),
+                                  f"SELECT {_TOKEN} FROM tokens WHERE id = ?", (token_id,))
+        return found[0] if found else None
 
 
 def _audit_or_damaged(row: tuple[Any, ...]) -> AuditEntry:
