@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from iacorch.cli.compile_commands import load_guard
 from iacorch.cli.run_commands import _duration
 from iacorch.cli.session import command_logger, store_option
 from iacorch.errors import UsageError
@@ -39,7 +40,7 @@ def listen(runbooks: tuple[str, ...], store_url: str | None, lock_timeout: float
                          "remembered there", hint="leave out --store, or give a path")
     log = command_logger("iacorch.listen")
     store, state_dir = open_for_runs(store_url, Path(runbooks[0]))
-    launcher = Launcher(store, state_dir)
+    launcher = Launcher(store, state_dir, policy=load_guard(None))
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -16,13 +16,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iacorch.engine.runtime import Runtime
 from iacorch.engine.triggered import TriggeredRun
 from iacorch.errors import UsageError
 from iacorch.model.events import Event, EventKind
 from iacorch.store.base import Store
+
+if TYPE_CHECKING:
+    from iacorch.policy.guard import PolicyGuard
 
 _RECORD_WAIT = 30.0   # how long a request waits for its run to be on record
 
@@ -52,15 +55,18 @@ class Launched:
 class Launcher:
     """A pool of worker threads driving runs; knows which runs this process drives."""
 
-    def __init__(self, store: Store, state_dir: Path, *, workers: int = 16) -> None:
+    def __init__(self, store: Store, state_dir: Path, *, workers: int = 16,
+                 policy: PolicyGuard | None = None) -> None:
         self.store, self.state_dir = store, state_dir
+        self.policy = policy   # the organisation's policy every run here is held to
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="iacorch-run")
         self._lock = threading.Lock()
         self._active: dict[str, Runtime] = {}
 
     def runtime(self, identity: str) -> Runtime:
         """A Runtime acting as `identity` on the server's store."""
-        return Runtime(store=self.store, state_dir=self.state_dir, identity=identity)
+        return Runtime(store=self.store, state_dir=self.state_dir, identity=identity,
+                       policy=self.policy)
 
     def launch(self, run_id: str, identity: str, work: Callable[[Runtime], Any],
                *, wait: float = _RECORD_WAIT) -> Launched:

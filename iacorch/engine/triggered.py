@@ -107,7 +107,7 @@ def start_from_event(event: TriggerEvent, runtime: Runtime, *, root: Path,
         raise UsageError(f"trigger `{trigger.name}`: drift checks cannot be triggered yet",
                          hint="use `action: plan` or `apply`, or a schedule for drift")
     values = {name: var_flag(value) for name, value in event_vars(trigger, event).items()}
-    plan = compile_plan(path, values)
+    plan = compile_plan(path, values, (), runtime.policy, operation=trigger.action)
     check_tools(plan)
     run_id = run_id or new_run_id(runtime.clock())
     delivery = (event.source, event.delivery_id)

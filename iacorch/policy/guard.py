@@ -41,10 +41,13 @@ class PolicyGuard:
     def evaluate(self, input_doc: Mapping[str, Any]) -> Verdict:
         """The verdict for an input document (policy.facts.policy_input)."""
         with self._lock:
-            if self._engine is None:
-                self._engine = RegoEngine(self.policy.rules, self.policy.data,
-                                          self.policy.directory)
-            return evaluate(self._engine, input_doc)
+            return evaluate(self._loaded(), input_doc)
+
+    def _loaded(self) -> RegoEngine:
+        if self._engine is None:
+            self._engine = RegoEngine(self.policy.rules, self.policy.data,
+                                      self.policy.directory)
+        return self._engine
 
     def verdict(self, plan: Plan, *, operation: str = "validate",
                 concurrency: int | None = None) -> Verdict:
@@ -121,4 +124,8 @@ def guard_for(flag: str | None) -> PolicyGuard | None:
     """The guard of `--policy DIR` or $IACORCH_POLICY_DIR; None when neither is set
     (then nothing about policy is loaded or imported)."""
     directory = policy_directory(flag)
-    return PolicyGuard(load_policy_set(directory)) if directory is not None else None
+    if directory is None:
+        return None
+    guard = PolicyGuard(load_policy_set(directory))
+    guard._loaded()   # a module that does not parse is an error now, before anything runs
+    return guard

@@ -105,7 +105,8 @@ def decide(run_id: str, gate: str, verdict: Literal["approve", "reject"],
     inputs = {name: var_flag(value) for name, value in body.inputs.items()}  # typed by the gate
     run = decide_gate(server.store, run_id, gate,
                       Decision(who.user, Choice(verdict), body.comment, inputs, via=who.via,
-                               seen_gate_hash=body.gate_hash), time.time())
+                               seen_gate_hash=body.gate_hash), time.time(),
+                      server.launcher.policy)
     answer: dict[str, Any] = {"run_id": run.id, "gate": gate, "decision": verdict,
                               "by": who.user, "gate_state": gate_summary(server.store, run,
                                                                           gate)["state"]}

@@ -59,6 +59,7 @@ class Settings:
     secure_cookies: bool = False                           # https-only cookies behind a proxy
     schedules: Sequence[str] = ()                          # runbooks whose schedules run here
     listen: Sequence[str] = ()                             # runbooks whose queues are read here
+    policy_dir: str | None = None                          # else $IACORCH_POLICY_DIR
 
 
 @dataclass
@@ -82,8 +83,12 @@ def create_app(settings: Settings) -> FastAPI:
     from iacorch.server import api, hooks, pages
 
     store, state_dir = open_for_runs(settings.store_url)
+    from iacorch.policy.guard import guard_for
+
+    policy = guard_for(settings.policy_dir)   # a broken policy stops `serve` at once
     server = Server(settings, store, state_dir, Launcher(store, state_dir,
-                                                         workers=settings.workers),
+                                                         workers=settings.workers,
+                                                         policy=policy),
                     Authenticator(store, session_key(state_dir), settings.trust))
 
     stop = threading.Event()

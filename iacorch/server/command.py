@@ -37,13 +37,16 @@ SERVER_EXTRA_HINT = "install the server extra: pip install 'iacorch[server]'"
               help="Largest request body accepted, in bytes.")
 @click.option("--secure-cookies", is_flag=True,
               help="Mark the session cookie Secure (https only): behind a TLS-terminating proxy.")
+@click.option("--policy", "policy_dir", metavar="DIR",
+              help="Organisation policy every run and approval here is held to "
+                   "(default: $IACORCH_POLICY_DIR; docs/policy.md).")
 @click.option("--workers", default=16, show_default=True, type=click.IntRange(1, 256),
               help="Runs driven at once.")
 def serve(host: str, port: int, store_url: str | None, project: str | None,
           schedules: tuple[str, ...], listen: tuple[str, ...],
           trust_proxy_header: str | None,
           trusted_proxies: tuple[str, ...], max_body: int, secure_cookies: bool,
-          workers: int) -> None:
+          workers: int, policy_dir: str | None) -> None:
     """Serve the web page and JSON API for runs, gates and webhook triggers."""
     from iacorch.project import project_root
 
@@ -66,7 +69,7 @@ def serve(host: str, port: int, store_url: str | None, project: str | None,
     root = Path(project).resolve() if project else project_root()
     app = create_app(Settings(store_url=store_url, root=root, trust=trust, max_body=max_body,
                               workers=workers, schedules=schedules, listen=listen,
-                              secure_cookies=secure_cookies))
+                              secure_cookies=secure_cookies, policy_dir=policy_dir))
     click.echo(f"iacorch serve: http://{host}:{port}/ (project {root})", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
                 proxy_headers=False, server_header=False)

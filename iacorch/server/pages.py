@@ -105,7 +105,7 @@ def run_page(run_id: str, request: Request, error: str | None = None) -> Respons
     plan: Plan | None = None
     plan_error: str | None = None
     try:
-        plan = plan_of_run(run)
+        plan = plan_of_run(run, server.launcher.policy)
     except IacorchError as exc:   # the runbook changed or moved: show what was recorded
         plan_error = exc.message
     graph = layout(plan, statuses) if plan is not None else None
@@ -139,7 +139,8 @@ async def decide_page(run_id: str, gate: str, verdict: str, request: Request) ->
     try:
         run = decide_gate(server.store, run_id, gate, Decision(
             who.user, Choice(verdict), str(form.get("comment", "")) or None, inputs, via=who.via,
-            seen_gate_hash=str(form.get("gate_hash", ""))), time.time())
+            seen_gate_hash=str(form.get("gate_hash", ""))), time.time(),
+            server.launcher.policy)
         state = next(g["state"] for g in run_detail(server.store, run.id)["gates"]
                      if g["id"] == gate)
         if state != "pending":

@@ -23,7 +23,8 @@ def start(server: Server, runbook: str, values: Mapping[str, Any], operation: st
           who: Identity, *, lock_timeout: float = 0.0) -> Launched:
     """Compile `runbook` (a path inside the project) with `values` and start it as `who`."""
     path = runbook_in_project(server.settings.root, runbook)
-    plan = compile_plan(path, {name: var_flag(value) for name, value in values.items()})
+    plan = compile_plan(path, {name: var_flag(value) for name, value in values.items()}, (),
+                        server.launcher.policy, operation=operation)
     check_tools(plan)
     run_id = new_run_id(server.store.now())
     server.store.append_audit("run_requested", run_id=run_id, actor=who.user,
@@ -40,7 +41,7 @@ def start(server: Server, runbook: str, values: Mapping[str, Any], operation: st
 def resume(server: Server, run_id: str, who: Identity) -> Launched:
     """Continue a run where it stopped, as `who`, from the plan it was started with."""
     run = server.store.get_run(run_id)
-    plan = plan_of_run(run)
+    plan = plan_of_run(run, server.launcher.policy)
     check_tools(plan)
     if server.launcher.driving(run.id):
         raise UsageError(f"run {run.id} is running in this server",

@@ -7,9 +7,13 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
+
+from tests.integration.server_harness import Served, project_env
 
 pytestmark = pytest.mark.integration
 
@@ -203,3 +207,36 @@ def _audit(project) -> list[tuple[str, str | None, dict]]:
     with sqlite3.connect(project.root / ".iacorch" / "state.db") as db:
         rows = db.execute("select kind, stage_id, data from audit order by seq").fetchall()
     return [(kind, stage, json.loads(data)) for kind, stage, data in rows]
+
+
+def test_the_server_holds_runs_and_approvals_to_its_policy(project):
+    project.write("prod.yaml", PROD)
+    shutil.copytree(EXAMPLES, project.root / "policies")
+    env = project_env(project.root)
+    env.pop("IACORCH_POLICY_DIR", None)
+    served = Served(project.root, env, "--policy", "policies")
+    try:
+        token = {user: served.token(user) for user in ("alice", "bob", "carol")}
+        answer = httpx.post(f"{served.url}/api/runs", json={"runbook": "prod.yaml"},
+                            headers={"Authorization": f"Bearer {token['alice']}"})
+        assert answer.status_code == 201, answer.text
+        run_id = answer.json()["run_id"]
+        deadline = time.monotonic() + 20
+        while True:
+            detail = httpx.get(f"{served.url}/api/runs/{run_id}",
+                               headers={"Authorization": f"Bearer {token['bob']}"}).json()
+            if detail["run"]["status"] == "waiting_approval":
+                break
+            assert time.monotonic() < deadline, detail
+            time.sleep(0.05)
+        gate, = detail["gates"]
+        assert gate["id"] == "prod-approval"          # the gate the policy added
+        refused = httpx.post(f"{served.url}/api/runs/{run_id}/gates/prod-approval/approve",
+                             headers={"Authorization": f"Bearer {token['alice']}"},
+                             json={"gate_hash": gate["gate_hash"]})
+        assert refused.status_code == 403, refused.text
+        assert not (project.root / "build.out").exists()
+    finally:
+        served.stop()
+    broken = project.run("serve", "--policy", str(project.root / "nowhere"))
+    assert broken.code == 78, broken.text
