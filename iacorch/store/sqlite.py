@@ -413,7 +413,7 @@ class SqliteStore:
             finally:
                 if not outer:
                     self._rollback()
-        return chain.verify_log((_audit_or_damaged(row) for row in rows), stages, head)
+        return chain.verify_log((chain.entry_or_damaged(row) for row in rows), stages, head)
 
     # --- approvals and drift --------------------------------------------------------------
 
@@ -453,12 +453,3 @@ class SqliteStore:
                                "delivery_id = ?", (source, delivery_id)).fetchone()[0]
         return None if first == run_id else str(first)
 
-
-def _audit_or_damaged(row: tuple[Any, ...]) -> AuditEntry:
-    """Decode an audit row; an undecodable one becomes an entry that fails its hash."""
-    try:
-        return base.audit_from_row(row)
-    except (ValueError, TypeError):
-        return AuditEntry(seq=row[0], time=0.0, kind="", run_id=None, stage_id=None,
-                          actor=None, data={"unreadable": str(row[6])}, prev_hash=str(row[7]),
-                          hash="")
