@@ -35,6 +35,7 @@ RUN_EXIT_CODES: dict[RunStatus, ExitCode] = {
     RunStatus.DIED: ExitCode.RUN_FAILED,
 }
 _KILL_WINDOW = 3.0
+SHARED_DIR_VARIABLE = "IACORCH_SHARED_DIR"
 # undo notes that say "by design" rather than "needs a human": not worth a summary line
 _NOTHING_TO_UNDO = ("approval gate", "`rollback: none`", NOTHING_TO_UNDO_CHECK)
 
@@ -52,7 +53,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 def store_option(command: F) -> F:
     """--store, shared by every command that reads or writes the state store."""
     return click.option("--store", "store_url", metavar="URL", envvar="IACORCH_STORE",
-                        help="State store: a path to state.db, sqlite:///path or memory://. "
+                        help="State store: a path to state.db, sqlite:///path, "
+                             "postgresql://user@host/db (shared by hosts) or memory://. "
                              "Default: .iacorch/state.db (or $IACORCH_HOME).")(command)
 
 
@@ -64,9 +66,15 @@ def open_store(store_url: str | None, runbook: Path | None = None) -> Store:
 
 
 def state_dir_for(store_url: str | None, runbook: Path | None = None) -> Path:
-    """The directory of the store's state.db, where run logs and saved plans go too."""
+    """Where run logs and saved plans go: beside a store's state.db; for a PostgreSQL
+    store, $IACORCH_SHARED_DIR (one directory every host mounts at the same path), else
+    the project's state directory (enough while one host runs and inspects everything)."""
     from iacorch.project import state_dir
+    from iacorch.store import is_postgres_url
 
+    if store_url and is_postgres_url(store_url):
+        shared = os.environ.get(SHARED_DIR_VARIABLE)
+        return Path(shared).expanduser().absolute() if shared else state_dir(runbook).resolve()
     if store_url and not store_url.startswith("memory:"):
         path = Path(store_url.removeprefix("sqlite://"))
         return path.resolve().parent

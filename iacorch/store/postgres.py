@@ -98,8 +98,8 @@ class PostgresStore:
         self._clock = clock
         self._local = threading.local()
         self._psycopg = psycopg
-        kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": max(1, round(connect_timeout)),
-                  "application_name": "iacorch"}
+        kwargs: dict[str, Any] = {"autocommit": True, "application_name": "iacorch",
+                                  "connect_timeout": max(1, round(connect_timeout))}
         with self._errors():
             with psycopg.connect(url, **kwargs) as conn:  # fails fast, with libpq's reason
                 upgrade(conn, self.where)
