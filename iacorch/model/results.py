@@ -12,11 +12,21 @@ DIFF_PREVIEW_LINES = 30   # lines of a diff shown under a task or a stage; the r
 
 
 @dataclass(frozen=True, slots=True)
+class SecretRef:
+    """A runbook secret by name and source (`{"env": "DB_PASSWORD"}`), never by value."""
+
+    name: str
+    source: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class StageSpec:
     """Everything a driver needs to run one stage once: plain, serialisable data.
 
-    A stage's execution is a pure function of this spec, so a remote executor
-    can ship it to a worker without the scheduler changing.
+    A stage's execution is a pure function of this spec. It holds secret values, so
+    it stays in the process that resolved them: an executor that ships attempts
+    elsewhere sends `iacorch.engine.stage_requests.to_request(spec)` instead, in
+    which the secrets are `secret_refs` and the rest of what is secret is sealed.
     """
 
     run_id: str
@@ -33,9 +43,19 @@ class StageSpec:
     secret_values: tuple[str, ...] = ()       # for masking; never logged
     secret_env: Mapping[str, str] = field(default_factory=dict)  # env-only secret values
     env: Mapping[str, str] = field(default_factory=dict)
+    secret_refs: tuple[SecretRef, ...] = ()   # where the values of secret_env come from
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StageSpec:
+        """The spec `to_dict` gave (after a JSON round trip too)."""
+        fields = dict(data)
+        fields["operation"] = Operation(fields["operation"])
+        fields["secret_values"] = tuple(fields.get("secret_values", ()))
+        fields["secret_refs"] = tuple(SecretRef(**ref) for ref in fields.get("secret_refs", ()))
+        return cls(**fields)
 
 
 @dataclass(frozen=True, slots=True)
