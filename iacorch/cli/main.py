@@ -26,6 +26,7 @@ _COMMANDS = {
     "unlock": "inspect_commands", "audit": "inspect_commands", "approve": "inspect_commands",
     "reject": "inspect_commands",
     "drift": "drift_commands", "schedule": "schedule_commands",
+    "worker": "worker_commands",
 }
 
 

@@ -329,7 +329,8 @@ class _Compiler:
             is_finally=section == "finally",
             declared_outputs=tuple(stage.outputs) if stage.outputs is not None else None,
             mock_outputs=stage.mock_outputs, reference_locations=places,
-            dry_run=stage.dry_run)
+            dry_run=stage.dry_run,
+            pool=None if stage.is_approval else stage.pool or self.runbook.pool)
 
     # -- graph --------------------------------------------------------------
     def _order(self, stages: Mapping[str, PlannedStage]

@@ -75,7 +75,19 @@ _V2 = (
         time DOUBLE PRECISION NOT NULL, PRIMARY KEY (source, delivery_id))""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+_V3 = (
+    # one row per stage attempt shipped to a worker pool (iacorch.store.pg_leases)
+    """CREATE TABLE attempt_leases (
+        attempt_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, stage_id TEXT NOT NULL,
+        pool TEXT NOT NULL, rerunnable BOOLEAN NOT NULL, state TEXT NOT NULL,
+        token BIGINT NOT NULL DEFAULT 0, worker TEXT, starts INTEGER NOT NULL DEFAULT 0,
+        heartbeat_at DOUBLE PRECISION, lease_seconds DOUBLE PRECISION NOT NULL,
+        cancel BOOLEAN NOT NULL DEFAULT FALSE, result TEXT,
+        created_at DOUBLE PRECISION NOT NULL)""",
+    "CREATE INDEX attempt_leases_running ON attempt_leases (state, heartbeat_at)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 OUR_TABLES = ("runs", "stages", "locks", "audit", "approvals", "drift", "deliveries")
 

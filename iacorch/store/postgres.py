@@ -100,6 +100,8 @@ class PostgresStore:
         self._psycopg = psycopg
         kwargs: dict[str, Any] = {"autocommit": True, "application_name": "iacorch",
                                   "connect_timeout": max(1, round(connect_timeout))}
+        self._url, self._connect_kwargs = url, {k: v for k, v in kwargs.items()
+                                                if k != "autocommit"}
         with self._errors():
             with psycopg.connect(url, **kwargs) as conn:  # fails fast, with libpq's reason
                 upgrade(conn, self.where)
@@ -141,18 +143,22 @@ class PostgresStore:
         with self._errors(), self._pool.connection() as conn:
             yield conn
 
-    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement (in this thread's transaction, if any); its rows, if any.
+
+        For modules that keep their own tables in this database (pg_leases)."""
         with self._errors(), self._conn() as conn:
             cur = conn.execute(sql, params)
             return cur.fetchall() if cur.description else []
 
-    def _count(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+    def changed(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        """Run one statement; how many rows it changed."""
         with self._errors(), self._conn() as conn:
             return conn.execute(sql, params).rowcount
 
     def _records(self, decode: Callable[[tuple[Any, ...]], Any], sql: str,
                  params: tuple[Any, ...] = ()) -> list[Any]:
-        return [self._decode(decode, row) for row in self._rows(sql, params)]
+        return [self._decode(decode, row) for row in self.query(sql, params)]
 
     def _decode(self, decode: Callable[[Any], Any], raw: Any) -> Any:
         try:
@@ -161,9 +167,17 @@ class PostgresStore:
             raise StoreError(f"{self.where} holds a damaged record: {exc}",
                              hint="restore the database from a backup") from exc
 
+    def listen(self, channel: str) -> psycopg.Connection[Any]:
+        """A connection of its own (not pooled) that LISTENs on `channel`; the caller
+        reads `notifies()` from it and closes it."""
+        with self._errors():
+            conn = self._psycopg.connect(self._url, autocommit=True, **self._connect_kwargs)
+            conn.execute(f"LISTEN {channel}")
+        return conn
+
     def _serialize(self, name: str) -> None:
         """Hold the advisory lock `name` until the enclosing transaction ends."""
-        self._rows(f"SELECT pg_advisory_xact_lock({ADVISORY_KEY})", (name,))
+        self.query(f"SELECT pg_advisory_xact_lock({ADVISORY_KEY})", (name,))
 
     @contextmanager
     def transaction(self, *, durable: bool = False) -> Iterator[None]:
@@ -196,7 +210,7 @@ class PostgresStore:
 
     def create_run(self, run: RunRecord) -> None:
         row = base.run_to_row(run)
-        added = self._count(f"INSERT INTO runs ({_RUN}) VALUES ({_marks(base.RUN_COLUMNS)}) "
+        added = self.changed(f"INSERT INTO runs ({_RUN}) VALUES ({_marks(base.RUN_COLUMNS)}) "
                             "ON CONFLICT (id) DO NOTHING", row)
         if not added:
             raise ValueError(f"run {run.id} already exists")
@@ -205,13 +219,13 @@ class PostgresStore:
                    finished_at: float | None | Keep = KEEP, error: str | None | Keep = KEEP,
                    details: Mapping[str, Any] | None = None) -> None:
         with self.transaction():
-            found = self._rows("SELECT finished_at, error, details FROM runs WHERE id = %s "
+            found = self.query("SELECT finished_at, error, details FROM runs WHERE id = %s "
                                "FOR UPDATE", (run_id,))
             if not found:
                 raise base.run_not_found(run_id, [])
             old_finished, old_error, old_details = found[0]
             merged = {**self._decode(json.loads, old_details), **(details or {})}
-            self._rows("UPDATE runs SET status = %s, finished_at = %s, error = %s, "
+            self.query("UPDATE runs SET status = %s, finished_at = %s, error = %s, "
                        "details = %s WHERE id = %s",
                        (RunStatus(status).value,
                         old_finished if finished_at is KEEP else finished_at,
@@ -253,7 +267,7 @@ class PostgresStore:
     # --- stages ---------------------------------------------------------------------------
 
     def record_stage(self, record: StageRecord) -> None:
-        self._rows(_STAGE_UPSERT, base.stage_to_row(record))
+        self.query(_STAGE_UPSERT, base.stage_to_row(record))
 
     def stage_records(self, run_id: str, phase: str = "forward") -> dict[str, StageRecord]:
         base.check_phase(phase)
@@ -274,34 +288,34 @@ class PostgresStore:
         """The database's clock (every host judges leases by it), unless a clock was given."""
         if self._clock is not None:
             return self._clock()
-        return float(self._rows(_DB_NOW)[0][0])
+        return float(self.query(_DB_NOW)[0][0])
 
     def get_lock(self, key: str) -> LockHolder | None:
         """The holder of `key`; inside a transaction, the key stays ours until it ends,
         so a read-then-`put_lock` (acquire_lock) is atomic across hosts."""
         if getattr(self._local, "conn", None) is not None:
             self._serialize("lock/" + key)
-        rows = self._rows(f"SELECT {_LOCK} FROM locks WHERE key = %s", (key,))
+        rows = self.query(f"SELECT {_LOCK} FROM locks WHERE key = %s", (key,))
         return base.lock_from_row(rows[0]) if rows else None
 
     def put_lock(self, holder: LockHolder) -> None:
-        self._rows(_LOCK_UPSERT, (holder.key, holder.run_id, holder.host, holder.pid,
+        self.query(_LOCK_UPSERT, (holder.key, holder.run_id, holder.host, holder.pid,
                                   holder.acquired_at, holder.heartbeat_at,
                                   holder.lease_seconds))
 
     def renew_lock(self, key: str, run_id: str) -> bool:
         with self.transaction():
-            return self._count("UPDATE locks SET heartbeat_at = %s WHERE key = %s "
+            return self.changed("UPDATE locks SET heartbeat_at = %s WHERE key = %s "
                                "AND run_id = %s", (self.now(), key, run_id)) == 1
 
     def release_lock(self, key: str, run_id: str) -> None:
-        self._rows("DELETE FROM locks WHERE key = %s AND run_id = %s", (key, run_id))
+        self.query("DELETE FROM locks WHERE key = %s AND run_id = %s", (key, run_id))
 
     def force_unlock(self, key: str, *, actor: str, reason: str) -> LockHolder | None:
         with self.transaction():
             holder = self.get_lock(key)
             if holder is not None:
-                self._rows("DELETE FROM locks WHERE key = %s", (key,))
+                self.query("DELETE FROM locks WHERE key = %s", (key,))
                 self.append_audit("force_unlock", run_id=holder.run_id, actor=actor,
                                   data={"reason": reason, **base.lock_audit_data(holder)})
         return holder
@@ -316,11 +330,11 @@ class PostgresStore:
                      data: Mapping[str, Any] | None = None) -> AuditEntry:
         with self.transaction():
             self._serialize("audit")  # one writer at a time extends the chain, on any host
-            last = self._rows("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+            last = self.query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
             prev_seq, prev_hash = last[0] if last else (0, chain.GENESIS_HASH)
             entry = chain.next_entry(prev_seq, prev_hash, kind, time=self.now(),
                                      run_id=run_id, stage_id=stage_id, actor=actor, data=data)
-            self._rows(f"INSERT INTO audit ({_AUDIT}) VALUES ({_marks(base.AUDIT_COLUMNS)})",
+            self.query(f"INSERT INTO audit ({_AUDIT}) VALUES ({_marks(base.AUDIT_COLUMNS)})",
                        (entry.seq, entry.time, entry.kind, entry.run_id, entry.stage_id,
                         entry.actor, chain.canonical_json(entry.data), entry.prev_hash,
                         entry.hash))
@@ -344,16 +358,16 @@ class PostgresStore:
         outer = getattr(self._local, "conn", None) is not None
         with self.transaction():
             if not outer:  # one snapshot: a stage row and its audit entry together
-                self._rows("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            rows = self._rows(f"SELECT {_AUDIT} FROM audit ORDER BY seq")
-            stages = self._rows(f"SELECT {_STAGE} FROM stages ORDER BY n")
+                self.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            rows = self.query(f"SELECT {_AUDIT} FROM audit ORDER BY seq")
+            stages = self.query(f"SELECT {_STAGE} FROM stages ORDER BY n")
         return chain.verify_log((chain.entry_or_damaged(row) for row in rows), stages, head)
 
     # --- approvals and drift --------------------------------------------------------------
 
     def record_approval(self, approval: ApprovalRecord) -> None:
         """Store a decision; the caller audits it in the same transaction()."""
-        self._rows(f"INSERT INTO approvals ({_APPROVAL}) "
+        self.query(f"INSERT INTO approvals ({_APPROVAL}) "
                    f"VALUES ({_marks(base.APPROVAL_COLUMNS)})", base.approval_to_row(approval))
 
     def approvals(self, run_id: str, gate: str | None = None) -> list[ApprovalRecord]:
@@ -364,7 +378,7 @@ class PostgresStore:
                              "ORDER BY time, id", params)
 
     def record_drift(self, record: DriftRecord) -> None:
-        self._rows(f"INSERT INTO drift ({_DRIFT}) VALUES ({_marks(base.DRIFT_COLUMNS)})",
+        self.query(f"INSERT INTO drift ({_DRIFT}) VALUES ({_marks(base.DRIFT_COLUMNS)})",
                    base.drift_to_row(record))
 
     def drift_history(self, runbook: str, *, stage_id: str | None = None,
@@ -381,10 +395,10 @@ class PostgresStore:
         A racing copy's INSERT waits on the first one's uncommitted row, then reads it.
         """
         with self.transaction():
-            self._rows("INSERT INTO deliveries (source, delivery_id, run_id, time) "
+            self.query("INSERT INTO deliveries (source, delivery_id, run_id, time) "
                        "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
                        (source, delivery_id, run_id, self.now()))
-            first = self._rows("SELECT run_id FROM deliveries WHERE source = %s AND "
+            first = self.query("SELECT run_id FROM deliveries WHERE source = %s AND "
                                "delivery_id = %s", (source, delivery_id))[0][0]
         return None if first == run_id else str(first)
 
