@@ -63,6 +63,11 @@ class AttemptLeases:
             (attempt_id, run_id, stage_id, pool, rerunnable, QUEUED, lease_seconds,
              self.store.now()))
 
+    def received(self, attempt_id: str) -> None:
+        """Count one delivered copy of the attempt (redeliveries show as copies > 1)."""
+        self.store.query("UPDATE attempt_leases SET copies = copies + 1 "
+                         "WHERE attempt_id = %s", (attempt_id,))
+
     def claim(self, attempt_id: str, worker: str) -> Claim:
         """What this delivered copy of the attempt may do (see the module's rules)."""
         with self.store.transaction():
@@ -149,12 +154,6 @@ class AttemptLeases:
                 self.store.query("UPDATE attempt_leases SET result = NULL "
                                  "WHERE attempt_id = %s", (attempt_id,))
         return str(rows[0][0]) if rows else None
-
-    def starts(self, attempt_id: str) -> int:
-        """How many times a worker started the tool for this attempt."""
-        rows = self.store.query("SELECT starts FROM attempt_leases WHERE attempt_id = %s",
-                                (attempt_id,))
-        return int(rows[0][0]) if rows else 0
 
     def _resolve(self, attempt_id: str, result: str) -> None:
         self.store.query("UPDATE attempt_leases SET state = %s, result = %s "

@@ -80,7 +80,8 @@ _V3 = (
     """CREATE TABLE attempt_leases (
         attempt_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, stage_id TEXT NOT NULL,
         pool TEXT NOT NULL, rerunnable BOOLEAN NOT NULL, state TEXT NOT NULL,
-        token BIGINT NOT NULL DEFAULT 0, worker TEXT, starts INTEGER NOT NULL DEFAULT 0,
+        token BIGINT NOT NULL DEFAULT 0, worker TEXT, copies INTEGER NOT NULL DEFAULT 0,
+        starts INTEGER NOT NULL DEFAULT 0,
         heartbeat_at DOUBLE PRECISION, lease_seconds DOUBLE PRECISION NOT NULL,
         cancel BOOLEAN NOT NULL DEFAULT FALSE, result TEXT,
         created_at DOUBLE PRECISION NOT NULL)""",

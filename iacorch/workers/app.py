@@ -51,7 +51,9 @@ def make_app(broker_url: str) -> Any:
     app = Celery("iacorch", broker=broker_url, set_as_current=False)
     app.conf.update(
         task_acks_late=True, worker_prefetch_multiplier=1, task_reject_on_worker_lost=True,
-        broker_transport_options={"visibility_timeout": visibility_timeout()},
+        # restore tasks of dead consumers at every idle poll (~1 s), not every tenth
+        broker_transport_options={"visibility_timeout": visibility_timeout(),
+                                  "unacked_restore_throttle": 1},
         task_ignore_result=True, task_serializer="json", accept_content=["json"],
         worker_hijack_root_logger=False, broker_connection_retry_on_startup=True,
         worker_send_task_events=False, task_send_sent_event=False,

@@ -44,6 +44,7 @@ class AttemptRunner:
 
     def run(self, attempt_id: str, request: str) -> None:
         """Handle one delivered copy of the attempt; returns when it may be acknowledged."""
+        self._retry(lambda: self.leases.received(attempt_id))
         claim = self._claim(attempt_id)
         if claim is None:
             return
@@ -126,9 +127,9 @@ def serve(pool: str, concurrency: int, store_url: str, broker_url: str) -> None:
     app = make_app(broker_url)
     app.task(name=TASK)(runner.run)
     threading.Thread(target=_reap, args=(leases,), name="reaper", daemon=True).start()
-    app.worker_main(["worker", "-Q", queue_of(pool), "-c", str(concurrency), "-P", "threads",
-                     "-n", name, "--without-gossip", "--without-mingle", "--without-heartbeat",
-                     "-l", "WARNING"])
+    app.worker_main(["--quiet", "worker", "-Q", queue_of(pool), "-c", str(concurrency),
+                     "-P", "threads", "-n", name, "--without-gossip", "--without-mingle",
+                     "--without-heartbeat", "-l", "WARNING"])
 
 
 def _reap(leases: AttemptLeases) -> None:
