@@ -189,3 +189,58 @@ def test_redelivered_copies_wait_for_the_live_lease_instead_of_starting_again(
     with psycopg.connect(cluster.env["IACORCH_STORE"]) as conn:
         ((copies, tool_starts),) = conn.execute("SELECT copies, starts FROM attempt_leases")
     assert copies >= 2 and tool_starts == 1  # redelivered while it ran, started once
+
+
+def test_ctrl_c_of_the_coordinator_reaches_the_tool_on_the_worker(cluster: Cluster) -> None:
+    ledger = cluster.project.root / "ledger"
+    cluster.project.write("rb.yaml", f"""
+        version: 1
+        name: rb
+        stages:
+          long:
+            kind: provision
+            pool: w1
+            shell:
+              run: |
+                trap 'echo got-sigint >> {ledger}; exit 130' INT
+                echo start >> {ledger}
+                sleep 30 & wait
+        """)
+    cluster.worker()
+    coordinator = cluster.project.start("apply", "rb.yaml")
+    wait_for(lambda: starts(ledger) == 1, what="the tool to start")
+    os.killpg(coordinator.pid, signal.SIGINT)
+    out, _ = coordinator.communicate(timeout=60)
+    assert coordinator.returncode == 130, out
+    assert ledger.read_text().splitlines() == ["start", "got-sigint"]
+    (run,) = cluster.project.runs()
+    assert cluster.project.show(run["id"])["stages"][0]["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("restart", ["postgresql", "redis"])
+def test_a_restart_of_the_database_or_the_broker_mid_run_costs_no_stage(
+        cluster: Cluster, restart: str, postgres_cluster, redis_server: RedisServer) -> None:
+    ledger = cluster.project.root / "ledger"
+    cluster.project.write("rb.yaml", f"""
+        version: 1
+        name: rb
+        stages:
+          first: {{kind: provision, pool: w1, shell: {{run: "echo first >> {ledger}; sleep 5"}}}}
+          second: {{kind: provision, pool: w1, needs: [first],
+                    shell: {{run: "echo second >> {ledger}"}}}}
+        """)
+    cluster.project.env["IACORCH_WORKER_LEASE"] = "8"  # outlasts the restart
+    cluster.worker(IACORCH_WORKER_LEASE="8")
+    coordinator = cluster.project.start("apply", "rb.yaml")
+    wait_for(lambda: starts(ledger) == 1, what="the first tool to start")
+    if restart == "postgresql":
+        postgres_cluster.stop("fast")   # every connection is cut
+        time.sleep(1)
+        postgres_cluster.start()
+    else:
+        redis_server.stop()             # no persistence: the broker forgets everything
+        time.sleep(1)
+        redis_server.start()
+    out, _ = coordinator.communicate(timeout=90)
+    assert coordinator.returncode == 0, out
+    assert ledger.read_text().splitlines() == ["first", "second"]
