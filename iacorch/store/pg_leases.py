@@ -57,19 +57,27 @@ class AttemptLeases:
 
     def enqueue(self, attempt_id: str, *, run_id: str, stage_id: str, pool: str,
                 rerunnable: bool, lease_seconds: float) -> None:
+        now, at = self.store.now_sql()
         self.store.query(
             "INSERT INTO attempt_leases (attempt_id, run_id, stage_id, pool, rerunnable, "
-            "state, lease_seconds, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (attempt_id, run_id, stage_id, pool, rerunnable, QUEUED, lease_seconds,
-             self.store.now()))
+            f"state, lease_seconds, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, {now})",
+            (attempt_id, run_id, stage_id, pool, rerunnable, QUEUED, lease_seconds, *at))
 
-    def received(self, attempt_id: str) -> None:
-        """Count one delivered copy of the attempt (redeliveries show as copies > 1)."""
-        self.store.query("UPDATE attempt_leases SET copies = copies + 1 "
-                         "WHERE attempt_id = %s", (attempt_id,))
-
-    def claim(self, attempt_id: str, worker: str) -> Claim:
-        """What this delivered copy of the attempt may do (see the module's rules)."""
+    def claim(self, attempt_id: str, worker: str, *, delivered: bool = False) -> Claim:
+        """What this copy of the attempt may do (see the module's rules); `delivered`:
+        it just arrived, so count it (redeliveries show as copies > 1)."""
+        now, at = self.store.now_sql()
+        started = self.store.query(  # the common case in one round trip
+            f"UPDATE attempt_leases SET state = %s, token = token + 1, worker = %s, "
+            f"starts = starts + 1, copies = copies + %s, heartbeat_at = {now} "
+            "WHERE attempt_id = %s AND state = %s AND NOT cancel "
+            "RETURNING token, lease_seconds",
+            (RUNNING, worker, int(delivered), *at, attempt_id, QUEUED))
+        if started:
+            return Claim(Verdict.RUN, int(started[0][0]), float(started[0][1]))
+        if delivered:
+            self.store.query("UPDATE attempt_leases SET copies = copies + 1 "
+                             "WHERE attempt_id = %s", (attempt_id,))
         with self.store.transaction():
             rows = self.store.query(
                 "SELECT state, token, heartbeat_at, lease_seconds, rerunnable, cancel "
@@ -77,13 +85,13 @@ class AttemptLeases:
             if not rows:
                 return Claim(Verdict.DONE)  # not ours to run: no coordinator asked for it
             state, token, beat, lease, rerunnable, cancel = rows[0]
-            now = self.store.now()
+            clock = self.store.now()
             if state == DONE:
                 return Claim(Verdict.DONE)
             if cancel:
                 self._resolve(attempt_id, self._cancelled)
                 return Claim(Verdict.DONE)
-            if state == RUNNING and now <= beat + lease:
+            if state == RUNNING and clock <= beat + lease:
                 return Claim(Verdict.WAIT, lease_seconds=lease)
             if state == RUNNING and not rerunnable:
                 self._resolve(attempt_id, self._lost)
@@ -91,26 +99,25 @@ class AttemptLeases:
             self.store.query(
                 "UPDATE attempt_leases SET state = %s, token = token + 1, worker = %s, "
                 "starts = starts + 1, heartbeat_at = %s WHERE attempt_id = %s",
-                (RUNNING, worker, now, attempt_id))
+                (RUNNING, worker, clock, attempt_id))
             return Claim(Verdict.RUN, token + 1, lease)
 
     def heartbeat(self, attempt_id: str, token: int) -> Beat:
         """Renew the lease if `token` still holds it."""
+        now, at = self.store.now_sql()
         rows = self.store.query(
-            "UPDATE attempt_leases SET heartbeat_at = %s WHERE attempt_id = %s AND "
-            "token = %s AND state = %s RETURNING cancel",
-            (self.store.now(), attempt_id, token, RUNNING))
+            f"UPDATE attempt_leases SET heartbeat_at = {now} WHERE attempt_id = %s AND "
+            "token = %s AND state = %s RETURNING cancel", (*at, attempt_id, token, RUNNING))
         return Beat(held=bool(rows), cancel=bool(rows and rows[0][0]))
 
     def finish(self, attempt_id: str, token: int, result: str) -> bool:
         """Record the result if `token` still holds the lease; False: it was lost."""
-        with self.store.transaction():
-            changed = self.store.changed(
-                "UPDATE attempt_leases SET state = %s, result = %s WHERE attempt_id = %s "
-                "AND token = %s AND state = %s", (DONE, result, attempt_id, token, RUNNING))
-            if changed:
-                self._notify(attempt_id)
-        return changed == 1
+        notified = self.store.query(
+            "WITH done AS (UPDATE attempt_leases SET state = %s, result = %s "
+            "WHERE attempt_id = %s AND token = %s AND state = %s RETURNING attempt_id) "
+            "SELECT pg_notify(%s, attempt_id) FROM done",
+            (DONE, result, attempt_id, token, RUNNING, CHANNEL))
+        return bool(notified)
 
     def request_cancel(self, attempt_id: str) -> None:
         """Ask the attempt to stop: a queued one resolves now, a running one's worker
@@ -146,13 +153,11 @@ class AttemptLeases:
     def collect(self, attempt_id: str) -> str | None:
         """The recorded result, once: it is cleared as it is read (it may be sealed
         secrets, which should not linger)."""
-        with self.store.transaction():
-            rows = self.store.query(
-                "SELECT result FROM attempt_leases WHERE attempt_id = %s AND state = %s "
-                "AND result IS NOT NULL FOR UPDATE", (attempt_id, DONE))
-            if rows:
-                self.store.query("UPDATE attempt_leases SET result = NULL "
-                                 "WHERE attempt_id = %s", (attempt_id,))
+        rows = self.store.query(
+            "UPDATE attempt_leases AS a SET result = NULL FROM (SELECT attempt_id, result "
+            "FROM attempt_leases WHERE attempt_id = %s AND state = %s AND result IS NOT NULL "
+            "FOR UPDATE) AS old WHERE a.attempt_id = old.attempt_id RETURNING old.result",
+            (attempt_id, DONE))
         return str(rows[0][0]) if rows else None
 
     def _resolve(self, attempt_id: str, result: str) -> None:

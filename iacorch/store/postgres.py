@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -61,7 +62,21 @@ _LOCK_UPSERT = (
     f"INSERT INTO locks ({_LOCK}) VALUES ({_marks(base.LOCK_COLUMNS)}) "
     "ON CONFLICT (key) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in base.LOCK_COLUMNS[1:]))
-_DB_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
+_DB_CLOCK = "extract(epoch FROM clock_timestamp())::float8"
+
+
+_IDLE_CHECK = 1.0   # seconds idle after which a pooled connection is pinged before use
+
+
+def _stamp_idle(conn: psycopg.Connection[Any]) -> None:
+    conn._iacorch_idle_since = time.monotonic()  # type: ignore[attr-defined]
+
+
+def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
+    """Ping a connection that sat idle (the server may have restarted meanwhile); one
+    used a moment ago is as good as a ping, which would double every round trip."""
+    if time.monotonic() - getattr(conn, "_iacorch_idle_since", 0.0) > _IDLE_CHECK:
+        conn.execute("")
 
 
 def describe(url: str) -> str:
@@ -107,7 +122,7 @@ class PostgresStore:
                 upgrade(conn, self.where)
             self._pool = ConnectionPool(url, kwargs=kwargs, min_size=1,
                                         max_size=max(2, max_connections), open=True,
-                                        check=ConnectionPool.check_connection,
+                                        check=_check_if_idle, reset=_stamp_idle,
                                         timeout=connect_timeout, name="iacorch")
 
     # --- plumbing -----------------------------------------------------------------------
@@ -288,7 +303,14 @@ class PostgresStore:
         """The database's clock (every host judges leases by it), unless a clock was given."""
         if self._clock is not None:
             return self._clock()
-        return float(self.query(_DB_NOW)[0][0])
+        return float(self.query(f"SELECT {_DB_CLOCK}")[0][0])
+
+    def now_sql(self) -> tuple[str, tuple[Any, ...]]:
+        """`now()` as an SQL expression and its parameters: a statement that stamps a
+        time then needs no round trip of its own to read the clock."""
+        if self._clock is not None:
+            return "%s", (self._clock(),)
+        return _DB_CLOCK, ()
 
     def get_lock(self, key: str) -> LockHolder | None:
         """The holder of `key`; inside a transaction, the key stays ours until it ends,

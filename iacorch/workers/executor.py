@@ -47,7 +47,9 @@ class CeleryExecutor:
         self.pools, self.cancel = dict(pools), cancel
         self.lease_seconds, self.poll = lease_seconds, poll
         self._waiting: dict[str, threading.Event] = {}
+        self._listening = threading.Event()
         threading.Thread(target=self._listen, name="attempt-notices", daemon=True).start()
+        self._listening.wait(5.0)  # else the first attempts would only be polled for
 
     def run(self, spec: StageSpec, masker: Masker) -> StageResult:
         """Run the attempt on its stage's pool (or here, for a stage without one)."""
@@ -83,11 +85,14 @@ class CeleryExecutor:
                 woken: threading.Event) -> StageResult:
         asked_to_stop = False
         while True:
+            notified = woken.wait(self.poll)  # set by a NOTIFY since it was created
             woken.clear()
             try:
                 text = self.leases.collect(attempt_id)
                 if text is not None:
                     return result_from_text(text)
+                if notified:
+                    continue
                 if self.cancel.interrupted and not asked_to_stop:
                     self.leases.request_cancel(attempt_id)
                     asked_to_stop = True
@@ -96,13 +101,13 @@ class CeleryExecutor:
             except StoreError:
                 if self.cancel.interrupted:  # no database to wait on: stop here
                     return result_from_text(CANCELLED)
-            woken.wait(self.poll)
 
     def _listen(self) -> None:
         """Wake the waiter of each attempt the store NOTIFYs about (reconnecting)."""
         while True:
             try:
                 with self.leases.store.listen(CHANNEL) as conn:
+                    self._listening.set()
                     for notice in conn.notifies():
                         waiter = self._waiting.get(notice.payload)
                         if waiter is not None:

@@ -9,6 +9,7 @@ a result is recorded only under the token that started it.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
@@ -44,7 +45,6 @@ class AttemptRunner:
 
     def run(self, attempt_id: str, request: str) -> None:
         """Handle one delivered copy of the attempt; returns when it may be acknowledged."""
-        self._retry(lambda: self.leases.received(attempt_id))
         claim = self._claim(attempt_id)
         if claim is None:
             return
@@ -72,8 +72,11 @@ class AttemptRunner:
             return StageResult.failure(masker.mask(f"the worker could not run it: {exc!r}"))
 
     def _claim(self, attempt_id: str) -> Claim | None:
+        first = True
         while True:
-            claim: Claim = self._retry(lambda: self.leases.claim(attempt_id, self.name))
+            claim: Claim = self._retry(functools.partial(
+                self.leases.claim, attempt_id, self.name, delivered=first))
+            first = False
             if claim.verdict is Verdict.RUN:
                 return claim
             if claim.verdict is Verdict.DONE:
