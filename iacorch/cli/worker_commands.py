@@ -35,7 +35,9 @@ def worker(pool: str, concurrency: int, broker_url: str | None,
     if not broker_url:
         raise UsageError("a worker needs a broker",
                          hint=f"give --broker redis://host:6379/0 or set ${BROKER_VARIABLE}")
-    if not store_url:
+    from iacorch.store import is_postgres_url
+
+    if not store_url or not is_postgres_url(store_url):
         raise UsageError("a worker needs the coordinators' PostgreSQL store",
                          hint="give --store postgresql://... or set $IACORCH_STORE")
     serve(pool, concurrency, store_url, broker_url)

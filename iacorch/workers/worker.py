@@ -114,16 +114,13 @@ class AttemptRunner:
 
 
 def serve(pool: str, concurrency: int, store_url: str, broker_url: str) -> None:
-    """Run a worker of `pool` until it is stopped (SIGTERM: after its running tasks)."""
-    from iacorch.store import open_store
+    """Run a worker of `pool` on the PostgreSQL store `store_url` until it is stopped
+    (SIGTERM: after its running tasks)."""
     from iacorch.store.postgres import PostgresStore
 
     from .results import CANCELLED, LOST
 
-    store = open_store(store_url)
-    if not isinstance(store, PostgresStore):
-        raise StoreError("a worker needs the coordinators' PostgreSQL store",
-                         hint="start it with --store postgresql://... (or $IACORCH_STORE)")
+    store = PostgresStore(store_url)
     leases = AttemptLeases(store, LOST, CANCELLED)
     name = f"{pool}@{socket.gethostname()}.{os.getpid()}"
     runner = AttemptRunner(leases, name, ProcessRunner())

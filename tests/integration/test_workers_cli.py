@@ -244,3 +244,19 @@ def test_a_restart_of_the_database_or_the_broker_mid_run_costs_no_stage(
     out, _ = coordinator.communicate(timeout=90)
     assert coordinator.returncode == 0, out
     assert ledger.read_text().splitlines() == ["first", "second"]
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"IACORCH_STORE": ""}, "only with a PostgreSQL store"),
+    ({"IACORCH_VISIBILITY_TIMEOUT": "60"}, "longer than the broker's visibility timeout")])
+def test_a_pooled_run_that_cannot_be_fenced_is_refused_before_anything_runs(
+        cluster: Cluster, env: dict[str, str], expected: str) -> None:
+    cluster.project.write("rb.yaml", """
+        version: 1
+        name: rb
+        stages:
+          a: {kind: provision, pool: w1, timeout: 2m, shell: {run: "touch ran"}}
+        """)
+    result = cluster.project.run("apply", "rb.yaml", env=env)
+    assert result.code == 64 and expected in result.err, result.text
+    assert "Traceback" not in result.text and not (cluster.project.root / "ran").exists()
