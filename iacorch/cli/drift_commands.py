@@ -94,10 +94,10 @@ def drift(runbook: str, stages: tuple[str, ...], remediate: bool, lock_timeout: 
 def _remediate(plan: Plan, runtime: Runtime, report: DriftReport, lock_timeout: float) -> int:
     """`iacorch apply --target` the drifted stages and the applied provision/configure stages
     downstream of them, through the normal apply path; its exit code."""
-    from iacorch.cli.notifications import notify_run_end
+    from iacorch.cli.notifications import run_end_sink
     from iacorch.engine.drift import last_applications
     from iacorch.engine.drift_rules import remediation_targets
-    from iacorch.engine.runner import RunOptions
+    from iacorch.engine.run_state import RunOptions
     from iacorch.engine.runs import new_run_id, start_run
     from iacorch.model.status import Operation
 
@@ -110,12 +110,12 @@ def _remediate(plan: Plan, runtime: Runtime, report: DriftReport, lock_timeout: 
     runtime.store.append_audit("drift_remediation", run_id=run_id, actor=runtime.identity,
                                data={"drift_run": report.run_id, "drifted": report.drifted,
                                      "targets": list(targets)})
+    run_end_sink(plan, runtime)
     with forward_interrupts(runtime):
         outcome = start_run(plan, runtime, RunOptions(operation=Operation.APPLY,
                                                       targets=targets),
                             lock_timeout=lock_timeout, run_id=run_id)
     print_summary(outcome, runtime)
-    notify_run_end(plan, runtime, outcome)
     return exit_code_for(outcome.status, runtime.interrupt_signal)
 
 

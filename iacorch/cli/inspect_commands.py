@@ -12,7 +12,7 @@ import click
 
 from iacorch.cli.session import open_store, state_dir_for, store_option
 from iacorch.errors import UsageError
-from iacorch.model.status import RunStatus, StageStatus
+from iacorch.model.status import Choice, Phase, RunStatus, StageStatus
 from iacorch.store.base import RunRecord, Store, pid_alive
 
 _PROBLEMS_SHOWN = 20  # stage records listed by `audit verify`; the count says how many more
@@ -111,7 +111,7 @@ def show(run_id: str, store_url: str | None, as_json: bool) -> None:
     stages = store.stage_records(run.id)
     report = run_report(run, stages)
     report["run"]["status"] = effective_status(run).value
-    undo = store.stage_records(run.id, phase="rollback")
+    undo = store.stage_records(run.id, phase=Phase.ROLLBACK)
     report["rollback"] = [{"id": sid, "status": rec.status.value, "error": rec.error}
                           for sid, rec in undo.items()]
     from iacorch.cli.drift_commands import history_report, history_text
@@ -125,6 +125,10 @@ def show(run_id: str, store_url: str | None, as_json: bool) -> None:
                f"({run.workspace})  by {run.user or '?'}")
     click.echo(f"  started {_when(run.started_at)}, finished {_when(run.finished_at)}, "
                f"plan {run.plan_hash[:12]}")
+    if run.vars:
+        click.echo("  vars: " + ", ".join(
+            f"{name}={value if isinstance(value, str) else json.dumps(value)}"
+            for name, value in run.vars.items()))
     if run.error:
         click.echo(f"  error: {run.error}")
     for stage in report["stages"]:
@@ -245,7 +249,7 @@ def _decide(decision: str, run_id: str, gate: str, comment: str | None,
 
     identity = current_identity()
     run = decide_gate(open_store(store_url), run_id, gate,
-                      Decision(identity, decision, comment, parse_var_flags(inputs)),
+                      Decision(identity, Choice(decision), comment, parse_var_flags(inputs)),
                       time.time())
     click.echo(f"{identity} {_PAST[decision]} {gate} of run {run.id}")
 

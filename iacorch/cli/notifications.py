@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -42,18 +42,11 @@ def send(plan: Plan, runtime: Runtime, notifications: Sequence[Notification]) ->
             log(f"notify: {notification.event} not sent: {exc}")
 
 
-def notify_run_end(plan: Plan, runtime: Runtime, outcome: Any,
-                   operation: str | None = None) -> None:
-    """Tell the channels how a run ended (succeeded, failed, waiting for approval...)."""
-    if runtime.interrupt_signal is not None or plan.runbook is None \
-            or not plan.runbook.notify:
+def run_end_sink(plan: Plan, runtime: Runtime) -> None:
+    """Let the runbook's `notify:` channels hear how the command's run ends."""
+    if plan.runbook is None or not plan.runbook.notify:
         return
-    from iacorch.engine.notify_events import run_notifications
+    from iacorch.engine.notify import RunEndNotifier
 
-    if operation is None:
-        operation = runtime.store.get_run(outcome.run_id).operation
-    send(plan, runtime, run_notifications(
-        runbook=plan.name, workspace=plan.workspace, operation=operation,
-        run_id=outcome.run_id, status=outcome.status, errors=outcome.errors,
-        statuses=outcome.statuses, elapsed=outcome.elapsed, deadline=outcome.deadline,
-        deadline_breached=outcome.deadline_breached_now, waiting_gates=outcome.waiting_gates))
+    runtime.sinks.append(RunEndNotifier(plan, runtime, only=only_channels(),
+                                        log=lambda line: click.echo(f"  {line}", err=True)))

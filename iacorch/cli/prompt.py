@@ -17,6 +17,7 @@ import click
 
 from iacorch.engine.gates import GateAnswer, GateRequest
 from iacorch.model.results import diff_preview
+from iacorch.model.status import Choice
 
 _POLL = 0.1  # seconds between looks at the cancel token while waiting for a line
 
@@ -118,4 +119,4 @@ def _ask(request: GateRequest, terminal: _Terminal) -> GateAnswer | None:
     comment = terminal.text("  comment", "")
     if comment is None:
         return None
-    return GateAnswer(choice, inputs, comment or None)
+    return GateAnswer(Choice(choice), inputs, comment or None)

@@ -24,7 +24,7 @@ from iacorch.model.fields import parse_duration
 from iacorch.model.status import Operation, StageKind
 
 if TYPE_CHECKING:
-    from iacorch.engine.runner import RunOutcome
+    from iacorch.engine.run_state import RunOutcome
     from iacorch.engine.runtime import Runtime
     from iacorch.model.plan import Plan
     from iacorch.store.base import RunRecord
@@ -83,7 +83,7 @@ def _execute(operation: Operation, runbook: str, var_flags: tuple[str, ...],
              targets: tuple[str, ...], concurrency: int | None, lock_timeout: float,
              json_events: bool, quiet: bool, reports: tuple[str, ...],
              summary: str | None) -> None:
-    from iacorch.engine.runner import RunOptions
+    from iacorch.engine.run_state import RunOptions
     from iacorch.engine.runs import new_run_id, start_run
 
     plan = compile_plan(runbook, var_flags, var_files)
@@ -113,26 +113,25 @@ def write_and_summarise(runtime: Runtime, outcome: RunOutcome, reports: tuple[st
 
 
 def _finish(runtime: Runtime, outcome: RunOutcome, reports: tuple[str, ...],
-            summary: str | None, plan: Plan | None = None) -> None:
+            summary: str | None) -> None:
     write_and_summarise(runtime, outcome, reports, summary)
-    if plan is not None:  # the runbook's `notify:` channels hear how the run ended
-        from iacorch.cli.notifications import notify_run_end
-
-        notify_run_end(plan, runtime, outcome)
     raise click.exceptions.Exit(exit_code_for(outcome.status, runtime.interrupt_signal))
 
 
 def _drive(runtime: Runtime, plan: Plan, header: str | None, work: Callable[[], RunOutcome],
            reports: tuple[str, ...] = (), summary: str | None = None) -> None:
     """Run `work` with interrupts forwarded, then report and exit with the outcome's code."""
+    from iacorch.cli.notifications import run_end_sink
+
     if header:
         click.echo(header, err=True)
+    run_end_sink(plan, runtime)
     try:
         with forward_interrupts(runtime):
             outcome = work()
     finally:
         close_sinks(runtime)
-    _finish(runtime, outcome, reports, summary, plan)
+    _finish(runtime, outcome, reports, summary)
 
 
 def _existing(run_id: str, store_url: str | None, json_events: bool,
@@ -169,7 +168,7 @@ def plan_command(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str,
     """Dry run of every stage: terraform plan, pulumi preview, ansible check+diff;
     shell and http stages are shown as "would run". Nothing is changed."""
     from iacorch.engine.plan_report import has_pending_changes, plan_counts, stage_plans
-    from iacorch.engine.runner import RunOptions
+    from iacorch.engine.run_state import RunOptions
     from iacorch.engine.runs import new_run_id, plan_run
     from iacorch.model.status import RunStatus
 

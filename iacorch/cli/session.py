@@ -18,7 +18,7 @@ from iacorch.errors import ExitCode
 from iacorch.model.status import Operation, RunStatus, StageStatus
 
 if TYPE_CHECKING:
-    from iacorch.engine.runner import RunOutcome
+    from iacorch.engine.run_state import RunOutcome
     from iacorch.engine.runtime import Runtime
     from iacorch.model.plan import Plan
     from iacorch.store.base import Store

@@ -9,6 +9,7 @@ from typing import Any
 
 from iacorch.errors import ApprovalError
 from iacorch.model.plan import ApprovalGate
+from iacorch.model.status import Choice
 from iacorch.store.base import ApprovalRecord, Store
 
 
@@ -32,12 +33,12 @@ def evaluate_gate(gate: ApprovalGate, records: Sequence[ApprovalRecord],
     """Decide a gate from the recorded decisions that are bound to this plan hash."""
     current = [r for r in records if r.plan_hash == plan_hash]
     for record in current:
-        if record.decision == "reject":
+        if record.decision == Choice.REJECT:
             return GateState(GateDecision.REJECTED, rejected_by=record.identity)
     approvers: list[str] = []
     inputs: dict[str, Any] = {}
     for record in current:
-        if record.decision == "approve" and record.identity not in approvers:
+        if record.decision == Choice.APPROVE and record.identity not in approvers:
             approvers.append(record.identity)
             for name, value in record.inputs.items():
                 inputs.setdefault(name, value)  # the first approver's answer stands
@@ -69,7 +70,7 @@ class Decision:
     """One person's answer at a gate, and how their identity was proven (`via`)."""
 
     identity: str
-    decision: str                           # approve | reject
+    decision: Choice
     comment: str | None = None
     inputs: Mapping[str, str] = field(default_factory=dict)
     via: str = "command line"               # terminal, command line, api token, ...
@@ -97,7 +98,7 @@ def record_decision(store: Store, opened: OpenGate, decision: Decision, now: flo
                                  f"({gate.on_timeout})")
     existing = store.approvals(opened.run_id, opened.gate_id)
     check_decider(gate, decision.identity, opened.started_by, existing, opened.gate_hash)
-    values = (check_inputs(gate, dict(decision.inputs)) if decision.decision == "approve"
+    values = (check_inputs(gate, dict(decision.inputs)) if decision.decision is Choice.APPROVE
               else {})
     with store.transaction(durable=True):
         store.record_approval(ApprovalRecord(

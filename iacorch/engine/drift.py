@@ -321,6 +321,6 @@ def _run_record(plan: Plan, runtime: Runtime, run_id: str, masker: Masker, start
         id=run_id, runbook=plan.name, runbook_path=str(plan.path.resolve()),
         workspace=plan.workspace, plan_hash=plan.plan_hash,
         vars=masker.mask_value(dict(plan.vars)),  # type: ignore[arg-type]
-        status=RunStatus.RUNNING, operation=Operation.DRIFT.value, started_at=started,
+        status=RunStatus.RUNNING, operation=Operation.DRIFT, started_at=started,
         user=runtime.identity, host=runtime.host, pid=runtime.pid,
         details={"selection": {"stages": list(selection)}})

@@ -16,7 +16,7 @@ from iacorch.model.events import Event, EventKind
 from iacorch.model.plan import PlannedStage
 from iacorch.model.registry import driver_spec
 from iacorch.model.results import StageResult
-from iacorch.model.status import Operation
+from iacorch.model.status import Choice, OnTimeout, Operation
 from iacorch.runbook.templating import TemplateProblem
 
 from .approvals import (
@@ -66,7 +66,7 @@ class GateRequest:
 
 @dataclass(frozen=True)
 class GateAnswer:
-    decision: str                         # approve | reject
+    decision: Choice
     inputs: Mapping[str, str] = field(default_factory=dict)
     comment: str | None = None
 
@@ -162,11 +162,11 @@ class GateKeeper:
         action = stage.approval.on_timeout
         r.rt.store.append_audit("approval_expired", run_id=r.run_id, stage_id=stage.id,
                                 data={"on_timeout": action})
-        if action == "approve":
+        if action is OnTimeout.APPROVE:
             return GateOutcome(GateVerdict.APPROVED, "approved by its timeout (on_timeout: "
                                "approve)")
         discard_saved_plans(saved)
-        if action == "cancel":
+        if action is OnTimeout.CANCEL:
             return GateOutcome(GateVerdict.CANCELLED, "nobody decided in time (on_timeout: "
                                "cancel); the run stops and can be resumed")
         return GateOutcome(GateVerdict.REJECTED, "nobody decided in time (on_timeout: reject)")

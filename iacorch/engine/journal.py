@@ -8,7 +8,7 @@ from typing import Any
 
 from iacorch.model.masking import Masker
 from iacorch.model.results import StageResult
-from iacorch.model.status import RunStatus, StageStatus
+from iacorch.model.status import Phase, RunStatus, StageStatus
 from iacorch.store.audit import COVERS_STAGES, stage_audit_data
 from iacorch.store.base import RunRecord, StageRecord, Store
 
@@ -26,7 +26,7 @@ class Journal:
     """Writes runs, stage attempts and audit events for one run."""
 
     def __init__(self, store: Store, run_id: str, masker: Masker, actor: str,
-                 phase: str = "forward") -> None:
+                 phase: Phase = Phase.FORWARD) -> None:
         self.store, self.run_id, self.masker, self.actor = store, run_id, masker, actor
         self.phase = phase
 

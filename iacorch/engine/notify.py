@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from iacorch import __version__
+from iacorch.model.events import Event, EventKind
 from iacorch.model.masking import Masker
 from iacorch.process import ProcessRunner
 from iacorch.runbook.templating import TemplateProblem, Templates
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
 
     from .runtime import Runtime
 
-EVENTS = ("succeeded", "failed", "rollback_failed", "approval_requested", "drift",
-          "schedule_failed", "deadline_breached")
 _RETRY_STATUS = frozenset({408, 429})
 _OUTPUT_TAIL = 5
 
@@ -189,6 +188,41 @@ def _where(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port
                                                          else "")
+
+
+class RunEndNotifier:
+    """An event sink: when a run finishes, the runbook's channels hear how it ended.
+
+    Any front door (the CLI, the server, a worker's coordinator) adds one to its Runtime;
+    a run interrupted by a signal tells nothing. Delivery failures are logged, never raised.
+    """
+
+    def __init__(self, plan: Plan, runtime: Runtime, *, log: Callable[[str], None],
+                 only: Sequence[str] = ()) -> None:
+        self.plan, self.runtime, self.log, self.only = plan, runtime, log, tuple(only)
+
+    def handle(self, event: Event) -> None:
+        if event.kind is not EventKind.RUN_FINISHED or self.runtime.interrupt_signal is not None:
+            return
+        from iacorch.model.status import RunStatus, StageStatus
+
+        from .notify_events import run_notifications
+
+        data = event.data
+        notifications = run_notifications(
+            runbook=self.plan.name, workspace=self.plan.workspace, operation=data["operation"],
+            run_id=event.run_id, status=RunStatus(data["status"]), errors=data["errors"],
+            statuses={sid: StageStatus(s) for sid, s in data["stages"].items()},
+            elapsed=data["elapsed"], deadline=data["deadline"],
+            deadline_breached=data["deadline_breached"], waiting_gates=data["waiting_gates"])
+        if not notifications:
+            return
+        notifier = notifier_for(self.plan, self.runtime, log=self.log)
+        for notification in notifications:
+            try:
+                notifier.send(notification, self.only)
+            except Exception as exc:  # noqa: BLE001 - a notification never fails a run
+                self.log(f"notify: {notification.event} not sent: {exc}")
 
 
 def notifier_for(plan: Plan, runtime: Runtime, *, log: Callable[[str], None],

@@ -103,17 +103,3 @@ def ready_to_undo(plan: Plan, pending: Iterable[str], done: set[str]) -> list[st
                 waiting_on[need] += 1
     return [sid for sid in plan.stages if sid in pending_set and sid not in done
             and waiting_on[sid] == 0]
-
-
-def rollback_order(plan: Plan, stage_ids: Iterable[str]) -> list[list[str]]:
-    """Layers of stages that may be undone in parallel, dependents first."""
-    pending = [sid for sid in stage_ids if sid in plan.stages]
-    done: set[str] = set()
-    layers: list[list[str]] = []
-    while len(done) < len(pending):
-        layer = ready_to_undo(plan, [s for s in pending if s not in done], done)
-        if not layer:
-            raise ValueError("rollback order: the plan's graph has a cycle")
-        layers.append(layer)
-        done.update(layer)
-    return layers

@@ -11,14 +11,15 @@ from iacorch.errors import UsageError
 from iacorch.model.events import Event, EventKind
 from iacorch.model.masking import Masker
 from iacorch.model.plan import Plan
-from iacorch.model.status import Operation, RunStatus, StageStatus
+from iacorch.model.status import Operation, Phase, RunStatus, StageStatus
 from iacorch.store.audit import stage_audit_data
 from iacorch.store.base import RunRecord, StageRecord, pid_alive
 
 from .journal import Journal
 from .locks import RunLock, lock_key
 from .rendering import UnkeptOutput
-from .runner import Runner, RunOptions, RunOutcome, RunState
+from .run_state import RunOptions, RunOutcome, RunState
+from .runner import Runner
 from .runtime import Runtime
 from .secrets import resolve_secrets
 from .undo_runs import previous_run, run_destroy, run_rollback, skip_undo
@@ -32,8 +33,7 @@ def new_run_id(now: float) -> str:
 def start_run(plan: Plan, runtime: Runtime, options: RunOptions, *,
               lock_timeout: float = 0.0, run_id: str | None = None) -> RunOutcome:
     """Create a run for `plan` and drive it to an outcome under the runbook's lock."""
-    secrets = resolve_secrets(plan.runbook.secrets, plan.root)
-    masker = Masker(secrets.values())
+    secrets, masker = _secrets(plan)
     run_id = run_id or new_run_id(runtime.clock())
     lock = RunLock(runtime.store, lock_key(plan.name, plan.workspace), run_id,
                    host=runtime.host, pid=runtime.pid)
@@ -51,8 +51,7 @@ def start_run(plan: Plan, runtime: Runtime, options: RunOptions, *,
 
 def plan_run(plan: Plan, runtime: Runtime, options: RunOptions, *, run_id: str) -> RunOutcome:
     """A dry run of the whole runbook: recorded, but it takes no lock and changes nothing."""
-    secrets = resolve_secrets(plan.runbook.secrets, plan.root)
-    masker = Masker(secrets.values())
+    secrets, masker = _secrets(plan)
     journal = Journal(runtime.store, run_id, masker, runtime.identity)
     journal.start_run(_record(plan, runtime, run_id, Operation.PLAN, masker, options))
     runner = Runner(plan, runtime, run_id, secrets=secrets, masker=masker, journal=journal,
@@ -64,13 +63,12 @@ def resume_run(plan: Plan, run: RunRecord, runtime: Runtime, *, rerun_interrupte
                lock_timeout: float = 0.0, concurrency: int | None = None) -> RunOutcome:
     """Continue a run: finished stages keep their outputs, the rest run (again)."""
     _refuse_if_alive(run, runtime)
-    if run.details.get("phase") == "rollback" or run.status in (RunStatus.ROLLING_BACK,
+    if run.details.get("phase") == Phase.ROLLBACK or run.status in (RunStatus.ROLLING_BACK,
                                                                  RunStatus.ROLLBACK_FAILED):
         return rollback_run(plan, run, runtime, concurrency=concurrency)
     if run.status is RunStatus.SUCCEEDED:
         raise UsageError(f"run {run.id} already succeeded; there is nothing to resume")
-    secrets = resolve_secrets(plan.runbook.secrets, plan.root)
-    masker = Masker(secrets.values())
+    secrets, masker = _secrets(plan)
     lock = RunLock(runtime.store, lock_key(plan.name, plan.workspace), run.id,
                    host=runtime.host, pid=runtime.pid)
     lock.acquire(wait=lock_timeout)
@@ -97,9 +95,7 @@ def resume_run(plan: Plan, run: RunRecord, runtime: Runtime, *, rerun_interrupte
 def _finish(runner: Runner, journal: Journal, runtime: Runtime) -> RunOutcome:
     """Run the loop, then what follows it (rollback, `finally`), telling the sinks."""
     plan = runner.plan
-    runtime.emit(Event(EventKind.RUN_STARTED, runner.run_id, data={
-        "runbook": plan.name, "workspace": plan.workspace, "plan_hash": plan.plan_hash,
-        "operation": runner.options.operation.value}))
+    _announce(runtime, plan, runner.run_id, runner.options.operation.value)
     outcome = runner.run()
     runner.check_deadline()    # passed after the loop's last look
     status = outcome.status
@@ -121,11 +117,11 @@ def _finish(runner: Runner, journal: Journal, runtime: Runtime) -> RunOutcome:
     if runner.check_deadline():   # passed while rolling back or in `finally:`
         runtime.store.update_run(runner.run_id, status=status,
                                  details={"deadline_breached": True})
-    runtime.emit(Event(EventKind.RUN_FINISHED, runner.run_id, data={
-        "status": status.value, "elapsed": round(runner.elapsed(), 3)}))
-    return RunOutcome(outcome.run_id, status, outcome.statuses, outcome.errors,
-                      runner.elapsed(), outcome.deadline, outcome.waiting_gates, undo,
-                      outcome.warnings, deadline_breached_now=runner.breached_now)
+    ended = RunOutcome(outcome.run_id, status, outcome.statuses, outcome.errors,
+                       runner.elapsed(), outcome.deadline, outcome.waiting_gates, undo,
+                       outcome.warnings, deadline_breached_now=runner.breached_now)
+    runtime.emit(ended.finished_event(runner.options.operation.value))
+    return ended
 
 
 def rollback_run(plan: Plan, run: RunRecord, runtime: Runtime, *,
@@ -140,8 +136,7 @@ def rollback_run(plan: Plan, run: RunRecord, runtime: Runtime, *,
     if skip and not reason.strip():
         raise UsageError("--skip needs a --reason", hint="say what was done by hand "
                          "(or why there is nothing to undo): it goes to the audit log")
-    secrets = resolve_secrets(plan.runbook.secrets, plan.root)
-    masker = Masker(secrets.values())
+    secrets, masker = _secrets(plan)
     lock = RunLock(runtime.store, lock_key(plan.name, plan.workspace), run.id,
                    host=runtime.host, pid=runtime.pid)
     lock.acquire()
@@ -151,19 +146,22 @@ def rollback_run(plan: Plan, run: RunRecord, runtime: Runtime, *,
             skip_undo(plan, runtime, run.id, skip, reason=reason)
         runtime.store.update_run(run.id, status=run.status, details={"phase": "rollback"})
         runtime.store.append_audit("rollback_requested", run_id=run.id, actor=runtime.identity)
+        _announce(runtime, plan, run.id, run.operation)
         status, undo = run_rollback(plan, runtime, run.id, secrets=secrets, masker=masker,
                                     concurrency=concurrency)
     finally:
         lock.release()
     statuses = {sid: rec.status for sid, rec in runtime.store.stage_records(run.id).items()}
-    return RunOutcome(run.id, status, statuses, {}, time.monotonic() - started, None, (), undo)
+    outcome = RunOutcome(run.id, status, statuses, {}, time.monotonic() - started, None, (),
+                         undo)
+    runtime.emit(outcome.finished_event(run.operation))
+    return outcome
 
 
 def destroy(plan: Plan, runtime: Runtime, *, run_id: str, lock_timeout: float = 0.0,
             concurrency: int | None = None) -> RunOutcome:
     """A destroy run: every stage's way down, in reverse dependency order."""
-    secrets = resolve_secrets(plan.runbook.secrets, plan.root)
-    masker = Masker(secrets.values())
+    secrets, masker = _secrets(plan)
     lock = RunLock(runtime.store, lock_key(plan.name, plan.workspace), run_id,
                    host=runtime.host, pid=runtime.pid)
     lock.acquire(wait=lock_timeout)
@@ -172,6 +170,7 @@ def destroy(plan: Plan, runtime: Runtime, *, run_id: str, lock_timeout: float = 
         journal = Journal(runtime.store, run_id, masker, runtime.identity)
         journal.start_run(_record(plan, runtime, run_id, Operation.DESTROY, masker,
                                   RunOptions(operation=Operation.DESTROY)))
+        _announce(runtime, plan, run_id, Operation.DESTROY.value)
         status, undo = run_destroy(plan, runtime, run_id, secrets=secrets, masker=masker,
                                    journal=journal, concurrency=concurrency)
         journal.run_status(status, finished_at=runtime.clock(),
@@ -179,8 +178,22 @@ def destroy(plan: Plan, runtime: Runtime, *, run_id: str, lock_timeout: float = 
     finally:
         lock.release()
     statuses = {sid: rec.status for sid, rec in runtime.store.stage_records(run_id).items()}
-    return RunOutcome(run_id, status, statuses, dict(undo.failed), time.monotonic() - started,
-                      None, (), undo)
+    outcome = RunOutcome(run_id, status, statuses, dict(undo.failed),
+                         time.monotonic() - started, None, (), undo)
+    runtime.emit(outcome.finished_event(Operation.DESTROY.value))
+    return outcome
+
+
+def _announce(runtime: Runtime, plan: Plan, run_id: str, operation: str) -> None:
+    runtime.emit(Event(EventKind.RUN_STARTED, run_id, data={
+        "runbook": plan.name, "workspace": plan.workspace, "plan_hash": plan.plan_hash,
+        "operation": operation}))
+
+
+def _secrets(plan: Plan) -> tuple[dict[str, str], Masker]:
+    """The runbook's secrets, resolved once for this run, and the masker that hides them."""
+    secrets = resolve_secrets(plan.runbook.secrets, plan.root)
+    return secrets, Masker(secrets.values())
 
 
 def _refuse_if_alive(run: RunRecord, runtime: Runtime) -> None:
@@ -196,7 +209,7 @@ def _record(plan: Plan, runtime: Runtime, run_id: str, operation: Operation, mas
         id=run_id, runbook=plan.name, runbook_path=str(plan.path.resolve()),
         workspace=plan.workspace, plan_hash=plan.plan_hash,
         vars=masker.mask_value(dict(plan.vars)),  # type: ignore[arg-type]
-        status=RunStatus.RUNNING, operation=operation.value, started_at=runtime.clock(),
+        status=RunStatus.RUNNING, operation=operation, started_at=runtime.clock(),
         user=runtime.identity, host=runtime.host, pid=runtime.pid,
         details=_details(plan, options))
 

@@ -35,21 +35,6 @@ def select_stages(plan: Plan, *, only: Iterable[str] = (), targets: Iterable[str
     return selected
 
 
-def ready_stages(plan: Plan, statuses: Mapping[str, StageStatus],
-                 selected: set[str]) -> list[str]:
-    """Pending selected stages whose needs are done (or unselected), in plan order."""
-    ready = []
-    for stage_id, stage in plan.stages.items():
-        if statuses.get(stage_id, StageStatus.PENDING) is not StageStatus.PENDING:
-            continue
-        if stage_id not in selected:
-            continue
-        if all(need not in selected or statuses.get(need, StageStatus.PENDING).is_done
-               for need in stage.needs):
-            ready.append(stage_id)
-    return ready
-
-
 def blocked_stages(plan: Plan, statuses: Mapping[str, StageStatus],
                    selected: set[str]) -> dict[str, str]:
     """Pending stages that can never run because a need failed -> the upstream culprit.
@@ -72,7 +57,8 @@ def blocked_stages(plan: Plan, statuses: Mapping[str, StageStatus],
 
 
 class ReadyQueue:
-    """`ready_stages` kept incrementally: O(log n) per change instead of O(stages).
+    """The ready stages (pending, selected, every selected need done), kept incrementally:
+    O(log n) per change instead of O(stages).
 
     Pure bookkeeping with no I/O; the run loop tells it what settled and asks what
     may start. A need outside the selection never holds a stage back.

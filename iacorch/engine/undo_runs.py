@@ -9,7 +9,7 @@ from iacorch.errors import UsageError
 from iacorch.model.events import Event, EventKind
 from iacorch.model.masking import Masker
 from iacorch.model.plan import Plan
-from iacorch.model.status import Operation, RunStatus, StageStatus
+from iacorch.model.status import Operation, Phase, RunStatus, StageStatus
 from iacorch.store.audit import stage_audit_data
 from iacorch.store.base import StageRecord
 
@@ -72,14 +72,14 @@ def run_rollback(plan: Plan, runtime: Runtime, run_id: str, *, secrets: Mapping[
     previous = previous_run(runtime, plan)
     if previous is not None and previous["id"] == run_id:
         previous = None
-    journal = Journal(runtime.store, run_id, masker, runtime.identity, phase="rollback")
+    journal = Journal(runtime.store, run_id, masker, runtime.identity, phase=Phase.ROLLBACK)
     journal.run_status(RunStatus.ROLLING_BACK)
     runtime.emit(Event(EventKind.ROLLBACK_STARTED, run_id))
     forward = runtime.store.stage_records(run_id)
     if outputs is None:
         outputs = {sid: dict(rec.outputs) for sid, rec in forward.items() if rec.status.is_done}
     steps = rollback_steps(plan, runtime, run_id, previous)
-    earlier = runtime.store.stage_records(run_id, phase="rollback")
+    earlier = runtime.store.stage_records(run_id, phase=Phase.ROLLBACK)
     done = {sid for sid, rec in earlier.items() if rec.status is StageStatus.ROLLED_BACK}
     skipped = {sid: rec.error or "skipped" for sid, rec in earlier.items()
                if rec.details.get(SKIPPED_BY)}
@@ -108,7 +108,7 @@ def skip_undo(plan: Plan, runtime: Runtime, run_id: str, stage_ids: Sequence[str
     recorded and audited, so that `iacorch rollback` undoes the rest, these left alone."""
     touched = set(stages_to_undo(plan, {sid: rec.status for sid, rec
                                         in runtime.store.stage_records(run_id).items()}))
-    earlier = runtime.store.stage_records(run_id, phase="rollback")
+    earlier = runtime.store.stage_records(run_id, phase=Phase.ROLLBACK)
     for stage_id in stage_ids:
         if stage_id not in touched:
             raise UsageError(f"run {run_id} did not touch `{stage_id}`: it has nothing to undo",
@@ -122,7 +122,7 @@ def skip_undo(plan: Plan, runtime: Runtime, run_id: str, stage_ids: Sequence[str
             skipped = StageRecord(
                 run_id, stage_id, attempt, StageStatus.SKIPPED, started_at=now,
                 finished_at=now, error=f"undo skipped by {runtime.identity}: {reason}",
-                details={SKIPPED_BY: runtime.identity, "reason": reason}, phase="rollback")
+                details={SKIPPED_BY: runtime.identity, "reason": reason}, phase=Phase.ROLLBACK)
             runtime.store.record_stage(skipped)
             runtime.store.append_audit("rollback_stage_skipped", run_id=run_id,
                                        stage_id=stage_id, actor=runtime.identity,
@@ -140,7 +140,8 @@ def recorded_outputs(runtime: Runtime, plan: Plan) -> dict[str, dict[str, Any]]:
                                        limit=_OUTPUT_HISTORY):
         if run.workspace != plan.workspace:
             continue
-        rolled_back = {sid for sid, rec in runtime.store.stage_records(run.id, "rollback").items()
+        undo_records = runtime.store.stage_records(run.id, Phase.ROLLBACK)
+        rolled_back = {sid for sid, rec in undo_records.items()
                        if rec.status is StageStatus.ROLLED_BACK}
         for stage_id, record in runtime.store.stage_records(run.id).items():
             if record.status in (StageStatus.SUCCEEDED, StageStatus.MARKED_DONE):

@@ -9,6 +9,7 @@ import re
 import shlex
 import threading
 from collections.abc import Collection, Iterable
+from functools import partial
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
@@ -38,13 +39,28 @@ def _encodings(secret: str) -> set[str]:
         shlex.quote(secret),                        # shell.run quotes every value it inserts
         repr(secret)[1:-1],                         # the `pprint` filter
         html.escape(secret),
-        html.escape(secret).replace("&quot;", "&#34;").replace("&#x27;", "&#39;"),  # `escape`
+        _escape(secret),                            # the `escape` filter
         secret.encode("unicode_escape").decode(),
         json.dumps(secret)[1:-1], json_text,        # `tojson`, Python, Ansible
         json_text.translate(_HTML_SAFE_JSON),       # Go's encoding/json (Terraform, Pulumi)
         base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode(),
         *_base64_fragments(raw),
+        *_chained(secret),
     }
+
+
+def _chained(secret: str) -> set[str]:
+    """A case filter and an encoding filter in a row, either way round (`upper | urlencode`)."""
+    cases = (str.upper, str.lower, str.capitalize, _title)
+    encodings = (quote, partial(quote, safe=""), quote_plus, html.escape, _escape,
+                 lambda text: json.dumps(text)[1:-1])
+    return {form for case in cases for encode in encodings
+            for form in (encode(case(secret)), case(encode(secret)))}
+
+
+def _escape(text: str) -> str:
+    """What Jinja's `escape` (`e`) filter makes of `text`."""
+    return html.escape(text).replace("&quot;", "&#34;").replace("&#x27;", "&#39;")
 
 
 def _title(text: str) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from iacorch.errors import Location
-from iacorch.model.status import FailurePolicy, StageKind
+from iacorch.model.status import FailurePolicy, OnTimeout, StageKind
 
 # Why plan and drift skip a stage the runbook marks `dry_run: false`.
 NOT_SAFE_TO_DRY_RUN = "not safe to dry-run (runbook says so)"
@@ -28,7 +28,7 @@ class ApprovalGate:
     message: str | None = None
     inputs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     timeout: float | None = None
-    on_timeout: str = "reject"
+    on_timeout: OnTimeout = OnTimeout.REJECT
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,6 @@ class PlannedStage:
     idempotent: bool = True
     approval: ApprovalGate | None = None
     is_finally: bool = False
-    declared_outputs: tuple[str, ...] | None = None
     mock_outputs: Mapping[str, Any] | None = None
     # where each `stages.X.outputs...` reference of its templates is written, keyed by the
     # path after `stages.` ("net.outputs.cidr"): run-time errors point there

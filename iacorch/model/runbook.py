@@ -12,12 +12,12 @@ import re
 from functools import cache
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, create_model, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from iacorch.errors import PluginError
 from iacorch.model.fields import RuleError, Strict, Templated, VarsDuration
 from iacorch.model.registry import driver_names, driver_specs
-from iacorch.model.status import FailurePolicy, StageKind
+from iacorch.model.status import FailurePolicy, OnTimeout, StageKind
 
 STAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 EXTENSION_KEY = re.compile(r"^x-")  # top-level keys the format ignores, as docker-compose does
@@ -144,7 +144,7 @@ class Stage(ActionFields):
     allow_self_approval: bool | None = None
     message: Templated | None = None
     inputs: dict[str, ApprovalInput] | None = None
-    on_timeout: Literal["reject", "cancel", "approve"] | None = None
+    on_timeout: OnTimeout | None = None
 
     @property
     def is_approval(self) -> bool:
@@ -271,6 +271,14 @@ class Runbook(Strict):
             raise RuleError(f"trigger name `{twice[0]}` is used twice",
                             "give each trigger its own name: it is part of its URL")
         return self
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_is_a_number(cls, value: Any) -> Any:
+        if isinstance(value, bool):   # YAML's `true` would pass as 1
+            raise RuleError(f"`version: {str(value).lower()}` is not a format version",
+                            "write `version: 1`")
+        return value
 
     @model_validator(mode="before")
     @classmethod

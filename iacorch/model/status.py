@@ -21,6 +21,28 @@ class Operation(StrEnum):
     DRIFT = "drift"
 
 
+class Phase(StrEnum):
+    """Which way a run's stages were going when an attempt was recorded."""
+
+    FORWARD = "forward"
+    ROLLBACK = "rollback"
+
+
+class Choice(StrEnum):
+    """What an approver decided at a gate."""
+
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class OnTimeout(StrEnum):
+    """What a gate does when nobody decided before its timeout."""
+
+    REJECT = "reject"
+    CANCEL = "cancel"
+    APPROVE = "approve"
+
+
 class FailurePolicy(StrEnum):
     STOP = "stop"
     CONTINUE = "continue"
@@ -61,8 +83,3 @@ class RunStatus(StrEnum):
     ROLLED_BACK = "rolled_back"
     ROLLBACK_FAILED = "rollback_failed"
     DIED = "died"
-
-    @property
-    def is_resumable(self) -> bool:
-        return self in (RunStatus.FAILED, RunStatus.INTERRUPTED,
-                        RunStatus.WAITING_APPROVAL, RunStatus.DIED, RunStatus.ROLLING_BACK)

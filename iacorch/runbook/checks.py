@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from iacorch.model.registry import driver_names, driver_spec
 from iacorch.model.runbook import APPROVAL_FIELDS, STAGE_ID, Stage
+from iacorch.model.status import StageKind
 from iacorch.runbook.templating import is_template
 
 
@@ -52,6 +53,10 @@ def check_shape(section: str, stage_id: str, stage: Stage) -> Iterator[Finding]:
     if section == "stages" and stage.kind is None:
         yield Finding(f"stage `{stage_id}` has no `kind`", where,
                       "add `kind:` provision, configure, deploy, verify or approval", key=True)
+    if section == "stages" and stage.kind is StageKind.FINALLY:
+        yield Finding(f"stage `{stage_id}` is `kind: finally` under `stages:`",
+                      (*where, "kind"), "move it under a top-level `finally:` section (its "
+                      "stages run once the run has ended), or give it another kind")
     if section == "finally":
         yield from _check_final(stage_id, stage)
     actions = stage.action_types

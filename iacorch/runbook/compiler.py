@@ -16,7 +16,7 @@ from iacorch.errors import Location, Problem, RunbookError
 from iacorch.model.plan import ApprovalGate, Plan, PlannedStage, RetryPolicy
 from iacorch.model.registry import driver_spec, driver_specs, load_plugins
 from iacorch.model.runbook import MAX_FOR_EACH, STAGE_ID, Runbook, Stage, runbook_model
-from iacorch.model.status import StageKind
+from iacorch.model.status import OnTimeout, StageKind
 from iacorch.project import project_root
 from iacorch.runbook.checks import Finding, check_env, check_paths, check_shape
 from iacorch.runbook.compile_time import NOT_RENDERED, CompileTimeValues
@@ -309,7 +309,7 @@ class _Compiler:
                                      is not None else not stage.approvers),
                 message=stage.message,
                 inputs={k: v.model_dump() for k, v in (stage.inputs or {}).items()},
-                timeout=timeout, on_timeout=stage.on_timeout or "reject")
+                timeout=timeout, on_timeout=stage.on_timeout or OnTimeout.REJECT)
         rollback: Any = stage.rollback if isinstance(stage.rollback, str) else dict(
             raw["rollback"])
         destroy: Any = stage.destroy if stage.destroy is None or isinstance(
@@ -327,7 +327,6 @@ class _Compiler:
             retry=retry, on_failure=stage.on_failure, rollback=rollback, destroy=destroy,
             idempotent=_idempotent(stage), approval=approval,
             is_finally=section == "finally",
-            declared_outputs=tuple(stage.outputs) if stage.outputs is not None else None,
             mock_outputs=stage.mock_outputs, reference_locations=places,
             dry_run=stage.dry_run,
             pool=None if stage.is_approval else stage.pool or self.runbook.pool)

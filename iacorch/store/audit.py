@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from iacorch.model.status import StageStatus
+from iacorch.model.status import Phase, StageStatus
 from iacorch.store.base import (
     AuditEntry,
     AuditVerification,
@@ -207,10 +207,10 @@ def stage_problems(entries: Sequence[AuditEntry],
         expected = recorded.pop((run_id, phase, stage_id, attempt), None)
         reason = _row_problem(row, expected, run_id in covered and status not in _NO_RESULT)
         if reason is not None:
-            problems.append(StageRecordProblem(run_id, stage_id, phase, attempt,
+            problems.append(StageRecordProblem(run_id, stage_id, Phase(phase), attempt,
                                                expected[0] if expected else None, reason))
     for (run_id, phase, stage_id, attempt), (seq, _) in recorded.items():
-        problems.append(StageRecordProblem(run_id, stage_id, phase, attempt, seq,
+        problems.append(StageRecordProblem(run_id, stage_id, Phase(phase), attempt, seq,
                                            f"audit entry seq {seq} recorded it, but its row "
                                            "is gone (deleted)"))
     return problems

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from iacorch.errors import RunNotFoundError
-from iacorch.model.status import RunStatus, StageStatus
+from iacorch.model.status import Choice, Operation, Phase, RunStatus, StageStatus
 
-PHASES = ("forward", "rollback")
+PHASES = tuple(Phase)
 
 
 class _Keep(enum.Enum):
@@ -45,7 +45,7 @@ class RunRecord:
     plan_hash: str
     vars: Mapping[str, Any]                  # already masked by the caller
     status: RunStatus
-    operation: str                           # apply | plan | drift | destroy | rollback
+    operation: Operation
     started_at: float
     finished_at: float | None = None
     user: str = ""
@@ -71,7 +71,7 @@ class StageRecord:
     sensitive_outputs: tuple[str, ...] = ()                     # names only
     changes: Mapping[str, Any] | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
-    phase: str = "forward"                                      # forward | rollback
+    phase: Phase = Phase.FORWARD
 
 
 @dataclass(frozen=True)
@@ -111,13 +111,13 @@ class StageRecordProblem:
 
     run_id: str
     stage_id: str
-    phase: str
+    phase: Phase
     attempt: int
     seq: int | None          # the audit entry holding its digest; None when no entry does
     reason: str
 
     def __str__(self) -> str:
-        where = "" if self.phase == "forward" else f", {self.phase}"
+        where = "" if self.phase == Phase.FORWARD else f", {self.phase}"
         return (f"run {self.run_id}, stage {self.stage_id} (attempt {self.attempt}{where}): "
                 f"{self.reason}")
 
@@ -145,7 +145,7 @@ class ApprovalRecord:
     run_id: str
     gate: str
     identity: str
-    decision: str                            # approve | reject
+    decision: Choice
     plan_hash: str
     time: float
     comment: str | None = None
@@ -196,7 +196,7 @@ class Store(Protocol):
         """Insert or replace the attempt (run_id, stage_id, attempt, phase)."""
         ...
 
-    def stage_records(self, run_id: str, phase: str = "forward") -> dict[str, StageRecord]:
+    def stage_records(self, run_id: str, phase: Phase = Phase.FORWARD) -> dict[str, StageRecord]:
         """Stage id -> its latest attempt in `phase`, in the order stages were first recorded."""
         ...
 
@@ -341,7 +341,7 @@ def acquire_lock(store: Store, key: str, run_id: str, *, host: str, pid: int,
     return None
 
 
-def check_phase(phase: str) -> None:
+def check_phase(phase: Phase) -> None:
     if phase not in PHASES:
         raise ValueError(f"stage phase must be one of {', '.join(PHASES)}, not {phase!r}")
 
@@ -399,8 +399,8 @@ def run_from_row(row: tuple[Any, ...]) -> RunRecord:
      user, host, pid, error, details) = row
     return RunRecord(id=id_, runbook=runbook, runbook_path=path, workspace=workspace,
                      plan_hash=plan_hash, vars=load_json(vars_), status=RunStatus(status),
-                     operation=operation, started_at=started, finished_at=finished, user=user,
-                     host=host, pid=pid, error=error, details=load_json(details))
+                     operation=Operation(operation), started_at=started, finished_at=finished,
+                     user=user, host=host, pid=pid, error=error, details=load_json(details))
 
 
 def stage_to_row(rec: StageRecord) -> tuple[Any, ...]:
@@ -420,7 +420,8 @@ def stage_from_row(row: tuple[Any, ...]) -> StageRecord:
                        status=StageStatus(status), started_at=started, finished_at=finished,
                        exit_code=exit_code, error=error, outputs=load_json(outputs),
                        sensitive_outputs=tuple(load_json(sensitive)),
-                       changes=load_json(changes), details=load_json(details), phase=phase)
+                       changes=load_json(changes), details=load_json(details),
+                       phase=Phase(phase))
 
 
 def latest_attempts(records: list[StageRecord]) -> dict[str, StageRecord]:
@@ -449,7 +450,7 @@ def approval_to_row(rec: ApprovalRecord) -> tuple[Any, ...]:
 
 def approval_from_row(row: tuple[Any, ...]) -> ApprovalRecord:
     run_id, gate, identity, decision, plan_hash, time_, comment, inputs = row
-    return ApprovalRecord(run_id=run_id, gate=gate, identity=identity, decision=decision,
+    return ApprovalRecord(run_id=run_id, gate=gate, identity=identity, decision=Choice(decision),
                           plan_hash=plan_hash, time=time_, comment=comment,
                           inputs=load_json(inputs))
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from iacorch.model.status import RunStatus
+from iacorch.model.status import Phase, RunStatus
 from iacorch.store import audit as chain
 from iacorch.store import base
 from iacorch.store.base import (
@@ -142,7 +142,7 @@ class MemoryStore:
         with self.transaction():
             self._stages[(record.run_id, record.phase, record.stage_id, record.attempt)] = row
 
-    def stage_records(self, run_id: str, phase: str = "forward") -> dict[str, StageRecord]:
+    def stage_records(self, run_id: str, phase: Phase = Phase.FORWARD) -> dict[str, StageRecord]:
         base.check_phase(phase)
         with self._lock:
             rows = [row for key, row in self._stages.items() if key[:2] == (run_id, phase)]

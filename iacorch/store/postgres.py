@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from iacorch.errors import StoreError
-from iacorch.model.status import RunStatus
+from iacorch.model.status import Phase, RunStatus
 from iacorch.store import audit as chain
 from iacorch.store import base
 from iacorch.store.base import (
@@ -284,12 +284,13 @@ class PostgresStore:
     def record_stage(self, record: StageRecord) -> None:
         self.query(_STAGE_UPSERT, base.stage_to_row(record))
 
-    def stage_records(self, run_id: str, phase: str = "forward") -> dict[str, StageRecord]:
+    def stage_records(self, run_id: str,
+                      phase: Phase = Phase.FORWARD) -> dict[str, StageRecord]:
         base.check_phase(phase)
         return base.latest_attempts(self._records(
             base.stage_from_row,
             f"SELECT {_STAGE} FROM stages WHERE run_id = %s AND phase = %s ORDER BY n",
-            (run_id, phase)))
+            (run_id, Phase(phase).value)))
 
     def stage_attempts(self, run_id: str, stage_id: str) -> list[StageRecord]:
         return self._records(base.stage_from_row,

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 from iacorch.errors import StoreError
-from iacorch.model.status import RunStatus
+from iacorch.model.status import Phase, RunStatus
 from iacorch.store import audit as chain
 from iacorch.store import base
 from iacorch.store.base import (
@@ -324,7 +324,7 @@ class SqliteStore:
         with self.transaction():
             self._exec(_STAGE_UPSERT, row)
 
-    def stage_records(self, run_id: str, phase: str = "forward") -> dict[str, StageRecord]:
+    def stage_records(self, run_id: str, phase: Phase = Phase.FORWARD) -> dict[str, StageRecord]:
         base.check_phase(phase)
         return base.latest_attempts(self._records(
             base.stage_from_row,

@@ -3,6 +3,8 @@ what a plan found."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
 from iacorch.engine import policies, rollback, scheduler
@@ -41,6 +43,22 @@ def plan_of(*stages, on_failure=FailurePolicy.STOP):
                 workspace="default")
 
 
+def ready_stages(plan: Plan, statuses: Mapping[str, StageStatus],
+                 selected: set[str]) -> list[str]:
+    """The rule ReadyQueue keeps incrementally, written plainly: pending selected stages
+    whose needs are done (or unselected), in plan order."""
+    ready = []
+    for stage_id, stage in plan.stages.items():
+        if statuses.get(stage_id, StageStatus.PENDING) is not StageStatus.PENDING:
+            continue
+        if stage_id not in selected:
+            continue
+        if all(need not in selected or statuses.get(need, StageStatus.PENDING).is_done
+               for need in stage.needs):
+            ready.append(stage_id)
+    return ready
+
+
 DIAMOND = plan_of(stage("a"), stage("b", "a", kind=StageKind.CONFIGURE),
                   stage("c", "a", kind=StageKind.CONFIGURE),
                   stage("d", "b", "c", kind=StageKind.VERIFY))
@@ -56,7 +74,7 @@ DIAMOND = plan_of(stage("a"), stage("b", "a", kind=StageKind.CONFIGURE),
     ({"a": S.SUCCEEDED, "b": S.MARKED_DONE, "c": S.SUCCEEDED}, ["d"]),
 ])
 def test_ready_stages(statuses, ready):
-    assert scheduler.ready_stages(DIAMOND, statuses, set(DIAMOND.stages)) == ready
+    assert ready_stages(DIAMOND, statuses, set(DIAMOND.stages)) == ready
 
 
 def test_selection_by_target_and_kind():
@@ -64,7 +82,7 @@ def test_selection_by_target_and_kind():
     assert scheduler.select_stages(DIAMOND, only=["configure"]) == {"b", "c"}
     assert scheduler.select_stages(DIAMOND, targets=["d"], only=["verify"]) == {"d"}
     # an unselected need does not hold a stage back
-    assert scheduler.ready_stages(DIAMOND, {}, {"b", "c"}) == ["b", "c"]
+    assert ready_stages(DIAMOND, {}, {"b", "c"}) == ["b", "c"]
 
 
 def test_blocking_propagates_with_the_first_culprit():
@@ -95,9 +113,21 @@ def test_failure_policy_stage_overrides_runbook():
     assert policies.failure_policy(plan, plan.stages["b"]) is FailurePolicy.ROLLBACK
 
 
-def test_rollback_order_is_reverse_and_parallel():
-    assert rollback.rollback_order(DIAMOND, ["a", "b", "c", "d"]) == [["d"], ["b", "c"], ["a"]]
-    assert rollback.rollback_order(DIAMOND, ["a", "c"]) == [["c"], ["a"]]
+def undo_layers(plan, stage_ids):
+    """Layers of stages that may be undone in parallel, by ready_to_undo."""
+    done: set[str] = set()
+    layers = []
+    while len(done) < len(stage_ids):
+        layer = rollback.ready_to_undo(plan, [s for s in stage_ids if s not in done], done)
+        assert layer, "no progress: a cycle"
+        layers.append(layer)
+        done.update(layer)
+    return layers
+
+
+def test_undo_is_reverse_and_parallel():
+    assert undo_layers(DIAMOND, ["a", "b", "c", "d"]) == [["d"], ["b", "c"], ["a"]]
+    assert undo_layers(DIAMOND, ["a", "c"]) == [["c"], ["a"]]
 
 
 @pytest.mark.parametrize(("action", "existed", "previous", "kind"), [
@@ -213,7 +243,7 @@ def test_ready_queue_matches_the_pure_rule_through_a_run():
     order = []
     while True:
         ready = list(queue.ready())
-        assert ready == scheduler.ready_stages(DIAMOND, statuses, selected)
+        assert ready == ready_stages(DIAMOND, statuses, selected)
         if not ready:
             break
         stage_id = ready[0]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from iacorch.engine.drift import check_drift
-from iacorch.engine.runner import RunOptions
+from iacorch.engine.run_state import RunOptions
 from iacorch.engine.runs import start_run
 from iacorch.engine.runtime import Runtime
 from iacorch.model.events import Event, EventKind
@@ -163,3 +163,70 @@ def test_a_run_tells_its_sinks_when_it_starts_and_ends(project: Path) -> None:
     assert events[0].kind is EventKind.RUN_STARTED and events[-1].kind is EventKind.RUN_FINISHED
     assert {e.run_id for e in events} == {outcome.run_id}
     assert events[0].data["runbook"] == "seam" and events[-1].data["status"] == "succeeded"
+
+
+def test_rollback_and_destroy_tell_their_sinks_too(project: Path) -> None:
+    from iacorch.engine.runs import destroy, rollback_run
+
+    plan = compile_runbook(runbook(project, """
+        version: 1
+        name: seam
+        stages:
+          only:
+            kind: provision
+            shell: {run: "true"}
+            rollback: {shell: {run: "true"}}
+            destroy: {shell: {run: "true"}}
+        """))
+    events: list[Event] = []
+
+    class Sink:
+        def handle(self, event: Event) -> None:
+            if event.kind in (EventKind.RUN_STARTED, EventKind.RUN_FINISHED):
+                events.append(event)
+
+    rt = runtime(project, RecordingExecutor())
+    applied = start_run(plan, rt, RunOptions())
+    rt.sinks.append(Sink())
+    rollback_run(plan, rt.store.get_run(applied.run_id), rt)
+    destroy(plan, rt, run_id="destroy-1")
+    assert [(e.kind, e.run_id, e.data["operation"]) for e in events] == [
+        (EventKind.RUN_STARTED, applied.run_id, "apply"),
+        (EventKind.RUN_FINISHED, applied.run_id, "apply"),
+        (EventKind.RUN_STARTED, "destroy-1", "destroy"),
+        (EventKind.RUN_FINISHED, "destroy-1", "destroy")]
+    assert events[1].data["status"] == "rolled_back" and events[3].data["status"] == "succeeded"
+
+
+def test_the_store_is_not_write_locked_while_a_person_decides(project: Path) -> None:
+    """A gate's prompt can last an hour: other processes (the server, another apply's
+    approval) must be able to write meanwhile."""
+    from iacorch.engine.gates import GateAnswer, GateRequest
+    from iacorch.model.status import Choice
+    from iacorch.store.sqlite import SqliteStore
+
+    plan = compile_runbook(runbook(project, """
+        version: 1
+        name: seam
+        stages:
+          gate: {kind: approval}
+          after: {kind: deploy, needs: [gate], shell: {run: "true"}}
+        """))
+    path = project / "state.db"
+    writes: list[str] = []
+
+    def prompt(request: GateRequest) -> GateAnswer:
+        other = SqliteStore(path, busy_timeout=0.5)   # another process, as far as SQLite knows
+        try:
+            other.append_audit("written_while_asking")
+            writes.append("ok")
+        finally:
+            other.close()
+        return GateAnswer(Choice.APPROVE)
+
+    rt = Runtime(store=SqliteStore(path), state_dir=project / ".iacorch",
+                 executor=RecordingExecutor(), interactive=True, prompt=prompt,
+                 identity="someone-else")
+    outcome = start_run(plan, rt, RunOptions())
+    assert writes == ["ok"]
+    assert outcome.status is RunStatus.SUCCEEDED

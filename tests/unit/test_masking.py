@@ -31,6 +31,17 @@ def test_every_string_filter_of_the_sandbox_is_masked(name, secret):
     assert masked in (f"token={MASK};", f'token="{MASK}";'), rendered   # tojson, pprint quote
 
 
+@pytest.mark.parametrize("secret", [SECRET, QUOTED])
+@pytest.mark.parametrize("case", ["upper", "lower", "capitalize", "title"])
+@pytest.mark.parametrize("encode", ["urlencode", "e", "tojson"])
+def test_a_case_filter_chained_with_an_encoding_is_masked(case, encode, secret):
+    for chain in (f"{case} | {encode}", f"{encode} | {case}"):
+        rendered = Templates().render(f"token={{{{ secrets.tok | {chain} }}}};",
+                                      {"secrets": {"tok": secret}})
+        assert Masker([secret]).mask(rendered) in (f"token={MASK};", f'token="{MASK}";'), (
+            chain, rendered)
+
+
 def test_the_filters_checked_are_those_the_sandbox_has():
     """A string filter added to the sandbox needs its encoding in the masker (and here)."""
     known = set(Templates().known("filter"))

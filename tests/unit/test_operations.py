@@ -9,7 +9,7 @@ import pytest
 
 from iacorch.engine.approvals import Decision
 from iacorch.engine.operations import decide_gate, plan_of_run
-from iacorch.engine.runner import RunOptions
+from iacorch.engine.run_state import RunOptions
 from iacorch.engine.runs import resume_run, start_run
 from iacorch.engine.runtime import Runtime
 from iacorch.errors import ApprovalError, UsageError

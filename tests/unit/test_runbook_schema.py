@@ -61,6 +61,8 @@ BEYOND_THE_SCHEMA = {
     "duration-template-not-a-duration": "the value of a var",
     "duration-template-uses-stage": _TEMPLATE,
     "finally-and-stage-same-id": "keys of two different mappings",
+    "finally-kind-under-stages": "`stages:` and `finally:` share one stage model; which kind "
+                                 "belongs where is the section's rule",
     "for-each-duplicate-items": "items become stage ids through `name`, `id` or `key`",
     "for-each-not-a-list": "the value of a var",
     "for-each-too-many-items": "the value of a var",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from iacorch.engine.executor import LocalExecutor
-from iacorch.engine.runner import RunOptions
+from iacorch.engine.run_state import RunOptions
 from iacorch.engine.runs import start_run
 from iacorch.engine.runtime import Runtime
 from iacorch.engine.stage_requests import (
