@@ -163,7 +163,7 @@ def test_a_worker_killed_mid_tool_leaves_the_stage_interrupted_and_never_reruns_
     (run,) = cluster.project.runs()
     stage = cluster.project.show(run["id"])["stages"][0]
     assert stage["status"] == "interrupted" and "lease" in (stage["error"] or ""), stage
-    time.sleep(8)  # past the visibility timeout and a restore cycle: the copy must not run
+    time.sleep(5)  # past the visibility timeout and a restore cycle: the copy must not run
     assert starts(ledger) == 1
 
 
@@ -260,3 +260,36 @@ def test_a_pooled_run_that_cannot_be_fenced_is_refused_before_anything_runs(
     result = cluster.project.run("apply", "rb.yaml", env=env)
     assert result.code == 64 and expected in result.err, result.text
     assert "Traceback" not in result.text and not (cluster.project.root / "ran").exists()
+
+
+def test_a_worker_whose_heartbeat_paused_loses_its_lease_and_stops_its_tool(
+        cluster: Cluster) -> None:
+    ledger = cluster.project.root / "ledger"
+    cluster.project.write("rb.yaml", f"""
+        version: 1
+        name: rb
+        stages:
+          long:
+            kind: provision
+            pool: w1
+            shell:
+              run: |
+                trap 'echo got-sigint >> {ledger}; exit 130' INT
+                echo start >> {ledger}
+                sleep 30 & wait
+        """)
+    paused = cluster.worker()
+    coordinator = cluster.project.start("apply", "rb.yaml")
+    wait_for(lambda: starts(ledger) == 1, what="the tool to start")
+    os.kill(paused.pid, signal.SIGSTOP)   # the tool runs on; its lease is not renewed
+    try:
+        out, _ = coordinator.communicate(timeout=60)
+        assert coordinator.returncode == 130, out
+    finally:
+        os.kill(paused.pid, signal.SIGCONT)
+    # back, the worker finds its lease gone: one SIGINT to the tool, its result is not kept
+    wait_for(lambda: ledger.read_text().splitlines() == ["start", "got-sigint"],
+             what="the tool to get SIGINT")
+    (run,) = cluster.project.runs()
+    stage = cluster.project.show(run["id"])["stages"][0]
+    assert stage["status"] == "interrupted" and "lease" in (stage["error"] or "")
