@@ -6,9 +6,9 @@ Starts a throwaway PostgreSQL 15 cluster and redis-server on free loopback ports
 real `iacorch worker --pool bench` processes. Three figures, each against a baseline
 measured in the same run:
 
-- overhead: chains of 5 and 45 no-op shell stages, `apply` with every stage on a worker
+- overhead: chains of 5 and 105 no-op shell stages, `apply` with every stage on a worker
   (through Celery) vs the local executor, all four in alternation; a stage's cost is the
-  slope (long - short) / 40, the per-stage overhead the median over rounds of the celery
+  slope (long - short) / 100, the per-stage overhead the median over rounds of the celery
   slope minus the local one (target <= 5 ms); what a run pays once is reported apart.
 - drift: `iacorch drift` of N Terraform stacks (terraform_data; 200, 1,000 with --long)
   on 2 workers x concurrency 1 vs `xargs -P2` running the same terraform commands per
@@ -53,7 +53,7 @@ from common import (
 sys.path.insert(0, str(REPO))
 from tests.services import PostgresCluster, RedisServer  # noqa: E402
 
-CHAIN = (5, 45)     # stages in the short and the long chain
+CHAIN = (5, 105)    # stages in the short and the long chain
 LEASE = 1.0
 STACK = (REPO / "tests/integration/fixtures/terraform/label/main.tf").read_text()
 
