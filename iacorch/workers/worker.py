@@ -58,7 +58,12 @@ class AttemptRunner:
         finally:
             stop.set()
             beat.join()
-        self._retry(lambda: self.leases.finish(attempt_id, claim.token, result_to_text(result)),
+        try:
+            text = result_to_text(result)
+        except IacorchError as exc:  # sensitive outputs, and no $IACORCH_SEAL_KEY to seal them
+            text = result_to_text(StageResult.failure(
+                f"its result could not travel back: {exc.message}", hint=exc.hint))
+        self._retry(lambda: self.leases.finish(attempt_id, claim.token, text),
                     deadline=claim.lease_seconds)
 
     def _execute(self, request: str, cancel: CancelToken) -> StageResult:
