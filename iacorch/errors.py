@@ -146,3 +146,13 @@ class ApprovalError(IacorchError):
     """An approval or rejection that is not allowed: wrong identity, expired, reused."""
 
     exit_code = ExitCode.NOT_ALLOWED
+
+
+class GateConflictError(ApprovalError):
+    """A decision that came too late: the gate was decided, or its plan changed, meanwhile."""
+
+
+class AuthenticationError(IacorchError):
+    """A request whose identity could not be proven: no, unknown, expired or revoked token."""
+
+    exit_code = ExitCode.NOT_ALLOWED

@@ -42,7 +42,7 @@ SKIPPED = shutil.ignore_patterns(".terraform", "terraform.tfstate.d", "*.tfstate
 # The documented ports: the quickstart per environment, the DR lab's router/primary/standby.
 PORTS = (8089, 8090, 8091, 8180, 8181, 8182)
 BLOCK = re.compile(r"(```console\n)(.*?)(```)", re.S)
-RUN_ID = re.compile(r"\b\d{8}-\d{6}-[0-9a-f]{4}\b")
+RUN_ID = re.compile(r"\b\d{8}-\d{6}-[0-9a-f]{4,6}\b")  # ids had 4 random digits once
 EXIT = re.compile(r"^\[exit (\d+)\]$")
 # Blocks whose first command runs stages in parallel (their lines interleave freely).
 PARALLEL = ("iacorch apply plans/dr-failover.yaml", "iacorch plan plans/dr-failover.yaml")

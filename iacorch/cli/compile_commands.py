@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -30,21 +29,10 @@ def var_options(command: F) -> F:
 
 def compile_plan(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str, ...]) -> Plan:
     """Compile a runbook file with the CLI's var flags."""
-    from iacorch.runbook.compiler import compile_runbook
+    from iacorch.engine.launch import compile_plan as compile_with
     from iacorch.runbook.variables import parse_var_flags
 
-    cli_vars = parse_var_flags(var_flags)
-    _check_var_files(var_files)
-    return compile_runbook(runbook, cli_vars=cli_vars, var_files=var_files)
-
-
-def _check_var_files(var_files: tuple[str, ...]) -> None:
-    # The runbook's own path is checked by the loader, which tells a missing file from a
-    # directory; a var file gets its own words so the message does not say "runbook".
-    for path in var_files:
-        if not Path(path).is_file():
-            raise UsageError(f"--var-file {path}: no such file",
-                             hint="give the path of a YAML file of var values")
+    return compile_with(runbook, parse_var_flags(var_flags), var_files)
 
 
 @click.command()
@@ -55,10 +43,11 @@ def validate(runbooks: tuple[str, ...], var_flags: tuple[str, ...],
     """Check runbooks: syntax, schema, templates and graph. Reports every problem of every
     runbook; exits 65 if one is invalid, 64 if one cannot be read."""
     from iacorch.drivers import missing_tools
+    from iacorch.engine.launch import check_var_files
     from iacorch.runbook.variables import parse_var_flags
 
     parse_var_flags(var_flags)  # a bad flag is wrong for every runbook: say it once
-    _check_var_files(var_files)
+    check_var_files(var_files)
     failed: list[RunbookError | UsageError] = []
     for runbook in runbooks:
         try:

@@ -10,10 +10,12 @@ from typing import Any
 
 import click
 
-from iacorch.cli.session import open_store, state_dir_for, store_option
+from iacorch.cli.session import open_store, store_option
+from iacorch.engine.launch import state_dir_for
+from iacorch.engine.operations import effective_status, runs_at_gates
 from iacorch.errors import UsageError
 from iacorch.model.status import Choice, Phase, RunStatus, StageStatus
-from iacorch.store.base import RunRecord, Store, pid_alive
+from iacorch.store.base import RunRecord, Store
 
 _PROBLEMS_SHOWN = 20  # stage records listed by `audit verify`; the count says how many more
 
@@ -22,16 +24,6 @@ def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
     return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def effective_status(run: RunRecord) -> RunStatus:
-    """A run recorded as running whose process is gone from this host has died."""
-    import socket
-
-    if run.status is RunStatus.RUNNING and run.host == socket.gethostname() \
-            and not pid_alive(run.pid):
-        return RunStatus.DIED
-    return run.status
 
 
 @click.command()
@@ -46,7 +38,7 @@ def runs(store_url: str | None, limit: int, runbook: str | None, operation: str 
          waiting: bool, as_json: bool) -> None:
     """List runs, newest first."""
     store = open_store(store_url)
-    records = (_runs_at_gates(store, limit, runbook, operation) if waiting
+    records = (runs_at_gates(store, limit, runbook, operation) if waiting
                else store.list_runs(limit=limit, runbook=runbook, operation=operation))
     rows: list[dict[str, Any]] = [{"id": r.id, "runbook": r.runbook, "workspace": r.workspace,
              "operation": r.operation, "status": effective_status(r).value,
@@ -71,21 +63,6 @@ def runs(store_url: str | None, limit: int, runbook: str | None, operation: str 
             from iacorch.cli.drift_commands import drift_run_line
 
             click.echo(drift_run_line(row) or "    in sync")
-
-
-def _runs_at_gates(store: Store, limit: int, runbook: str | None,
-                   operation: str | None) -> list[RunRecord]:
-    """Runs with a gate waiting for a decision: suspended ones, and ones interrupted
-    while a gate asked (approve, then resume)."""
-    def listed(status: RunStatus) -> list[RunRecord]:
-        return store.list_runs(limit=limit, runbook=runbook, operation=operation, status=status)
-
-    found = listed(RunStatus.WAITING_APPROVAL) + [
-        run for run in listed(RunStatus.INTERRUPTED)
-        if any(rec.status is StageStatus.WAITING_APPROVAL
-               for rec in store.stage_records(run.id).values())]
-    found.sort(key=lambda run: run.started_at, reverse=True)
-    return found if limit < 0 else found[:limit]
 
 
 def _print_waiting_gates(store: Store, run: RunRecord) -> None:

@@ -15,8 +15,9 @@ import click
 from iacorch import __version__
 from iacorch.errors import ExitCode, IacorchError
 
-# Command name -> module defining it; modules load only when their command runs,
-# so `iacorch --version` does not pay for pydantic, jinja2 or sqlite.
+# Command name -> module defining it (in iacorch.cli, or a full module name for another
+# front door's command); modules load only when their command runs, so
+# `iacorch --version` does not pay for pydantic, jinja2 or sqlite.
 _COMMANDS = {
     "validate": "compile_commands", "graph": "compile_commands", "schema": "compile_commands",
     "apply": "run_commands", "resume": "run_commands", "destroy": "run_commands",
@@ -26,6 +27,7 @@ _COMMANDS = {
     "unlock": "inspect_commands", "audit": "inspect_commands", "approve": "inspect_commands",
     "reject": "inspect_commands",
     "drift": "drift_commands", "schedule": "schedule_commands",
+    "token": "token_commands", "serve": "iacorch.server.command",
     "worker": "worker_commands",
 }
 
@@ -38,7 +40,8 @@ class LazyGroup(click.Group):
         module_name = _COMMANDS.get(cmd_name)
         if module_name is None:
             return None
-        module = importlib.import_module(f"iacorch.cli.{module_name}")
+        module = importlib.import_module(module_name if "." in module_name
+                                         else f"iacorch.cli.{module_name}")
         # What loaded so far (click, pydantic and the runbook schema, the command's modules)
         # stays until exit: keep the collector from walking it in every full collection
         # and at interpreter exit (~30 ms of an `apply`). main() undoes this for callers

@@ -15,11 +15,11 @@ from iacorch.cli.session import (
     forward_interrupts,
     open_store,
     print_summary,
-    state_dir_for,
     store_option,
 )
+from iacorch.engine.launch import check_tools, state_dir_for
 from iacorch.engine.operations import plan_of_run
-from iacorch.errors import ExitCode, ToolMissingError, UsageError
+from iacorch.errors import ExitCode, UsageError
 from iacorch.model.fields import parse_duration
 from iacorch.model.status import Operation, StageKind
 
@@ -62,22 +62,6 @@ def run_options(command: F) -> F:
     return var_options(store_option(command))
 
 
-def _check_tools(plan: Plan) -> None:
-    from iacorch.drivers import missing_tools
-
-    for missing in missing_tools(plan):
-        raise ToolMissingError(
-            f"`{missing.tool}` was not found, and {_stages_need(missing.stages)} it; "
-            "nothing was run", hint=missing.hint)
-
-
-def _stages_need(stages: list[str]) -> str:
-    """"stage web needs" / "stages web, db need"."""
-    if len(stages) == 1:
-        return f"stage {stages[0]} needs"
-    return f"stages {', '.join(stages)} need"
-
-
 def _execute(operation: Operation, runbook: str, var_flags: tuple[str, ...],
              var_files: tuple[str, ...], store_url: str | None, only: tuple[str, ...],
              targets: tuple[str, ...], concurrency: int | None, lock_timeout: float,
@@ -91,7 +75,7 @@ def _execute(operation: Operation, runbook: str, var_flags: tuple[str, ...],
         if target not in plan.stages and target not in plan.expansions:
             raise UsageError(f"--target {target}: no such stage in {runbook}",
                              hint=f"stages: {', '.join(plan.expansions)}")
-    _check_tools(plan)
+    check_tools(plan)
     runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
     run_id = new_run_id(runtime.clock())
     if not json_events:
@@ -139,7 +123,7 @@ def _existing(run_id: str, store_url: str | None, json_events: bool,
     """A recorded run, the plan it was started with, and a runtime to continue it."""
     run = open_store(store_url).get_run(run_id)
     plan = plan_of_run(run)
-    _check_tools(plan)
+    check_tools(plan)
     return run, plan, build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
 
 
@@ -173,7 +157,7 @@ def plan_command(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str,
     from iacorch.model.status import RunStatus
 
     plan = compile_plan(runbook, var_flags, var_files)
-    _check_tools(plan)
+    check_tools(plan)
     runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
     run_id = new_run_id(runtime.clock())
     click.echo(f"run {run_id}: plan {runbook} (workspace {plan.workspace})", err=True)
@@ -243,7 +227,7 @@ def destroy(runbook: str, var_flags: tuple[str, ...], var_files: tuple[str, ...]
     from iacorch.engine import runs
 
     plan = compile_plan(runbook, var_flags, var_files)
-    _check_tools(plan)
+    check_tools(plan)
     runtime = build_runtime(store_url, json_events=json_events, plan=plan, quiet=quiet)
     run_id = runs.new_run_id(runtime.clock())
     _drive(runtime, plan, f"run {run_id}: destroy {runbook} (workspace {plan.workspace})",

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from iacorch.cli.run_commands import _duration
-from iacorch.cli.session import make_state_dir, open_store, state_dir_for, store_option
+from iacorch.cli.session import open_store, store_option
+from iacorch.engine.launch import make_state_dir, state_dir_for
 
 if TYPE_CHECKING:
     from iacorch.engine.runtime import Runtime

@@ -35,7 +35,6 @@ RUN_EXIT_CODES: dict[RunStatus, ExitCode] = {
     RunStatus.DIED: ExitCode.RUN_FAILED,
 }
 _KILL_WINDOW = 3.0
-SHARED_DIR_VARIABLE = "IACORCH_SHARED_DIR"
 BROKER_VARIABLE = "IACORCH_BROKER"   # stages with `pool:` go to workers through it
 # undo notes that say "by design" rather than "needs a human": not worth a summary line
 _NOTHING_TO_UNDO = ("approval gate", "`rollback: none`", NOTHING_TO_UNDO_CHECK)
@@ -66,52 +65,16 @@ def open_store(store_url: str | None, runbook: Path | None = None) -> Store:
     return open_any(store_url, runbook)
 
 
-def state_dir_for(store_url: str | None, runbook: Path | None = None) -> Path:
-    """Where run logs and saved plans go: beside a store's state.db; for a PostgreSQL
-    store, $IACORCH_SHARED_DIR (one directory every host mounts at the same path), else
-    the project's state directory (enough while one host runs and inspects everything)."""
-    from iacorch.project import state_dir
-    from iacorch.store import is_postgres_url
-
-    if store_url and is_postgres_url(store_url):
-        shared = os.environ.get(SHARED_DIR_VARIABLE)
-        return Path(shared).expanduser().absolute() if shared else state_dir(runbook).resolve()
-    if store_url and not store_url.startswith("memory:"):
-        path = Path(store_url.removeprefix("sqlite://"))
-        return path.resolve().parent
-    return state_dir(runbook).resolve()
-
-
-def make_state_dir(state_dir: Path) -> Path:
-    """Create the state directory, or say why a run cannot keep its records there."""
-    from iacorch.errors import StoreError
-
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot create the state directory {state_dir}: {exc.strerror}",
-                         hint="runs need a writable place for their records: run from a "
-                              "writable checkout, or set $IACORCH_HOME or --store") from None
-    return state_dir
-
-
 def build_runtime(store_url: str | None, *, json_events: bool, plan: Plan | None,
                   quiet: bool = False, live_view: bool = True) -> Runtime:
     """The Runtime for a run command: store, console sinks, TTY detection."""
     from iacorch.cli.prompt import terminal_prompt
     from iacorch.console import JsonConsole, LiveConsole, PlainConsole
+    from iacorch.engine.launch import open_for_runs
     from iacorch.engine.runtime import Runtime
 
     runbook = plan.path if plan is not None else None
-    state_dir = make_state_dir(state_dir_for(store_url, runbook))
-    store = open_store(store_url, runbook)
-    if store.read_only:
-        from iacorch.errors import StoreError
-
-        raise StoreError(f"the state store in {state_dir} is read-only here: runs cannot be "
-                         "recorded, so nothing was started",
-                         hint="inspection works (runs, show, logs, audit verify); to run, use a "
-                              "writable checkout, or set $IACORCH_HOME or --store")
+    store, state_dir = open_for_runs(store_url, runbook)
     runtime = Runtime(store=store, state_dir=state_dir)
     runtime.interactive = sys.stdin.isatty() and sys.stdout.isatty()
     def interrupted() -> bool:

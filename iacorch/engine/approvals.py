@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from iacorch.errors import ApprovalError
+from iacorch.errors import ApprovalError, GateConflictError
 from iacorch.model.plan import ApprovalGate
 from iacorch.model.status import Choice
 from iacorch.store.base import ApprovalRecord, Store
@@ -74,6 +74,7 @@ class Decision:
     comment: str | None = None
     inputs: Mapping[str, str] = field(default_factory=dict)
     via: str = "command line"               # terminal, command line, api token, ...
+    seen_gate_hash: str | None = None       # the gate hash the decider was shown, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +97,23 @@ def record_decision(store: Store, opened: OpenGate, decision: Decision, now: flo
         raise ApprovalError(f"the gate `{opened.gate_id}` expired (timeout {gate.timeout:.0f}s)",
                             hint=f"`iacorch resume {opened.run_id}` applies its on_timeout "
                                  f"({gate.on_timeout})")
-    existing = store.approvals(opened.run_id, opened.gate_id)
-    check_decider(gate, decision.identity, opened.started_by, existing, opened.gate_hash)
+    if decision.seen_gate_hash is not None and decision.seen_gate_hash != opened.gate_hash:
+        raise GateConflictError(
+            f"the gate `{opened.gate_id}` now binds to plan {opened.gate_hash[:12]}, not the "
+            f"{decision.seen_gate_hash[:12]} you were shown",
+            hint="look at the gate's plan again before deciding")
     values = (check_inputs(gate, dict(decision.inputs)) if decision.decision is Choice.APPROVE
               else {})
+    # Checked and written in one transaction: of two deciders at once, one sees the other.
     with store.transaction(durable=True):
+        existing = store.approvals(opened.run_id, opened.gate_id)
+        check_decider(gate, decision.identity, opened.started_by, existing, opened.gate_hash)
+        state = evaluate_gate(gate, existing, opened.gate_hash)
+        if state.decision is not GateDecision.PENDING:
+            by = state.rejected_by or ", ".join(state.approved_by)
+            raise GateConflictError(f"the gate `{opened.gate_id}` was already {state.decision} "
+                                    f"by {by}", hint=f"resume the run: `iacorch resume "
+                                                     f"{opened.run_id}`")
         store.record_approval(ApprovalRecord(
             opened.run_id, opened.gate_id, decision.identity, decision.decision,
             opened.gate_hash, now, decision.comment, values))

@@ -129,7 +129,8 @@ class GateKeeper:
             planned = self._plan_behind(stage)
             details = {"gate_hash": gate_hash(r.plan.plan_hash, stage.id, planned),
                        "opened_at": r.rt.clock(), "planned": planned,
-                       "approvers": list(gate.approvers), "require": gate.require}
+                       "approvers": list(gate.approvers), "require": gate.require,
+                       "message": self._message(stage)}  # as asked, for other front doors
             r.gate_details[stage.id] = details
         bound_to = details["gate_hash"]
         state = evaluate_gate(gate, r.rt.store.approvals(r.run_id, stage.id), bound_to)
@@ -212,19 +213,25 @@ class GateKeeper:
         r = self.runner
         gate = stage.approval
         assert gate is not None
-        message = ""
-        if gate.message:
-            try:
-                message = str(r.templates.render(gate.message, r.context_for(stage)))
-            except TemplateProblem as exc:
-                message = f"(the message could not render: {exc.message})"
         return GateRequest(
-            gate=stage.id, message=r.masker.mask(message), asked_by=r.started_by,
+            gate=stage.id, message=self._message(stage), asked_by=r.started_by,
             approvers=gate.approvers, require=gate.require, approved_by=approved_by,
             changes={sid: info.get("summary", "") for sid, info in details["planned"].items()},
             inputs=gate.inputs,
             diffs={sid: info["diff"] for sid, info in details["planned"].items()
                    if info.get("diff")})
+
+    def _message(self, stage: PlannedStage) -> str:
+        """The gate's message rendered for this run, secrets masked."""
+        r = self.runner
+        assert stage.approval is not None
+        if not stage.approval.message:
+            return ""
+        try:
+            message = str(r.templates.render(stage.approval.message, r.context_for(stage)))
+        except TemplateProblem as exc:
+            message = f"(the message could not render: {exc.message})"
+        return r.masker.mask(message)
 
     def _announce(self, stage: PlannedStage, details: Mapping[str, Any],
                   approved_by: tuple[str, ...], missing: int) -> None:

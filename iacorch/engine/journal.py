@@ -22,6 +22,14 @@ def storable_outputs(outputs: Mapping[str, Any], sensitive: frozenset[str],
             for name, value in outputs.items()}
 
 
+class DeliveryClaimed(Exception):  # noqa: N818 - an outcome, raised to roll back the run
+    """The trigger delivery was seen before: the run it started is `first_run_id`."""
+
+    def __init__(self, first_run_id: str) -> None:
+        super().__init__(first_run_id)
+        self.first_run_id = first_run_id
+
+
 class Journal:
     """Writes runs, stage attempts and audit events for one run."""
 
@@ -30,9 +38,15 @@ class Journal:
         self.store, self.run_id, self.masker, self.actor = store, run_id, masker, actor
         self.phase = phase
 
-    def start_run(self, record: RunRecord) -> None:
+    def start_run(self, record: RunRecord, delivery: tuple[str, str] | None = None) -> None:
+        """Record the run; with `delivery` (source, id), claim it in the same commit, or
+        raise DeliveryClaimed (nothing written) when an earlier copy claimed it."""
         with self.store.transaction(durable=True):
             self.store.create_run(record)
+            if delivery is not None:
+                first = self.store.claim_delivery(*delivery, record.id)
+                if first is not None:
+                    raise DeliveryClaimed(first)
             self.store.append_audit("run_started", run_id=self.run_id, actor=self.actor,
                                     data={"runbook": record.runbook, "operation": record.operation,
                                           "plan_hash": record.plan_hash,

@@ -8,16 +8,45 @@ needs click, the main thread or signal handlers.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from iacorch.errors import ApprovalError, IacorchError, UsageError
+from iacorch.model.status import RunStatus
 
 if TYPE_CHECKING:
     from iacorch.engine.approvals import Decision
     from iacorch.model.plan import Plan
     from iacorch.store.base import RunRecord, Store
+
+
+def effective_status(run: RunRecord) -> RunStatus:
+    """A run recorded as running whose process is gone from this host has died."""
+    import socket
+
+    from iacorch.store.base import pid_alive
+
+    if run.status is RunStatus.RUNNING and run.host == socket.gethostname() \
+            and not pid_alive(run.pid):
+        return RunStatus.DIED
+    return run.status
+
+
+def runs_at_gates(store: Store, limit: int, runbook: str | None = None,
+                  operation: str | None = None) -> list[RunRecord]:
+    """Runs with a gate waiting for a decision, newest first: suspended ones, and ones
+    interrupted while a gate asked (approve, then resume)."""
+    from iacorch.model.status import StageStatus
+
+    def listed(status: RunStatus) -> list[RunRecord]:
+        return store.list_runs(limit=limit, runbook=runbook, operation=operation, status=status)
+
+    found = listed(RunStatus.WAITING_APPROVAL) + [
+        run for run in listed(RunStatus.INTERRUPTED)
+        if any(rec.status is StageStatus.WAITING_APPROVAL
+               for rec in store.stage_records(run.id).values())]
+    found.sort(key=lambda run: run.started_at, reverse=True)
+    return found if limit < 0 else found[:limit]
 
 
 def plan_of_run(run: RunRecord) -> Plan:
@@ -27,6 +56,7 @@ def plan_of_run(run: RunRecord) -> Plan:
     flag is needed again. A runbook edited since compiles to another plan hash and is
     refused, so that resume and rollback never run something other than what started.
     """
+    from iacorch.engine.launch import var_flag
     from iacorch.runbook.compiler import compile_document
     from iacorch.runbook.source import load_document
 
@@ -36,7 +66,7 @@ def plan_of_run(run: RunRecord) -> Plan:
                          hint="restore the runbook at that path to act on this run")
     document = load_document(path)
     declared = document.data.get("vars") if isinstance(document.data, dict) else None
-    recorded = {name: _as_flag(value) for name, value in run.vars.items()
+    recorded = {name: var_flag(value) for name, value in run.vars.items()
                 if isinstance(declared, dict) and name in declared and value is not None}
     try:
         plan = compile_document(document, cli_vars=recorded)
@@ -73,8 +103,3 @@ def decide_gate(store: Store, run_id: str, gate_id: str, decision: Decision,
                       record.details.get("opened_at"), run.user)
     record_decision(store, opened, decision, now)
     return run
-
-
-def _as_flag(value: Any) -> str:
-    """A recorded value as `--var` would give it (typed values as JSON)."""
-    return value if isinstance(value, str) else json.dumps(value)

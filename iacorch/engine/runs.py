@@ -26,13 +26,22 @@ from .undo_runs import previous_run, run_destroy, run_rollback, skip_undo
 
 
 def new_run_id(now: float) -> str:
-    """Sortable and short enough to type: 20261127-093012-a3f9."""
-    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + "-" + random_tokens.token_hex(2)
+    """Sortable and short enough to type: 20261127-093012-a3f9c1.
+
+    Six random hex digits: a resident server starts dozens of runs a second, and two ids
+    alike in one second would refuse a run (four digits collided within a minute).
+    """
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + "-" + random_tokens.token_hex(3)
 
 
 def start_run(plan: Plan, runtime: Runtime, options: RunOptions, *,
-              lock_timeout: float = 0.0, run_id: str | None = None) -> RunOutcome:
-    """Create a run for `plan` and drive it to an outcome under the runbook's lock."""
+              lock_timeout: float = 0.0, run_id: str | None = None,
+              delivery: tuple[str, str] | None = None) -> RunOutcome:
+    """Create a run for `plan` and drive it to an outcome under the runbook's lock.
+
+    `delivery`: the (source, id) of the trigger event starting it, claimed in the commit
+    that creates the run (journal.DeliveryClaimed when a copy of it came first).
+    """
     secrets, masker = _secrets(plan)
     run_id = run_id or new_run_id(runtime.clock())
     lock = RunLock(runtime.store, lock_key(plan.name, plan.workspace), run_id,
@@ -40,7 +49,8 @@ def start_run(plan: Plan, runtime: Runtime, options: RunOptions, *,
     lock.acquire(wait=lock_timeout)
     try:
         journal = Journal(runtime.store, run_id, masker, runtime.identity)
-        journal.start_run(_record(plan, runtime, run_id, options.operation, masker, options))
+        journal.start_run(_record(plan, runtime, run_id, options.operation, masker, options),
+                          delivery)
         previous = previous_run(runtime, plan)
         runner = Runner(plan, runtime, run_id, secrets=secrets, masker=masker, journal=journal,
                         options=options, previous=previous)
@@ -49,11 +59,12 @@ def start_run(plan: Plan, runtime: Runtime, options: RunOptions, *,
         lock.release()
 
 
-def plan_run(plan: Plan, runtime: Runtime, options: RunOptions, *, run_id: str) -> RunOutcome:
+def plan_run(plan: Plan, runtime: Runtime, options: RunOptions, *, run_id: str,
+             delivery: tuple[str, str] | None = None) -> RunOutcome:
     """A dry run of the whole runbook: recorded, but it takes no lock and changes nothing."""
     secrets, masker = _secrets(plan)
     journal = Journal(runtime.store, run_id, masker, runtime.identity)
-    journal.start_run(_record(plan, runtime, run_id, Operation.PLAN, masker, options))
+    journal.start_run(_record(plan, runtime, run_id, Operation.PLAN, masker, options), delivery)
     runner = Runner(plan, runtime, run_id, secrets=secrets, masker=masker, journal=journal,
                     options=options, previous=previous_run(runtime, plan))
     return _finish(runner, journal, runtime)

@@ -164,6 +164,18 @@ class DriftRecord:
     time: float
 
 
+@dataclass(frozen=True)
+class TokenRecord:
+    """An API token of one user: its public id and the SHA-256 of its secret, never the secret."""
+
+    id: str
+    user: str
+    token_hash: str
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+
+
 class Store(Protocol):
     """Where runs, stage attempts, locks, approvals, drift and the audit log live.
 
@@ -271,6 +283,22 @@ class Store(Protocol):
         redelivered webhook or queue message starts no second run). Call it in the
         transaction() that creates the run, so a crash keeps both or neither.
         """
+        ...
+
+    def add_token(self, token: TokenRecord) -> None:
+        """Store a new API token (its hash; the caller audits it in the same transaction())."""
+        ...
+
+    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        """The token whose secret hashes to `token_hash`, revoked or not; None if unknown."""
+        ...
+
+    def list_tokens(self) -> list[TokenRecord]:
+        """Every token, oldest first."""
+        ...
+
+    def revoke_token(self, token_id: str, now: float) -> TokenRecord | None:
+        """Mark the token revoked (once: a later call keeps the first time); None if unknown."""
         ...
 
     def close(self) -> None: ...
@@ -383,6 +411,7 @@ AUDIT_COLUMNS = ("seq", "time", "kind", "run_id", "stage_id", "actor", "data", "
                  "hash")
 APPROVAL_COLUMNS = ("run_id", "gate", "identity", "decision", "plan_hash", "time", "comment",
                     "inputs")
+TOKEN_COLUMNS = ("id", "user", "token_hash", "created_at", "expires_at", "revoked_at")
 DRIFT_COLUMNS = ("run_id", "runbook", "workspace", "stage_id", "status", "findings",
                  "fingerprint", "time")
 

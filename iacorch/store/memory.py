@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from iacorch.model.status import Phase, RunStatus
@@ -26,6 +27,7 @@ from iacorch.store.base import (
     LockHolder,
     RunRecord,
     StageRecord,
+    TokenRecord,
 )
 
 
@@ -45,8 +47,10 @@ class MemoryStore:
         self._approvals: list[tuple[Any, ...]] = []
         self._drift: list[tuple[Any, ...]] = []
         self._deliveries: dict[tuple[str, str], str] = {}
+        self._tokens: dict[str, TokenRecord] = {}
 
-    _TABLES = ("_runs", "_stages", "_locks", "_audit", "_approvals", "_drift", "_deliveries")
+    _TABLES = ("_runs", "_stages", "_locks", "_audit", "_approvals", "_drift", "_deliveries",
+               "_tokens")
 
     @contextmanager
     def transaction(self, *, durable: bool = False) -> Iterator[None]:
@@ -255,6 +259,27 @@ class MemoryStore:
         with self.transaction():
             first = self._deliveries.setdefault((source, delivery_id), run_id)
         return None if first == run_id else first
+
+    # --- API tokens ---------------------------------------------------------------------------
+
+    def add_token(self, token: TokenRecord) -> None:
+        with self.transaction():
+            self._tokens[token.id] = token
+
+    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        with self._lock:
+            return next((t for t in self._tokens.values() if t.token_hash == token_hash), None)
+
+    def list_tokens(self) -> list[TokenRecord]:
+        with self._lock:
+            return sorted(self._tokens.values(), key=lambda t: (t.created_at, t.id))
+
+    def revoke_token(self, token_id: str, now: float) -> TokenRecord | None:
+        with self.transaction():
+            token = self._tokens.get(token_id)
+            if token is not None and token.revoked_at is None:
+                token = self._tokens[token_id] = replace(token, revoked_at=now)
+            return token
 
 
 def _slice_end(limit: int) -> int | None:

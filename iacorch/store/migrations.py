@@ -68,7 +68,14 @@ _V2 = (
         time REAL NOT NULL, PRIMARY KEY (source, delivery_id))""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+_V3 = (
+    # API tokens of `iacorch serve`: only a SHA-256 of each token is kept (Store.add_token)
+    """CREATE TABLE tokens (
+        id TEXT PRIMARY KEY, "user" TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL, expires_at REAL, revoked_at REAL)""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _MAGIC = b"SQLite format 3\x00"

@@ -88,9 +88,18 @@ _V3 = (
     "CREATE INDEX attempt_leases_running ON attempt_leases (state, heartbeat_at)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+_V4 = (
+    # API tokens of `iacorch serve`: only a SHA-256 of each token is kept (Store.add_token)
+    """CREATE TABLE tokens (
+        id TEXT PRIMARY KEY, "user" TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE,
+        created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION,
+        revoked_at DOUBLE PRECISION)""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
-OUR_TABLES = ("runs", "stages", "locks", "audit", "approvals", "drift", "deliveries")
+OUR_TABLES = ("runs", "stages", "locks", "audit", "approvals", "drift", "deliveries",
+              "attempt_leases", "tokens")
 
 
 ADVISORY_KEY = "hashtextextended(current_schema() || '/' || %s, 0)"

@@ -34,6 +34,7 @@ from iacorch.store.base import (
     LockHolder,
     RunRecord,
     StageRecord,
+    TokenRecord,
 )
 from iacorch.store.pg_migrations import ADVISORY_KEY, upgrade
 
@@ -53,7 +54,7 @@ def _marks(names: tuple[str, ...]) -> str:
 
 _RUN, _STAGE, _LOCK = _cols(base.RUN_COLUMNS), _cols(base.STAGE_COLUMNS), _cols(base.LOCK_COLUMNS)
 _AUDIT, _APPROVAL = _cols(base.AUDIT_COLUMNS), _cols(base.APPROVAL_COLUMNS)
-_DRIFT = _cols(base.DRIFT_COLUMNS)
+_DRIFT, _TOKEN = _cols(base.DRIFT_COLUMNS), _cols(base.TOKEN_COLUMNS)
 _STAGE_UPSERT = (
     f"INSERT INTO stages ({_STAGE}) VALUES ({_marks(base.STAGE_COLUMNS)}) "
     "ON CONFLICT (run_id, phase, stage_id, attempt) DO UPDATE SET "
@@ -425,3 +426,27 @@ class PostgresStore:
                                "delivery_id = %s", (source, delivery_id))[0][0]
         return None if first == run_id else str(first)
 
+    # --- API tokens -------------------------------------------------------------------------
+
+    def add_token(self, token: TokenRecord) -> None:
+        self.query(f"INSERT INTO tokens ({_TOKEN}) VALUES ({_marks(base.TOKEN_COLUMNS)})",
+                   (token.id, token.user, token.token_hash, token.created_at,
+                    token.expires_at, token.revoked_at))
+
+    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        found = self._records(lambda row: TokenRecord(*row),
+                              f"SELECT {_TOKEN} FROM tokens WHERE token_hash = %s",
+                              (token_hash,))
+        return found[0] if found else None
+
+    def list_tokens(self) -> list[TokenRecord]:
+        return self._records(lambda row: TokenRecord(*row),
+                             f"SELECT {_TOKEN} FROM tokens ORDER BY created_at, id")
+
+    def revoke_token(self, token_id: str, now: float) -> TokenRecord | None:
+        """Mark the token revoked; a later call keeps the first time."""
+        found = self._records(
+            lambda row: TokenRecord(*row),
+            f"UPDATE tokens SET revoked_at = coalesce(revoked_at, %s) WHERE id = %s "
+            f"RETURNING {_TOKEN}", (now, token_id))
+        return found[0] if found else None

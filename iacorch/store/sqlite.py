@@ -34,6 +34,7 @@ from iacorch.store.base import (
     LockHolder,
     RunRecord,
     StageRecord,
+    TokenRecord,
 )
 from iacorch.store.migrations import (
     RESTORE_HINT,
@@ -57,7 +58,7 @@ def _cols(names: tuple[str, ...]) -> str:
 
 _RUN, _STAGE, _LOCK = _cols(base.RUN_COLUMNS), _cols(base.STAGE_COLUMNS), _cols(base.LOCK_COLUMNS)
 _AUDIT, _APPROVAL = _cols(base.AUDIT_COLUMNS), _cols(base.APPROVAL_COLUMNS)
-_DRIFT = _cols(base.DRIFT_COLUMNS)
+_DRIFT, _TOKEN = _cols(base.DRIFT_COLUMNS), _cols(base.TOKEN_COLUMNS)
 _STAGE_UPSERT = (
     f"INSERT INTO stages ({_STAGE}) VALUES ({', '.join('?' * len(base.STAGE_COLUMNS))}) "
     "ON CONFLICT (run_id, phase, stage_id, attempt) DO UPDATE SET "
@@ -452,4 +453,29 @@ class SqliteStore:
             first = self._exec("SELECT run_id FROM deliveries WHERE source = ? AND "
                                "delivery_id = ?", (source, delivery_id)).fetchone()[0]
         return None if first == run_id else str(first)
+
+    # --- API tokens ---------------------------------------------------------------------------
+
+    def add_token(self, token: TokenRecord) -> None:
+        with self.transaction():
+            self._exec(f"INSERT INTO tokens ({_TOKEN}) VALUES (?, ?, ?, ?, ?, ?)",
+                       (token.id, token.user, token.token_hash, token.created_at,
+                        token.expires_at, token.revoked_at))
+
+    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        found = self._records(lambda row: TokenRecord(*row),
+                              f"SELECT {_TOKEN} FROM tokens WHERE token_hash = ?", (token_hash,))
+        return found[0] if found else None
+
+    def list_tokens(self) -> list[TokenRecord]:
+        return self._records(lambda row: TokenRecord(*row),
+                             f"SELECT {_TOKEN} FROM tokens ORDER BY created_at, id")
+
+    def revoke_token(self, token_id: str, now: float) -> TokenRecord | None:
+        with self.transaction():
+            self._exec("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                       (now, token_id))
+            found = self._records(lambda row: TokenRecord(*row),
+                                  f"SELECT {_TOKEN} FROM tokens WHERE id = ?", (token_id,))
+        return found[0] if found else None
 

@@ -12,7 +12,7 @@ from iacorch.engine.operations import decide_gate, plan_of_run
 from iacorch.engine.run_state import RunOptions
 from iacorch.engine.runs import resume_run, start_run
 from iacorch.engine.runtime import Runtime
-from iacorch.errors import ApprovalError, UsageError
+from iacorch.errors import ApprovalError, GateConflictError, UsageError
 from iacorch.model.status import RunStatus
 from iacorch.runbook.compiler import compile_runbook
 from iacorch.store.memory import MemoryStore
@@ -80,3 +80,17 @@ def test_a_decision_follows_the_gate_rules_and_the_run_resumes(waiting) -> None:
     outcome = resume_run(plan_of_run(run), run, runtime)
     assert outcome.status is RunStatus.SUCCEEDED
     assert runtime.executor.seen[-1][0] == "ship"  # type: ignore[attr-defined]
+
+
+def test_a_decision_binds_to_the_gate_hash_shown_and_the_first_decision_wins(waiting) -> None:
+    runtime, run_id, _ = waiting
+    shown = runtime.store.stage_records(run_id)["go"].details["gate_hash"]
+    with pytest.raises(GateConflictError, match="you were shown"):
+        decide_gate(runtime.store, run_id, "go",
+                    Decision("alice", "approve", seen_gate_hash="f" * 64), runtime.clock())
+    decide_gate(runtime.store, run_id, "go", Decision("alice", "reject", seen_gate_hash=shown),
+                runtime.clock())
+    with pytest.raises(GateConflictError, match="already rejected by alice"):
+        decide_gate(runtime.store, run_id, "go", Decision("bob", "approve", seen_gate_hash=shown),
+                    runtime.clock())
+    assert [a.identity for a in runtime.store.approvals(run_id, "go")] == ["alice"]

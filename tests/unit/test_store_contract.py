@@ -20,6 +20,7 @@ from iacorch.store.base import (
     RunRecord,
     StageRecord,
     Store,
+    TokenRecord,
     acquire_lock,
 )
 from iacorch.store.memory import MemoryStore
@@ -558,3 +559,28 @@ def test_racing_copies_of_one_delivery_have_one_winner(store: Store) -> None:
         thread.join()
     assert len(winners) == 1
     assert store.claim_delivery("webapp/hook", "d-1", "late") == winners[0]
+
+
+# --- API tokens -----------------------------------------------------------------------------
+
+def test_a_token_is_found_by_its_hash_and_revoked_once(store: Store) -> None:
+    older = TokenRecord("tok-a", "alice", "hash-a", 10.0, expires_at=99.0)
+    store.add_token(older)
+    store.add_token(TokenRecord("tok-b", "bob", "hash-b", 20.0))
+    assert store.token_by_hash("hash-a") == older
+    assert store.token_by_hash("hash-unknown") is None
+    assert [t.id for t in store.list_tokens()] == ["tok-a", "tok-b"]
+    revoked = store.revoke_token("tok-a", 50.0)
+    assert revoked is not None and revoked.revoked_at == 50.0
+    again = store.revoke_token("tok-a", 60.0)
+    assert again is not None and again.revoked_at == 50.0, "the first revocation stands"
+    assert store.token_by_hash("hash-a").revoked_at == 50.0  # type: ignore[union-attr]
+    assert store.revoke_token("tok-unknown", 60.0) is None
+    assert store.token_by_hash("hash-b").revoked_at is None  # type: ignore[union-attr]
+
+
+def test_a_token_rolls_back_with_its_transaction(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.transaction():
+        store.add_token(TokenRecord("tok-a", "alice", "hash-a", 10.0))
+        raise RuntimeError("crash before commit")
+    assert store.token_by_hash("hash-a") is None and store.list_tokens() == []

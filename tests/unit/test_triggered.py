@@ -38,3 +38,36 @@ def test_a_missing_event_field_names_the_trigger() -> None:
 
 def test_deliveries_are_counted_per_runbook_and_trigger() -> None:
     assert event().source == "plans/web.yaml#on-push"
+
+
+def test_a_delivery_starts_one_run_however_often_it_arrives(tmp_path, monkeypatch) -> None:
+    from iacorch.engine.runtime import Runtime
+    from iacorch.engine.triggered import start_from_event
+    from iacorch.model.status import RunStatus
+    from iacorch.store.memory import MemoryStore
+
+    from .test_executor_seam import RecordingExecutor
+
+    monkeypatch.setenv("IACORCH_PROJECT", str(tmp_path))
+    monkeypatch.setenv("HOOK_SECRET", "s")
+    (tmp_path / "plans").mkdir()
+    (tmp_path / "plans" / "web.yaml").write_text(
+        "version: 1\nname: web\nvars: {ref: {required: true}}\n"
+        "triggers:\n  - {name: on-push, webhook: {secret: {env: HOOK_SECRET}},"
+        " vars: {ref: '{{ event.ref }}'}}\n"
+        "stages:\n  build: {kind: deploy, shell: {run: 'echo {{ vars.ref }}'}}\n")
+    runtime = Runtime(store=MemoryStore(), state_dir=tmp_path / ".iacorch",
+                      executor=RecordingExecutor(), identity="webhook:on-push")
+    pushed = event(ref="main")
+    first = start_from_event(pushed, runtime, root=tmp_path)
+    assert not first.duplicate and first.outcome is not None
+    assert first.outcome.status is RunStatus.SUCCEEDED
+    again = start_from_event(pushed, runtime, root=tmp_path)
+    assert again.duplicate and again.run_id == first.run_id and again.outcome is None
+    assert [run.id for run in runtime.store.list_runs()] == [first.run_id]
+    assert runtime.store.get_run(first.run_id).vars == {"ref": "main"}
+    for outside in ("../web.yaml", "/etc/passwd", "plans/missing.yaml", "plans"):
+        with pytest.raises(UsageError):
+            start_from_event(TriggerEvent(outside, "on-push", "d-2"), runtime, root=tmp_path)
+    with pytest.raises(UsageError, match="no trigger `nope`"):
+        start_from_event(TriggerEvent("plans/web.yaml", "nope", "d-3"), runtime, root=tmp_path)
