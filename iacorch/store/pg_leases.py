@@ -119,14 +119,20 @@ class AttemptLeases:
             (DONE, result, attempt_id, token, RUNNING, CHANNEL))
         return bool(notified)
 
-    def request_cancel(self, attempt_id: str) -> None:
-        """Ask the attempt to stop: a queued one resolves now, a running one's worker
-        sees it at its next heartbeat and sends the tool SIGINT."""
+    def request_cancel(self, attempt_id: str | None = None, *,
+                       run_id: str | None = None) -> int:
+        """Ask an attempt (or every unresolved attempt of a run) to stop: a queued one
+        resolves now, a running one's worker sees it at its next heartbeat and sends the
+        tool SIGINT. How many attempts were asked."""
+        column, key = ("attempt_id", attempt_id) if run_id is None else ("run_id", run_id)
         with self.store.transaction():
-            rows = self.store.query("UPDATE attempt_leases SET cancel = TRUE WHERE "
-                                    "attempt_id = %s RETURNING state", (attempt_id,))
-            if rows and rows[0][0] == QUEUED:
-                self._resolve(attempt_id, self._cancelled)
+            rows = self.store.query(f"UPDATE attempt_leases SET cancel = TRUE WHERE {column} "
+                                    "= %s AND state <> %s RETURNING attempt_id, state",
+                                    (key, DONE))
+            for found, state in rows:
+                if state == QUEUED:
+                    self._resolve(found, self._cancelled)
+        return len(rows)
 
     def reap(self, attempt_id: str | None = None, *, requeue: bool) -> list[str]:
         """Resolve expired leases (of one attempt, or all) as interrupted; with `requeue`,
@@ -150,15 +156,15 @@ class AttemptLeases:
                     requeued.append(found)
         return requeued
 
-    def collect(self, attempt_id: str) -> str | None:
-        """The recorded result, once: it is cleared as it is read (it may be sealed
-        secrets, which should not linger)."""
+    def collect(self, attempt_id: str) -> tuple[str, bool] | None:
+        """The recorded result and whether a cancel was asked for, once: the result is
+        cleared as it is read (it may be sealed secrets, which should not linger)."""
         rows = self.store.query(
             "UPDATE attempt_leases AS a SET result = NULL FROM (SELECT attempt_id, result "
             "FROM attempt_leases WHERE attempt_id = %s AND state = %s AND result IS NOT NULL "
-            "FOR UPDATE) AS old WHERE a.attempt_id = old.attempt_id RETURNING old.result",
-            (attempt_id, DONE))
-        return str(rows[0][0]) if rows else None
+            "FOR UPDATE) AS old WHERE a.attempt_id = old.attempt_id "
+            "RETURNING old.result, a.cancel", (attempt_id, DONE))
+        return (str(rows[0][0]), bool(rows[0][1])) if rows else None
 
     def _resolve(self, attempt_id: str, result: str) -> None:
         self.store.query("UPDATE attempt_leases SET state = %s, result = %s "

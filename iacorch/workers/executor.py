@@ -88,8 +88,11 @@ class CeleryExecutor:
             notified = woken.wait(self.poll)  # set by a NOTIFY since it was created
             woken.clear()
             try:
-                text = self.leases.collect(attempt_id)
-                if text is not None:
+                collected = self.leases.collect(attempt_id)
+                if collected is not None:
+                    text, cancelled = collected
+                    if cancelled:  # `iacorch cancel`, maybe from another host: stop the run
+                        self.cancel.interrupt()
                     return result_from_text(text)
                 if notified:
                     continue

@@ -304,3 +304,34 @@ def test_a_worker_whose_heartbeat_paused_loses_its_lease_and_stops_its_tool(
     (run,) = cluster.project.runs()
     stage = cluster.project.show(run["id"])["stages"][0]
     assert stage["status"] == "interrupted" and "lease" in (stage["error"] or "")
+
+
+def test_iacorch_cancel_stops_the_run_and_its_tool_on_the_worker(cluster: Cluster) -> None:
+    ledger = cluster.project.root / "ledger"
+    cluster.project.write("rb.yaml", f"""
+        version: 1
+        name: rb
+        stages:
+          long:
+            kind: provision
+            pool: w1
+            shell:
+              run: |
+                trap 'echo got-sigint >> {ledger}; exit 130' INT
+                echo start >> {ledger}
+                sleep 30 & wait
+          after: {{kind: provision, needs: [long], shell: {{run: "touch after"}}}}
+        """)
+    cluster.worker()
+    coordinator = cluster.project.start("apply", "rb.yaml")
+    wait_for(lambda: starts(ledger) == 1, what="the tool to start")
+    (run,) = cluster.project.runs()
+    cancelled = cluster.project.run("cancel", run["id"][:12])
+    assert cancelled.code == 0, cancelled.text
+    assert "asked 1 of its stage attempt(s) on workers to stop" in cancelled.out
+    out, _ = coordinator.communicate(timeout=60)
+    assert coordinator.returncode == 130, out
+    assert ledger.read_text().splitlines() == ["start", "got-sigint"]
+    assert not (cluster.project.root / "after").exists()
+    again = cluster.project.run("cancel", run["id"])
+    assert again.code == 64 and "not running" in again.err

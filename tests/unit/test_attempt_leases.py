@@ -53,8 +53,9 @@ def test_one_copy_runs_and_a_second_waits_while_the_lease_lives(
     assert leases.claim("a1", "w2").verdict is Verdict.WAIT
     assert leases.finish("a1", 1, result_to_text(StageResult(StageStatus.SUCCEEDED)))
     assert leases.claim("a1", "w2").verdict is Verdict.DONE
-    text = leases.collect("a1")
-    assert text is not None and result_from_text(text).ok
+    collected = leases.collect("a1")
+    assert collected is not None and result_from_text(collected[0]).ok
+    assert collected[1] is False                       # nobody asked it to stop
     assert leases.collect("a1") is None  # read once, then cleared
 
 
@@ -67,9 +68,9 @@ def test_an_expired_lease_of_an_apply_resolves_interrupted_and_fences_the_old_ho
     late = result_to_text(StageResult(StageStatus.SUCCEEDED))
     assert not leases.finish("a1", 1, late)                    # the stale holder is fenced
     assert not leases.heartbeat("a1", 1).held
-    text = leases.collect("a1")
-    assert text is not None
-    result = result_from_text(text)
+    collected = leases.collect("a1")
+    assert collected is not None
+    result = result_from_text(collected[0])
     assert result.status is StageStatus.INTERRUPTED and "lease" in (result.error or "")
 
 
@@ -102,12 +103,16 @@ def test_the_reaper_requeues_plans_and_resolves_the_rest(
 def test_cancelling_a_queued_attempt_resolves_it_and_a_running_one_is_told(
         leases: AttemptLeases) -> None:
     enqueue(leases, "queued")
-    leases.request_cancel("queued")
+    assert leases.request_cancel("queued") == 1
     assert leases.claim("queued", "w1").verdict is Verdict.DONE
+    assert leases.collect("queued") == ("cancelled", True)
     enqueue(leases, "running")
     token = leases.claim("running", "w1").token
-    leases.request_cancel("running")
+    enqueue(leases, "other-run")
+    leases.store.query("UPDATE attempt_leases SET run_id = 'r2' WHERE attempt_id = 'other-run'")
+    assert leases.request_cancel(run_id="r1") == 1     # the resolved one is not asked again
     assert leases.heartbeat("running", token).cancel
+    assert leases.claim("other-run", "w1").verdict is Verdict.RUN
 
 
 def test_racing_copies_start_the_tool_once(leases: AttemptLeases) -> None:
