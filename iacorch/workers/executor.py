@@ -63,7 +63,10 @@ class CeleryExecutor:
             self.leases.enqueue(attempt_id, run_id=spec.run_id, stage_id=spec.stage_id,
                                 pool=pool, rerunnable=spec.operation in RERUNNABLE,
                                 lease_seconds=self.lease_seconds)
-            self._send(attempt_id, request, pool)
+            try:
+                self._send(attempt_id, request, pool)
+            except StoreError as exc:  # nothing started: the stage fails, `resume` retries
+                return StageResult.failure(exc.message, hint=exc.hint)
             return self._result(attempt_id, request, pool, woken)
         finally:
             self._waiting.pop(attempt_id, None)

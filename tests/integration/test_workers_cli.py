@@ -335,3 +335,25 @@ def test_iacorch_cancel_stops_the_run_and_its_tool_on_the_worker(cluster: Cluste
     assert not (cluster.project.root / "after").exists()
     again = cluster.project.run("cancel", run["id"])
     assert again.code == 64 and "not running" in again.err
+
+
+def test_an_unreachable_broker_fails_the_stage_cleanly_and_resume_retries_it(
+        cluster: Cluster) -> None:
+    from tests.services import free_port
+
+    cluster.project.write("rb.yaml", """
+        version: 1
+        name: rb
+        stages:
+          a: {kind: provision, pool: w1, shell: {run: "echo ran >> ledger"}}
+        """)
+    down = {"IACORCH_BROKER": f"redis://127.0.0.1:{free_port()}/0"}
+    failed = cluster.project.run("apply", "rb.yaml", env=down)
+    assert failed.code == 1, failed.text
+    assert "the broker did not take it" in failed.text and "Traceback" not in failed.text
+    (run,) = cluster.project.runs()
+    assert run["status"] == "failed"
+    cluster.worker()
+    resumed = cluster.project.run("resume", run["id"], timeout=60)
+    assert resumed.code == 0, resumed.text
+    assert (cluster.project.root / "ledger").read_text() == "ran\n"
