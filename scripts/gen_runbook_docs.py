@@ -88,6 +88,17 @@ DESCRIPTIONS: dict[str, str] = {
     "SecretSpec.env": "Name of the environment variable holding the secret.",
     "SecretSpec.file": "Path of a file holding the secret (trailing newline removed), "
                        "relative to the runbook's directory; `~` is expanded.",
+    "SecretSpec.aws_secretsmanager": "Name or ARN of an AWS Secrets Manager secret (the "
+                                     "`[aws]` extra; docs/aws.md). Credentials and region "
+                                     "come from boto3's chain; `AWS_ENDPOINT_URL` is honoured.",
+    "SecretSpec.aws_ssm": "Name of an SSM Parameter Store parameter; a `SecureString` is "
+                          "decrypted (docs/aws.md).",
+    "SecretSpec.key": "With `aws_secretsmanager`: the field of a JSON secret to use (a "
+                      "non-text value becomes its JSON).",
+    "SecretSpec.version": "With `aws_secretsmanager`: a version id (a UUID) or a staging label "
+                          "such as `AWSPREVIOUS`. Default: `AWSCURRENT`.",
+    "SecretSpec.region": "With an AWS source: the region to read it from, instead of "
+                         "`AWS_REGION` or the profile's.",
     "SecretSpec.description": "What the secret is for.",
     "Defaults.timeout": "Default stage timeout; none when unset.",
     "Defaults.retries": "Default retry policy.",
@@ -257,10 +268,14 @@ DESCRIPTIONS: dict[str, str] = {
     "Trigger.vars": "Var values for the run: templates over `event`, whose fields are "
                     "data, never template code.",
     "WebhookSource.secret": "The HMAC key: `env: NAME` or `file: PATH`, as under `secrets:`.",
-    "SqsSource.queue": "Queue URL or name.",
+    "SqsSource.queue": "Queue URL or name. `event` has `message_id`, `body`, `json` (the "
+                       "body parsed, or null), `attributes` and `sent_at` (docs/aws.md).",
     "SqsSource.max_receives": "After this many failed deliveries a message is moved aside "
-                              "(poison) with a log line.",
-    "S3Source.bucket": "The bucket whose events count.",
+                              "(poison) with a log line: to the queue's dead-letter queue "
+                              "when its RedrivePolicy names one, else deleted (docs/aws.md).",
+    "S3Source.bucket": "The bucket whose events count. `event` has `bucket`, `key` "
+                       "(URL-decoded), `size`, `etag`, `version_id`, `event`, `time` and "
+                       "`region` (docs/aws.md).",
     "S3Source.queue": "The SQS queue (URL or name) the bucket notifies.",
     "S3Source.prefix": "Only keys that start with this.",
     "S3Source.events": "`created`, `removed`, or both.",

@@ -26,7 +26,7 @@ _COMMANDS = {
     "runs": "inspect_commands", "show": "inspect_commands", "logs": "inspect_commands",
     "unlock": "inspect_commands", "audit": "inspect_commands", "approve": "inspect_commands",
     "reject": "inspect_commands",
-    "drift": "drift_commands", "schedule": "schedule_commands",
+    "drift": "drift_commands", "schedule": "schedule_commands", "listen": "listen_commands",
     "token": "token_commands", "serve": "iacorch.server.command",
     "worker": "worker_commands", "cancel": "cancel_commands",
 }

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from iacorch.cli.run_commands import _duration
-from iacorch.cli.session import open_store, store_option
+from iacorch.cli.session import command_logger, open_store, store_option
 from iacorch.engine.launch import make_state_dir, state_dir_for
 
 if TYPE_CHECKING:
@@ -39,18 +37,6 @@ def _runtime(store_url: str | None, runbook: str) -> tuple[Runtime, str]:
     state_dir = make_state_dir(state_dir_for(store_url, Path(runbook)))
     store_url = store_url or str(state_dir / STATE_FILE)
     return Runtime(store=open_store(store_url), state_dir=state_dir), store_url
-
-
-def _logger() -> logging.Logger:
-    log = logging.getLogger("iacorch.schedule")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s",
-                                               datefmt="%Y-%m-%dT%H:%M:%S%z"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
-    return log
 
 
 def _notify_failure(runtime: Runtime, log: Any, job: Job, code: int | None,
@@ -89,7 +75,7 @@ def run_scheduler(runbooks: tuple[str, ...], stop_timeout: float,
                          hint="add one, e.g. schedules: {nightly: {cron: '0 2 * * *', "
                               "action: drift}}")
     runtime, store_url = _runtime(store_url, runbooks[0])
-    log = _logger()
+    log = command_logger("iacorch.schedule")
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -99,6 +100,20 @@ def build_runtime(store_url: str | None, *, json_events: bool, plan: Plan | None
             runtime.executor = celery_executor(plan, runtime.executor, store, runtime.cancel,
                                                broker)
     return runtime
+
+
+def command_logger(name: str) -> logging.Logger:
+    """The log of a long-running command (`schedule run`, `listen`): time-stamped lines on
+    stderr, for a terminal, journald or a container's log."""
+    log = logging.getLogger(name)
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s",
+                                               datefmt="%Y-%m-%dT%H:%M:%S%z"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    return log
 
 
 def close_sinks(runtime: Runtime) -> None:

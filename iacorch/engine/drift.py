@@ -128,7 +128,8 @@ def check_drift(plan: Plan, runtime: Runtime, *, run_id: str, selection: Sequenc
     """Run the drift check of `plan` under its lock and record everything it found."""
     rules = ignore_rules(plan.runbook.drift.ignore if plan.runbook is not None else ())
     stages = stages_to_check(plan, selection)
-    secrets = resolve_secrets(plan.runbook.secrets, plan.root) if plan.runbook else {}
+    secrets = resolve_secrets(plan.runbook.secrets, plan.root, plan.secret_locations) \
+        if plan.runbook else {}
     masker = Masker(secrets.values())
     lock = RunLock(runtime.store, lock_key(plan.name, plan.workspace), run_id,
                    host=runtime.host, pid=runtime.pid)

@@ -234,7 +234,8 @@ def notifier_for(plan: Plan, runtime: Runtime, *, log: Callable[[str], None],
 
     channels = plan.runbook.notify if plan.runbook is not None else {}
     try:
-        secrets = resolve_secrets(plan.runbook.secrets, plan.root) if channels else {}
+        secrets = resolve_secrets(plan.runbook.secrets, plan.root, plan.secret_locations) \
+            if channels else {}
     except UsageError:
         secrets = {}    # the run itself already said which secret is missing
     context = {"vars": dict(plan.vars), "secrets": secrets, "env": dict(os.environ),

@@ -203,7 +203,7 @@ def _announce(runtime: Runtime, plan: Plan, run_id: str, operation: str) -> None
 
 def _secrets(plan: Plan) -> tuple[dict[str, str], Masker]:
     """The runbook's secrets, resolved once for this run, and the masker that hides them."""
-    secrets = resolve_secrets(plan.runbook.secrets, plan.root)
+    secrets = resolve_secrets(plan.runbook.secrets, plan.root, plan.secret_locations)
     return secrets, Masker(secrets.values())
 
 

@@ -80,6 +80,7 @@ class Plan:
     deadline: float | None
     workspace: str
     runbook: Any = None                       # the validated Runbook model
+    secret_locations: Mapping[str, Location] = field(default_factory=dict)  # name -> its key
 
     def dependents(self) -> dict[str, list[str]]:
         """Stage id -> ids of the stages that need it."""

@@ -32,18 +32,40 @@ class VarSpec(Strict):
     choices: list[Any] | None = None
 
 
+SECRET_SOURCES = ("env", "file", "aws_secretsmanager", "aws_ssm")
+
+
 class SecretSpec(Strict):
     env: str | None = None
     file: str | None = None
+    aws_secretsmanager: str | None = Field(default=None, min_length=1)
+    aws_ssm: str | None = Field(default=None, min_length=1)
+    key: str | None = None            # a field of a JSON secret (Secrets Manager)
+    version: str | None = None        # a version id or a staging label (Secrets Manager)
+    region: str | None = None         # an AWS source's region; else boto3's own chain
     description: str | None = None
+
+    @property
+    def source(self) -> str:
+        """`env`, `file`, `aws_secretsmanager` or `aws_ssm`: the one source key set."""
+        return next(key for key in SECRET_SOURCES if getattr(self, key) is not None)
 
     @model_validator(mode="after")
     def _one_source(self) -> SecretSpec:
-        if (self.env is None) == (self.file is None):
-            raise RuleError("a secret has exactly one source: env or file",
-                            "keep either `env: NAME` or `file: PATH`"
-                            if self.env is not None else
-                            "add `env: NAME` (an environment variable) or `file: PATH`")
+        given = [key for key in SECRET_SOURCES if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise RuleError("a secret has exactly one source: "
+                            + ", ".join(f"`{key}`" for key in SECRET_SOURCES),
+                            "keep one of " + " or ".join(f"`{key}`" for key in given) if given else
+                            "add `env: NAME` (an environment variable), `file: PATH`, "
+                            "`aws_secretsmanager: NAME` or `aws_ssm: /PARAMETER`")
+        only_secretsmanager = [key for key in ("key", "version")
+                               if getattr(self, key) is not None]
+        if only_secretsmanager and given != ["aws_secretsmanager"]:
+            raise RuleError(f"`{only_secretsmanager[0]}` applies to `aws_secretsmanager` "
+                            "secrets only", f"remove `{only_secretsmanager[0]}`")
+        if self.region is not None and not given[0].startswith("aws_"):
+            raise RuleError("`region` applies to AWS secrets only", "remove `region`")
         return self
 
 

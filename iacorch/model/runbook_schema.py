@@ -22,6 +22,7 @@ from iacorch.model.runbook import (
     APPROVAL_FIELDS,
     EXTENSION_KEY,
     MAX_FOR_EACH,
+    SECRET_SOURCES,
     STAGE_ID,
     runbook_model,
 )
@@ -115,7 +116,10 @@ def _add_rules(schema: dict[str, Any]) -> None:
             option.update(propertyNames=names, maxProperties=MAX_FOR_EACH)
     for undo in ("RollbackAction", "DestroyAction"):
         defs[undo]["oneOf"] = [_set(a) for a in actions]
-    defs["SecretSpec"]["oneOf"] = [_set("env"), _set("file")]
+    defs["SecretSpec"]["oneOf"] = [_set(source) for source in SECRET_SOURCES]
+    defs["SecretSpec"]["allOf"] = [
+        {"if": _any_set(("key", "version")), "then": _set("aws_secretsmanager")},
+        {"if": _set("region"), "then": _any_set(("aws_secretsmanager", "aws_ssm"))}]
     defs["NotifyChannel"]["oneOf"] = [_set("webhook"), _set("command")]
     defs["ApprovalInput"]["if"] = {"properties": {"type": {"const": "choice"}},
                                    "required": ["type"]}

@@ -171,7 +171,9 @@ class _Compiler:
             expansions={sid: tuple(k for k, _ in items) for sid, items in expansions.items()},
             plan_hash=_plan_hash(self.runbook, self.vars, ordered, finals),
             concurrency=self.runbook.concurrency, on_failure=self.runbook.on_failure,
-            deadline=deadline, workspace=workspace, runbook=self.runbook)
+            deadline=deadline, workspace=workspace, runbook=self.runbook,
+            secret_locations={name: self.document.locate(("secrets", name), key=True)
+                              for name in self.runbook.secrets})
 
     # -- per-stage shape -------------------------------------------------
     def _check_stage(self, section: str, stage_id: str, stage: Stage) -> None:

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from iacorch import __version__
 from iacorch.engine.launch import open_for_runs
+from iacorch.engine.launcher import Launcher
 from iacorch.errors import (
     ApprovalError,
     AuthenticationError,
@@ -28,8 +29,9 @@ from iacorch.errors import (
     ToolMissingError,
 )
 from iacorch.server.auth import Authenticator, ProxyTrust, session_key
-from iacorch.server.launcher import Launcher
 from iacorch.store.base import Store
+
+_QUEUE_LOCK_WAIT = 600.0   # a queue-triggered run waits this long for its runbook's lock
 
 # error class -> HTTP status; the first match in this order wins (subclasses first)
 HTTP_STATUS: tuple[tuple[type[IacorchError], int], ...] = (
@@ -56,6 +58,7 @@ class Settings:
     workers: int = 16
     secure_cookies: bool = False                           # https-only cookies behind a proxy
     schedules: Sequence[str] = ()                          # runbooks whose schedules run here
+    listen: Sequence[str] = ()                             # runbooks whose queues are read here
 
 
 @dataclass
@@ -83,9 +86,15 @@ def create_app(settings: Settings) -> FastAPI:
                                                          workers=settings.workers),
                     Authenticator(store, session_key(state_dir), settings.trust))
 
+    stop = threading.Event()
+    if settings.listen:   # before serving: a wrong trigger or queue stops `serve` at once
+        from iacorch.triggers.listener import start_listening
+
+        start_listening(settings.listen, settings.root, server.launcher, stop,
+                        logging.getLogger("iacorch.listen"), lock_timeout=_QUEUE_LOCK_WAIT)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        stop = threading.Event()
         scheduler = _start_schedules(server, stop)
         try:
             yield

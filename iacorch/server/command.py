@@ -25,6 +25,9 @@ SERVER_EXTRA_HINT = "install the server extra: pip install 'iacorch[server]'"
               help="Project root that runbook paths are inside. Default: the current project.")
 @click.option("--schedule", "schedules", multiple=True, metavar="RUNBOOK",
               help="Run this runbook's `schedules:` from the server (repeatable).")
+@click.option("--listen", "listen", multiple=True, metavar="RUNBOOK",
+              help="Start runs from this runbook's `sqs:` and `s3:` triggers, as "
+                   "`iacorch listen` does (repeatable; the [aws] extra).")
 @click.option("--trust-proxy-header", metavar="HEADER",
               help="Take the user from this header (e.g. X-Forwarded-User), set by an "
                    "authenticating reverse proxy; only from --trusted-proxy addresses.")
@@ -37,7 +40,8 @@ SERVER_EXTRA_HINT = "install the server extra: pip install 'iacorch[server]'"
 @click.option("--workers", default=16, show_default=True, type=click.IntRange(1, 256),
               help="Runs driven at once.")
 def serve(host: str, port: int, store_url: str | None, project: str | None,
-          schedules: tuple[str, ...], trust_proxy_header: str | None,
+          schedules: tuple[str, ...], listen: tuple[str, ...],
+          trust_proxy_header: str | None,
           trusted_proxies: tuple[str, ...], max_body: int, secure_cookies: bool,
           workers: int) -> None:
     """Serve the web page and JSON API for runs, gates and webhook triggers."""
@@ -61,7 +65,7 @@ def serve(host: str, port: int, store_url: str | None, project: str | None,
                          "e.g. 127.0.0.1 or 10.0.0.0/8") from None
     root = Path(project).resolve() if project else project_root()
     app = create_app(Settings(store_url=store_url, root=root, trust=trust, max_body=max_body,
-                              workers=workers, schedules=schedules,
+                              workers=workers, schedules=schedules, listen=listen,
                               secure_cookies=secure_cookies))
     click.echo(f"iacorch serve: http://{host}:{port}/ (project {root})", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,

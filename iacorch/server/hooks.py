@@ -16,12 +16,12 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from iacorch.engine.launcher import Launched
 from iacorch.engine.runs import new_run_id
 from iacorch.engine.secrets import resolve_secrets
 from iacorch.engine.triggered import TriggerEvent, find_trigger, start_from_event
 from iacorch.errors import AuthenticationError, UsageError
 from iacorch.server.app import Server, server_of
-from iacorch.server.launcher import Launched
 
 router = APIRouter()
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from iacorch.engine.launch import check_tools, compile_plan, var_flag
+from iacorch.engine.launcher import Launched
 from iacorch.engine.operations import plan_of_run
 from iacorch.engine.run_state import RunOptions
 from iacorch.engine.runs import new_run_id, plan_run, resume_run, start_run
@@ -16,7 +17,6 @@ from iacorch.errors import UsageError
 from iacorch.model.status import Operation
 from iacorch.server.app import Server
 from iacorch.server.auth import Identity
-from iacorch.server.launcher import Launched
 
 
 def start(server: Server, runbook: str, values: Mapping[str, Any], operation: str,

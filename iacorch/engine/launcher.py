@@ -1,8 +1,11 @@
-"""Runs the server starts, resumes or is triggered to start, each on a worker thread.
+"""Runs a resident process (`iacorch serve`, `iacorch listen`) starts, resumes or is
+triggered to start, each on a worker thread.
 
-A request waits only until its run is on record (the engine's RUN_STARTED event), then
-answers with the run id while the run goes on here: a resident process, no start-up
-per run. The runs are the CLI's runs: same store, same locks, same journal.
+The caller (a request, a queue message) waits only until its run is on record (the
+engine's RUN_STARTED event), then goes on with the run id while the run goes on here: no
+start-up per run. The runs are the CLI's runs: same store, same locks, same journal.
+All of them share the process's one store (docs/decisions.md, "A long-running command
+keeps one store connection").
 """
 
 from __future__ import annotations
@@ -71,8 +74,8 @@ class Launcher:
         runtime.sinks.append(launch)
         with self._lock:
             if run_id in self._active:
-                raise UsageError(f"run {run_id} is already being driven by this server",
-                                 hint=f"follow it: GET /api/runs/{run_id}")
+                raise UsageError(f"run {run_id} is already being driven by this process",
+                                 hint=f"follow it: iacorch logs {run_id} --follow")
             self._active[run_id] = runtime
 
         def drive() -> None:

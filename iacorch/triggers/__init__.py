@@ -1,0 +1,1 @@
+"""Event sources that start runs: queues (SQS, S3 notifications) turned into TriggerEvents."""
