@@ -431,7 +431,7 @@ class SqliteStore:
             finally:
                 if not outer:
                     self._rollback()
-        return chain.verify_log((_audit_or_damaged(row) for row in rows), stages, head)
+        return chain.verify_log((chain.entry_or_damaged(row) for row in rows), stages, head)
 
     # --- approvals and drift --------------------------------------------------------------
 
@@ -496,12 +496,3 @@ class SqliteStore:
                                   f"SELECT {_TOKEN} FROM tokens WHERE id = ?", (token_id,))
         return found[0] if found else None
 
-
-def _audit_or_damaged(row: tuple[Any, ...]) -> AuditEntry:
-    """Decode an audit row; an undecodable one becomes an entry that fails its hash."""
-    try:
-        return base.audit_from_row(row)
-    except (ValueError, TypeError):
-        return AuditEntry(seq=row[0], time=0.0, kind="", run_id=None, stage_id=None,
-                          actor=None, data={"unreadable": str(row[6])}, prev_hash=str(row[7]),
-                          hash="")
