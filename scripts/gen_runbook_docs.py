@@ -50,6 +50,8 @@ DESCRIPTIONS: dict[str, str] = {
                        "stored. In `shell.run` a secret reaches the script as an environment "
                        "variable, never as text in the script.",
     "Runbook.concurrency": "How many stages run at once; `--concurrency` overrides it.",
+    "Runbook.pool": "Default worker pool of every stage: with `$IACORCH_BROKER` set, its "
+                    "attempts run on `iacorch worker --pool NAME` (see docs/workers.md).",
     "Runbook.defaults": "`timeout` and `retries` for every stage that does not set its own.",
     "Runbook.on_failure": "What a stage's final failure does to the run: `stop` starts "
                           "nothing new, `rollback` also undoes what the run did, `continue` "
@@ -132,6 +134,9 @@ DESCRIPTIONS: dict[str, str] = {
                      "standing), or an action of its own. Unset: as `rollback`, so "
                      "`rollback: none` alone also keeps the stage up on destroy.",
     "Stage.on_failure": "This stage's failure policy (else the runbook's).",
+    "Stage.pool": "Worker pool this stage's attempts run on (Celery queue `pool-NAME`) "
+                  "when `$IACORCH_BROKER` is set; runs here otherwise. Overrides the "
+                  "runbook's `pool`.",
     "Stage.idempotent": "Whether running it twice is safe. Default: true for Terraform, "
                         "Pulumi, Ansible and GET/HEAD/OPTIONS checks, false for shell. "
                         "`resume` runs an interrupted non-idempotent stage again only with "

@@ -1,4 +1,5 @@
-"""Shared test helpers: the real CLI in a subprocess, and tools that CI must have."""
+"""Shared test helpers: the real CLI in a subprocess, tools that CI must have, and
+throwaway servers (tests/services.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.services import PostgresCluster
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -106,3 +111,21 @@ def project(tmp_path: Path) -> Project:
 def require_tool():
     """`require_tool("terraform")`: the tool's path, or skip (locally) / fail (in CI)."""
     return find_tool
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL 15 cluster for the whole session."""
+    cluster = PostgresCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """The URL of a fresh, empty schema of the session's cluster (cheaper than a database)."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    postgres_cluster.sql(f"CREATE SCHEMA {schema}")
+    return postgres_cluster.url(schema=schema)

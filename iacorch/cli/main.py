@@ -28,6 +28,7 @@ _COMMANDS = {
     "reject": "inspect_commands",
     "drift": "drift_commands", "schedule": "schedule_commands", "listen": "listen_commands",
     "token": "token_commands", "serve": "iacorch.server.command", "policy": "policy_commands",
+    "worker": "worker_commands", "cancel": "cancel_commands",
 }
 
 

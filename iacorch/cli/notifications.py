@@ -45,8 +45,8 @@ def send(plan: Plan, runtime: Runtime, notifications: Sequence[Notification]) ->
 def run_end_sink(plan: Plan, runtime: Runtime) -> None:
     """Let the runbook's `notify:` channels hear how the command's run ends."""
     if plan.runbook is None or not plan.runbook.notify:
-        return
+        return   # without importing what notifications need (start-up time)
     from iacorch.engine.notify import RunEndNotifier
 
-    runtime.sinks.append(RunEndNotifier(plan, runtime, only=only_channels(),
-                                        log=lambda line: click.echo(f"  {line}", err=True)))
+    RunEndNotifier.attach(plan, runtime, only=only_channels(),
+                          log=lambda line: click.echo(f"  {line}", err=True))

@@ -37,6 +37,7 @@ RUN_EXIT_CODES: dict[RunStatus, ExitCode] = {
     RunStatus.DIED: ExitCode.RUN_FAILED,
 }
 _KILL_WINDOW = 3.0
+BROKER_VARIABLE = "IACORCH_BROKER"   # stages with `pool:` go to workers through it
 # undo notes that say "by design" rather than "needs a human": not worth a summary line
 _NOTHING_TO_UNDO = ("approval gate", "`rollback: none`", NOTHING_TO_UNDO_CHECK)
 
@@ -54,7 +55,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 def store_option(command: F) -> F:
     """--store, shared by every command that reads or writes the state store."""
     return click.option("--store", "store_url", metavar="URL", envvar="IACORCH_STORE",
-                        help="State store: a path to state.db, sqlite:///path or memory://. "
+                        help="State store: a path to state.db, sqlite:///path, "
+                             "postgresql://user@host/db (shared by hosts) or memory://. "
                              "Default: .iacorch/state.db (or $IACORCH_HOME).")(command)
 
 
@@ -92,6 +94,13 @@ def build_runtime(store_url: str | None, *, json_events: bool, plan: Plan | None
         runtime.sinks.append(PlainConsole(show_logs=not quiet))
         if runtime.interactive:
             runtime.prompt = terminal_prompt(lambda: None, lambda: None, interrupted)
+    broker = os.environ.get(BROKER_VARIABLE)
+    if broker and plan is not None:
+        from iacorch.workers.executor import celery_executor, pooled_stages
+
+        if pooled_stages(plan):
+            runtime.executor = celery_executor(plan, runtime.executor, store, runtime.cancel,
+                                               broker)
     return runtime
 
 

@@ -53,13 +53,15 @@ class LocalExecutor:
         """Run the attempt in the calling thread (no thread hop: the engine's hot path)."""
         return run_stage_attempt(spec, self.process, masker, self.cancel, self.emit)
 
-    def pool(self, workers: int) -> _LocalPool:
+    def pool(self, workers: int) -> ThreadedPool:
         """A thread pool of `workers` threads over `run`."""
-        return _LocalPool(self, workers)
+        return ThreadedPool(self, workers)
 
 
-class _LocalPool:
-    def __init__(self, executor: LocalExecutor, workers: int) -> None:
+class ThreadedPool:
+    """An AttemptPool of `workers` threads, each calling the executor's `run`."""
+
+    def __init__(self, executor: Executor, workers: int) -> None:
         self._executor = executor
         self._threads = ThreadPoolExecutor(max_workers=max(1, workers),
                                            thread_name_prefix="stage")
@@ -67,7 +69,7 @@ class _LocalPool:
     def submit(self, spec: StageSpec, masker: Masker) -> Future[StageResult]:
         return self._threads.submit(self._executor.run, spec, masker)
 
-    def __enter__(self) -> _LocalPool:
+    def __enter__(self) -> ThreadedPool:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -6,6 +6,7 @@ neither needs click, the main thread or signal handlers.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,9 @@ if TYPE_CHECKING:
     from iacorch.model.plan import Plan
     from iacorch.policy.guard import PolicyGuard
     from iacorch.store.base import Store
+
+
+SHARED_DIR_VARIABLE = "IACORCH_SHARED_DIR"   # logs and saved plans of a PostgreSQL store
 
 
 def var_flag(value: Any) -> str:
@@ -60,9 +64,15 @@ def check_tools(plan: Plan) -> None:
 
 
 def state_dir_for(store_url: str | None, runbook: Path | None = None) -> Path:
-    """The directory of the store's state.db, where run logs and saved plans go too."""
+    """Where run logs and saved plans go: beside a store's state.db; for a PostgreSQL
+    store, $IACORCH_SHARED_DIR (one directory every host mounts at the same path), else
+    the project's state directory (enough while one host runs and inspects everything)."""
     from iacorch.project import state_dir
+    from iacorch.store import is_postgres_url
 
+    if store_url and is_postgres_url(store_url):
+        shared = os.environ.get(SHARED_DIR_VARIABLE)
+        return Path(shared).expanduser().absolute() if shared else state_dir(runbook).resolve()
     if store_url and not store_url.startswith("memory:"):
         path = Path(store_url.removeprefix("sqlite://"))
         return path.resolve().parent

@@ -201,6 +201,21 @@ class RunEndNotifier:
                  only: Sequence[str] = ()) -> None:
         self.plan, self.runtime, self.log, self.only = plan, runtime, log, tuple(only)
 
+    @classmethod
+    def attach(cls, plan: Plan, runtime: Runtime, *, log: Callable[[str], None] | None = None,
+               only: Sequence[str] = ()) -> None:
+        """Add one to `runtime`'s sinks when the runbook has `notify:` channels.
+
+        Without `log`, delivery problems go to the `iacorch.notify` logger (a server's).
+        """
+        if plan.runbook is None or not plan.runbook.notify:
+            return
+        if log is None:
+            import logging
+
+            log = logging.getLogger("iacorch.notify").warning
+        runtime.sinks.append(cls(plan, runtime, log=log, only=only))
+
     def handle(self, event: Event) -> None:
         if event.kind is not EventKind.RUN_FINISHED or self.runtime.interrupt_signal is not None:
             return

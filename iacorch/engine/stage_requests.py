@@ -60,8 +60,7 @@ def to_request(spec: StageSpec, masker: Masker, *,
     clear = replace(spec, secret_values=(), secret_env={})
     if masker.mask_value(dict(spec.action)) == dict(spec.action):
         return StageRequest(clear.to_dict())
-    payload = {"action": dict(spec.action), "learnt": learnt}
-    sealed = _fernet(key).encrypt(json.dumps(payload).encode()).decode()
+    sealed = seal({"action": dict(spec.action), "learnt": learnt}, key=key)
     masked = replace(clear, action=masker.mask_value(dict(spec.action)))  # type: ignore[arg-type]
     return StageRequest(masked.to_dict(), sealed)
 
@@ -73,7 +72,7 @@ def open_request(request: StageRequest, *, key: str | None = None,
     values = (resolve or resolve_refs)(spec.secret_refs, Path(spec.root_dir))
     learnt: list[str] = []
     if request.sealed is not None:
-        payload = _open(request.sealed, key)
+        payload = unseal(request.sealed, key=key)
         spec = replace(spec, action=payload["action"])
         learnt = payload["learnt"]
     spec = replace(spec, secret_values=tuple(values.values()),
@@ -112,7 +111,13 @@ def _fernet(key: str | None) -> Any:
                          ) from None
 
 
-def _open(sealed: str, key: str | None) -> dict[str, Any]:
+def seal(payload: Any, *, key: str | None = None) -> str:
+    """JSON data encrypted for the trip between a coordinator and its workers."""
+    return str(_fernet(key).encrypt(json.dumps(payload).encode()).decode())
+
+
+def unseal(sealed: str, *, key: str | None = None) -> dict[str, Any]:
+    """What `seal` sealed (a mapping), opened with this side's key."""
     from cryptography.fernet import InvalidToken
 
     try:

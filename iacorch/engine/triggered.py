@@ -98,6 +98,7 @@ def start_from_event(event: TriggerEvent, runtime: Runtime, *, root: Path,
     """
     from iacorch.engine.journal import DeliveryClaimed
     from iacorch.engine.launch import check_tools, compile_plan, var_flag
+    from iacorch.engine.notify import RunEndNotifier
     from iacorch.engine.run_state import RunOptions
     from iacorch.engine.runs import new_run_id, plan_run, start_run
     from iacorch.model.status import Operation
@@ -109,6 +110,7 @@ def start_from_event(event: TriggerEvent, runtime: Runtime, *, root: Path,
     values = {name: var_flag(value) for name, value in event_vars(trigger, event).items()}
     plan = compile_plan(path, values, (), runtime.policy, operation=trigger.action)
     check_tools(plan)
+    RunEndNotifier.attach(plan, runtime)
     run_id = run_id or new_run_id(runtime.clock())
     delivery = (event.source, event.delivery_id)
     try:

@@ -58,6 +58,7 @@ class PlannedStage:
     # path after `stages.` ("net.outputs.cidr"): run-time errors point there
     reference_locations: Mapping[str, Location] = field(default_factory=dict)
     dry_run: bool = True                      # false: plan and drift skip it, and say why
+    pool: str | None = None                   # worker pool its attempts run on; None: here
 
 
 @dataclass(frozen=True, slots=True)

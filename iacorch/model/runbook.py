@@ -135,6 +135,9 @@ class ApprovalInput(Strict):
         return self
 
 
+POOL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+"""A worker pool's name: its stages go to the Celery queue `pool-NAME`."""
+
 APPROVAL_FIELDS = ("approvers", "require", "allow_self_approval", "message", "inputs",
                    "on_timeout")
 
@@ -153,6 +156,7 @@ class Stage(ActionFields):
     destroy: Literal["auto", "none"] | DestroyAction | None = None  # None: as `rollback`
     on_failure: FailurePolicy | None = None
     idempotent: bool | None = None
+    pool: str | None = Field(default=None, pattern=POOL_NAME)
     dry_run: bool = True
     outputs: list[str] | None = None
     mock_outputs: dict[str, Any] | None = None
@@ -268,6 +272,7 @@ class Runbook(Strict):
     vars: dict[str, VarSpec] = {}
     secrets: dict[str, SecretSpec] = {}
     concurrency: int = Field(default=4, ge=1, le=1024)
+    pool: str | None = Field(default=None, pattern=POOL_NAME)
     defaults: Defaults = Defaults()
     on_failure: FailurePolicy = FailurePolicy.STOP
     deadline: VarsDuration | None = None

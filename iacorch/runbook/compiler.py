@@ -336,7 +336,8 @@ class _Compiler:
             idempotent=_idempotent(stage), approval=approval,
             is_finally=section == "finally",
             mock_outputs=stage.mock_outputs, reference_locations=places,
-            dry_run=stage.dry_run)
+            dry_run=stage.dry_run,
+            pool=None if stage.is_approval else stage.pool or self.runbook.pool)
 
     # -- graph --------------------------------------------------------------
     def _order(self, stages: Mapping[str, PlannedStage]

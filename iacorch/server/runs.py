@@ -8,6 +8,7 @@ from typing import Any
 
 from iacorch.engine.launch import check_tools, compile_plan, var_flag
 from iacorch.engine.launcher import Launched
+from iacorch.engine.notify import RunEndNotifier
 from iacorch.engine.operations import plan_of_run
 from iacorch.engine.run_state import RunOptions
 from iacorch.engine.runs import new_run_id, plan_run, resume_run, start_run
@@ -31,6 +32,7 @@ def start(server: Server, runbook: str, values: Mapping[str, Any], operation: st
                               data={"runbook": runbook, "operation": operation, "via": who.via})
 
     def work(runtime: Runtime) -> Any:
+        RunEndNotifier.attach(plan, runtime)
         if operation == "plan":
             return plan_run(plan, runtime, RunOptions(operation=Operation.PLAN), run_id=run_id)
         return start_run(plan, runtime, RunOptions(), run_id=run_id, lock_timeout=lock_timeout)
@@ -46,8 +48,11 @@ def resume(server: Server, run_id: str, who: Identity) -> Launched:
     if server.launcher.driving(run.id):
         raise UsageError(f"run {run.id} is running in this server",
                          hint=f"follow it: GET /api/runs/{run.id}")
-    return server.launcher.launch(run.id, who.user,
-                                  lambda runtime: resume_run(plan, run, runtime))
+    def work(runtime: Runtime) -> Any:
+        RunEndNotifier.attach(plan, runtime)
+        return resume_run(plan, run, runtime)
+
+    return server.launcher.launch(run.id, who.user, work)
 
 
 def log_files(server: Server, run_id: str, stage: str) -> list[Path]:

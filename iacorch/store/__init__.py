@@ -23,9 +23,14 @@ from iacorch.store.base import (
 )
 
 __all__ = ["KEEP", "ApprovalRecord", "AuditEntry", "AuditVerification", "DriftRecord",
-           "LockHolder", "RunRecord", "StageRecord", "Store", "open_store"]
+           "LockHolder", "RunRecord", "StageRecord", "Store", "is_postgres_url", "open_store"]
 
 STATE_FILE = "state.db"
+
+
+def is_postgres_url(url: str) -> bool:
+    """Whether `url` names a PostgreSQL store."""
+    return url.startswith(("postgresql://", "postgres://"))
 
 
 def open_store(url: str | None = None, runbook: Path | None = None) -> Store:
@@ -35,18 +40,25 @@ def open_store(url: str | None = None, runbook: Path | None = None) -> Store:
     the project of `runbook`, else of the current directory). `sqlite:///abs/path.db` (like
     file:///), `sqlite://rel/path.db` or a plain path: that SQLite file.
     `memory://`: a MemoryStore, gone when the process ends.
+    `postgresql://user@host:port/db` (or `postgres://`, any libpq URL): a PostgresStore
+    shared by every host that opens the same URL (needs the [postgres] extra).
     """
     if url == "memory://":
         from iacorch.store.memory import MemoryStore
 
         return MemoryStore()
+    if url is not None and is_postgres_url(url):
+        from iacorch.store.postgres import PostgresStore
+
+        return PostgresStore(url)
     if url is None:
         path = state_dir(runbook) / STATE_FILE
     elif url.startswith("sqlite://"):
         path = Path(url.removeprefix("sqlite://"))
     elif "://" in url:
-        raise UsageError(f"unsupported store URL {url!r}",
-                         hint="use sqlite:///path/to/state.db, a plain path, or memory://")
+        raise UsageError(f"unsupported store URL {url.split('://')[0]}://...",
+                         hint="use sqlite:///path/to/state.db, a plain path, "
+                              "postgresql://user@host/db, or memory://")
     else:
         path = Path(url)
     if not str(path) or str(path) == ".":

@@ -29,6 +29,7 @@ from iacorch.store.base import (
     AuditVerification,
     StageRecord,
     StageRecordProblem,
+    audit_from_row,
     stage_from_row,
 )
 
@@ -69,6 +70,17 @@ def next_entry(prev_seq: int, prev_hash: str, kind: str, *, time: float,
     digest = entry_hash(prev_hash, seq, time, kind, run_id, stage_id, actor, normal)
     return AuditEntry(seq=seq, time=time, kind=kind, run_id=run_id, stage_id=stage_id,
                       actor=actor, data=normal, prev_hash=prev_hash, hash=digest)
+
+
+def entry_or_damaged(row: tuple[Any, ...]) -> AuditEntry:
+    """Decode an audit row (base.AUDIT_COLUMNS); an undecodable one becomes an entry
+    that fails its hash, so verification names it instead of crashing."""
+    try:
+        return audit_from_row(row)
+    except (ValueError, TypeError):
+        return AuditEntry(seq=row[0], time=0.0, kind="", run_id=None, stage_id=None,
+                          actor=None, data={"unreadable": str(row[6])}, prev_hash=str(row[7]),
+                          hash="")
 
 
 def verify_chain(entries: Iterable[AuditEntry]) -> AuditVerification:

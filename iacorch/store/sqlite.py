@@ -14,6 +14,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -48,6 +49,9 @@ from iacorch.store.migrations import (
     upgrade,
 )
 
+# state.db files this process has connections to (see SqliteStore._open)
+_OPEN_HERE: Counter[Path] = Counter()
+_OPEN_HERE_LOCK = threading.Lock()
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _PRAGMA_NAME = re.compile(r"^[a-z_]+$")
 
@@ -89,6 +93,7 @@ class SqliteStore:
         if synchronous.upper() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
         self.path = Path(path).absolute()
+        self._file_key = Path(os.path.realpath(self.path))   # one file, however it is named
         self.busy_timeout = busy_timeout
         self._clock = clock
         self._lock = threading.RLock()
@@ -107,7 +112,18 @@ class SqliteStore:
 
     def _open(self, synchronous: str, quick_check_max_bytes: int,
               pragmas: dict[str, int | str]) -> sqlite3.Connection:
-        check_files(self.path)
+        with _OPEN_HERE_LOCK:
+            if not _OPEN_HERE[self._file_key]:
+                # Never while this process has the file open: closing any descriptor of it
+                # drops every POSIX lock the process holds there (SQLite's own connections'
+                # included), and another process would then take the WAL away.
+                check_files(self.path)
+            conn = self._connect(synchronous, quick_check_max_bytes, pragmas)
+            _OPEN_HERE[self._file_key] += 1
+            return conn
+
+    def _connect(self, synchronous: str, quick_check_max_bytes: int,
+                 pragmas: dict[str, int | str]) -> sqlite3.Connection:
         size = self.path.stat().st_size if self.path.exists() else 0
         if size and not _writable(self.path):
             return self._open_read_only(size <= quick_check_max_bytes)
@@ -251,10 +267,11 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, _OPEN_HERE_LOCK:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+                _OPEN_HERE[self._file_key] -= 1
 
     def __enter__(self) -> SqliteStore:
         return self
@@ -414,7 +431,7 @@ class SqliteStore:
             finally:
                 if not outer:
                     self._rollback()
-        return chain.verify_log((_audit_or_damaged(row) for row in rows), stages, head)
+        return chain.verify_log((chain.entry_or_damaged(row) for row in rows), stages, head)
 
     # --- approvals and drift --------------------------------------------------------------
 
@@ -479,12 +496,3 @@ class SqliteStore:
                                   f"SELECT {_TOKEN} FROM tokens WHERE id = ?", (token_id,))
         return found[0] if found else None
 
-
-def _audit_or_damaged(row: tuple[Any, ...]) -> AuditEntry:
-    """Decode an audit row; an undecodable one becomes an entry that fails its hash."""
-    try:
-        return base.audit_from_row(row)
-    except (ValueError, TypeError):
-        return AuditEntry(seq=row[0], time=0.0, kind="", run_id=None, stage_id=None,
-                          actor=None, data={"unreadable": str(row[6])}, prev_hash=str(row[7]),
-                          hash="")

@@ -25,7 +25,7 @@ import pytest
 from iacorch.errors import StoreError
 from iacorch.model.status import RunStatus, StageStatus
 from iacorch.store.base import RunRecord, StageRecord
-from iacorch.store.migrations import APPLICATION_ID, MIGRATIONS
+from iacorch.store.migrations import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from iacorch.store.sqlite import SqliteStore
 
 RUNS = 40
@@ -189,7 +189,8 @@ def test_a_newer_schema_is_refused_with_both_versions(db: Path) -> None:
     raw.execute("PRAGMA user_version = 7")
     raw.close()
     err = refused(db)
-    assert "state.db was written by a newer iacorch (schema 7, this one knows 2)" in err.message
+    assert ("state.db was written by a newer iacorch (schema 7, this one knows "
+            f"{SCHEMA_VERSION})") in err.message
     assert "upgrade iacorch" in (err.hint or "")
 
 
@@ -207,7 +208,7 @@ def test_a_version_1_file_is_migrated_and_keeps_its_runs(tmp_path: Path) -> None
     assert store.claim_delivery("web/hook", "d-1", "r1") is None
     store.close()
     raw = sqlite3.connect(path)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     raw.close()
 
 
@@ -453,3 +454,36 @@ def test_processes_creating_a_new_store_at_once_all_open_the_same_file(
             f"racer-{n}" for n in range(4)]
         assert store.verify_audit().ok
     assert [p.name for p in path.parent.iterdir() if p.name.endswith(".new")] == []
+
+
+def test_a_second_store_in_one_process_loses_no_commit_of_the_first(tmp_path: Path) -> None:
+    """Closing any descriptor of state.db drops every POSIX lock this process holds on it
+    (fcntl semantics), so the header check must never open the file while a connection of
+    this process has it: another process would then take the WAL away under our feet."""
+    path = tmp_path / "state.db"
+    first = SqliteStore(path)
+    first.create_run(make_run("before"))
+    second = SqliteStore(path)          # its header check ran while `first` was open
+    writer = textwrap.dedent(f"""
+        import time
+        from iacorch.model.status import RunStatus
+        from iacorch.store.base import RunRecord
+        from iacorch.store.sqlite import SqliteStore
+        store = SqliteStore({str(path)!r})
+        store.create_run(RunRecord(id="other", runbook="w", runbook_path="w.yaml",
+                                   workspace="p", plan_hash="h", vars={{}},
+                                   status=RunStatus.SUCCEEDED, operation="apply",
+                                   started_at=time.time()))
+        store.close()   # the last connection it can see: it checkpoints and removes the WAL
+    """)
+    subprocess.run([sys.executable, "-c", writer], check=True, timeout=60)
+    first.create_run(make_run("after"))   # committed: every process must see it now
+    reader = textwrap.dedent(f"""
+        from iacorch.store.sqlite import SqliteStore
+        print(" ".join(sorted(run.id for run in SqliteStore({str(path)!r}).list_runs())))
+    """)
+    seen = subprocess.run([sys.executable, "-c", reader], check=True, timeout=60,
+                          capture_output=True, text=True).stdout.split()
+    second.close()
+    first.close()
+    assert seen == ["after", "before", "other"]

@@ -548,3 +548,30 @@ def test_a_destroy_action_is_checked_like_a_rollback(tmp_path):
     assert [(p.location.line, p.location.column) for p in found] == [(7, 14)]
     assert found[0].message.startswith("`stages.web.destroy`: a destroy is `auto`, `none`, or "
                                        "exactly one action")
+
+
+def test_a_stage_runs_on_its_own_pool_else_the_runbooks_and_gates_run_nowhere(tmp_path):
+    plan = compile_text(tmp_path, """
+        version: 1
+        name: pools
+        pool: linux
+        stages:
+          a: {kind: provision, shell: {run: "true"}}
+          b: {kind: provision, pool: vpc-east, needs: [a], shell: {run: "true"}}
+          go: {kind: approval, needs: [b]}
+        finally:
+          tidy: {shell: {run: "true"}}
+        """)
+    assert {s.id: s.pool for s in plan.stages.values()} == {
+        "a": "linux", "b": "vpc-east", "go": None}
+    assert plan.finally_stages["tidy"].pool == "linux"
+
+
+def test_a_pool_name_must_suit_a_queue_name(tmp_path):
+    found = problems(tmp_path, """
+        version: 1
+        name: pools
+        stages:
+          a: {kind: provision, pool: "east west", shell: {run: "true"}}
+        """)
+    assert found and found[0].location.line == 4

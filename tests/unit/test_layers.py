@@ -16,7 +16,7 @@ LAYERS = {
     "runbook": 2, "process": 2, "policy": 2,
     "drivers": 3, "store": 3,
     "engine": 4, "schedule": 4,
-    "report": 5, "console": 5, "drift_report": 5, "triggers": 5,
+    "report": 5, "console": 5, "drift_report": 5, "triggers": 5, "workers": 5,
     "cli": 6, "server": 6,
 }
 

@@ -1,4 +1,5 @@
-"""One contract for every Store: the same tests run against MemoryStore and SqliteStore."""
+"""One contract for every Store: the same tests run against MemoryStore, SqliteStore and
+PostgresStore (a fresh schema of a throwaway cluster per test)."""
 
 from __future__ import annotations
 
@@ -43,13 +44,17 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iterator[Store]:
     made: Store
     if request.param == "memory":
         made = MemoryStore(clock=clock)
-    else:
+    elif request.param == "sqlite":
         made = SqliteStore(tmp_path / "state.db", clock=clock)
+    else:
+        from iacorch.store.postgres import PostgresStore
+
+        made = PostgresStore(request.getfixturevalue("postgres_url"), clock=clock)
     yield made
     made.close()
 
@@ -513,7 +518,7 @@ def test_open_store_picks_the_implementation_from_the_url(
         opened.close()
 
 
-@pytest.mark.parametrize("url", ["postgresql://db/iacorch", "redis://x", "sqlite://"])
+@pytest.mark.parametrize("url", ["redis://x", "sqlite://"])
 def test_an_unusable_store_url_is_a_usage_error(url: str) -> None:
     with pytest.raises(UsageError) as err:
         open_store(url)

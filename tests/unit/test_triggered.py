@@ -71,3 +71,28 @@ def test_a_delivery_starts_one_run_however_often_it_arrives(tmp_path, monkeypatc
             start_from_event(TriggerEvent(outside, "on-push", "d-2"), runtime, root=tmp_path)
     with pytest.raises(UsageError, match="no trigger `nope`"):
         start_from_event(TriggerEvent("plans/web.yaml", "nope", "d-3"), runtime, root=tmp_path)
+
+
+def test_a_triggered_run_tells_the_runbook_channels_how_it_ended(tmp_path, monkeypatch) -> None:
+    import json
+
+    from iacorch.engine.runtime import Runtime
+    from iacorch.engine.triggered import start_from_event
+    from iacorch.store.memory import MemoryStore
+
+    from .test_executor_seam import RecordingExecutor
+
+    monkeypatch.setenv("IACORCH_PROJECT", str(tmp_path))
+    monkeypatch.setenv("HOOK_SECRET", "s")
+    told = tmp_path / "told.json"
+    (tmp_path / "web.yaml").write_text(
+        "version: 1\nname: web\n"
+        "triggers:\n  - {name: on-push, webhook: {secret: {env: HOOK_SECRET}}}\n"
+        f"notify:\n  file: {{command: [sh, -c, 'cat > {told}'], on: [succeeded]}}\n"
+        "stages:\n  build: {kind: deploy, shell: {run: 'true'}}\n")
+    runtime = Runtime(store=MemoryStore(), state_dir=tmp_path / ".iacorch",
+                      executor=RecordingExecutor(), identity="webhook:on-push")
+    started = start_from_event(TriggerEvent("web.yaml", "on-push", "d-1"), runtime,
+                               root=tmp_path)
+    payload = json.loads(told.read_text())
+    assert payload["event"] == "succeeded" and payload["run"] == started.run_id
