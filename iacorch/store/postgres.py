@@ -21,47 +21,28 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from iacorch.errors import StoreError
-from iacorch.model.status import Phase, RunStatus
+from iacorch.model.status import RunStatus
 from iacorch.store import audit as chain
 from iacorch.store import base
 from iacorch.store.base import (
     KEEP,
-    ApprovalRecord,
     AuditEntry,
     AuditVerification,
-    DriftRecord,
     Keep,
     LockHolder,
     RunRecord,
-    StageRecord,
     TokenRecord,
 )
 from iacorch.store.pg_migrations import ADVISORY_KEY, upgrade
+from iacorch.store.sql import AUDIT, LOCK, STAGE, TOKEN, SqlQueries, insert
 
 if TYPE_CHECKING:
     import psycopg
 
 INSTALL_HINT = "install the extra: pip install 'iacorch[postgres]'"
 
-
-def _cols(names: tuple[str, ...]) -> str:
-    return ", ".join(f'"{n}"' for n in names)
-
-
-def _marks(names: tuple[str, ...]) -> str:
-    return ", ".join(["%s"] * len(names))
-
-
-_RUN, _STAGE, _LOCK = _cols(base.RUN_COLUMNS), _cols(base.STAGE_COLUMNS), _cols(base.LOCK_COLUMNS)
-_AUDIT, _APPROVAL = _cols(base.AUDIT_COLUMNS), _cols(base.APPROVAL_COLUMNS)
-_DRIFT, _TOKEN = _cols(base.DRIFT_COLUMNS), _cols(base.TOKEN_COLUMNS)
-_STAGE_UPSERT = (
-    f"INSERT INTO stages ({_STAGE}) VALUES ({_marks(base.STAGE_COLUMNS)}) "
-    "ON CONFLICT (run_id, phase, stage_id, attempt) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in base.STAGE_COLUMNS[4:]))
 _LOCK_UPSERT = (
-    f"INSERT INTO locks ({_LOCK}) VALUES ({_marks(base.LOCK_COLUMNS)}) "
-    "ON CONFLICT (key) DO UPDATE SET "
+    insert("locks", base.LOCK_COLUMNS).replace("?", "%s") + " ON CONFLICT (key) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in base.LOCK_COLUMNS[1:]))
 _DB_CLOCK = "extract(epoch FROM clock_timestamp())::float8"
 
@@ -93,7 +74,7 @@ def describe(url: str) -> str:
     return f"postgresql://{user}{info.get('host', '')}{port}/{info.get('dbname', '')}"
 
 
-class PostgresStore:
+class PostgresStore(SqlQueries):
     """A Store in a PostgreSQL database (the current schema of the URL's connection).
 
     `clock` replaces the database clock (tests move time by hand). `max_connections`
@@ -101,6 +82,7 @@ class PostgresStore:
     """
 
     read_only = False
+    PARAM, ORDER = "%s", "n"
 
     def __init__(self, url: str, *, clock: Callable[[], float] | None = None,
                  max_connections: int = 8, connect_timeout: float = 10.0) -> None:
@@ -172,6 +154,9 @@ class PostgresStore:
         with self._errors(), self._conn() as conn:
             return conn.execute(sql, params).rowcount
 
+    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        self.query(sql, params)
+
     def _records(self, decode: Callable[[tuple[Any, ...]], Any], sql: str,
                  params: tuple[Any, ...] = ()) -> list[Any]:
         return [self._decode(decode, row) for row in self.query(sql, params)]
@@ -226,7 +211,7 @@ class PostgresStore:
 
     def create_run(self, run: RunRecord) -> None:
         row = base.run_to_row(run)
-        added = self.changed(f"INSERT INTO runs ({_RUN}) VALUES ({_marks(base.RUN_COLUMNS)}) "
+        added = self.changed(self._sql(insert("runs", base.RUN_COLUMNS)) + " "
                             "ON CONFLICT (id) DO NOTHING", row)
         if not added:
             raise ValueError(f"run {run.id} already exists")
@@ -248,57 +233,6 @@ class PostgresStore:
                         old_error if error is KEEP else error,
                         base.dump_json(merged, "run details"), run_id))
 
-    def get_run(self, run_id: str) -> RunRecord:
-        found = self._records(base.run_from_row, f"SELECT {_RUN} FROM runs WHERE id = %s",
-                              (run_id,))
-        if not found and run_id:
-            found = self._records(base.run_from_row,
-                                  f"SELECT {_RUN} FROM runs WHERE left(id, %s) = %s "
-                                  "ORDER BY started_at DESC LIMIT 6", (len(run_id), run_id))
-        if len(found) != 1:
-            raise base.run_not_found(run_id, [r.id for r in found])
-        return found[0]
-
-    def list_runs(self, *, limit: int = 50, runbook: str | None = None,
-                  operation: str | None = None,
-                  status: RunStatus | None = None) -> list[RunRecord]:
-        filters = {"runbook": runbook, "operation": operation,
-                   "status": None if status is None else RunStatus(status).value}
-        used = {k: v for k, v in filters.items() if v is not None}
-        where = " AND ".join(f"{k} = %s" for k in used) or "TRUE"
-        return self._records(base.run_from_row,
-                             f"SELECT {_RUN} FROM runs WHERE {where} "
-                             "ORDER BY started_at DESC, n DESC LIMIT %s",
-                             (*used.values(), limit))
-
-    def last_successful_run(self, runbook: str, workspace: str,
-                            operation: str = "apply") -> RunRecord | None:
-        found = self._records(base.run_from_row,
-                              f"SELECT {_RUN} FROM runs WHERE runbook = %s AND workspace = %s "
-                              "AND operation = %s AND status = %s "
-                              "ORDER BY started_at DESC, n DESC LIMIT 1",
-                              (runbook, workspace, operation, RunStatus.SUCCEEDED.value))
-        return found[0] if found else None
-
-    # --- stages ---------------------------------------------------------------------------
-
-    def record_stage(self, record: StageRecord) -> None:
-        self.query(_STAGE_UPSERT, base.stage_to_row(record))
-
-    def stage_records(self, run_id: str,
-                      phase: Phase = Phase.FORWARD) -> dict[str, StageRecord]:
-        base.check_phase(phase)
-        return base.latest_attempts(self._records(
-            base.stage_from_row,
-            f"SELECT {_STAGE} FROM stages WHERE run_id = %s AND phase = %s ORDER BY n",
-            (run_id, Phase(phase).value)))
-
-    def stage_attempts(self, run_id: str, stage_id: str) -> list[StageRecord]:
-        return self._records(base.stage_from_row,
-                             f"SELECT {_STAGE} FROM stages WHERE run_id = %s "
-                             "AND stage_id = %s ORDER BY phase <> 'forward', attempt",
-                             (run_id, stage_id))
-
     # --- locks ----------------------------------------------------------------------------
 
     def now(self) -> float:
@@ -319,7 +253,7 @@ class PostgresStore:
         so a read-then-`put_lock` (acquire_lock) is atomic across hosts."""
         if getattr(self._local, "conn", None) is not None:
             self._serialize("lock/" + key)
-        rows = self.query(f"SELECT {_LOCK} FROM locks WHERE key = %s", (key,))
+        rows = self.query(f"SELECT {LOCK} FROM locks WHERE key = %s", (key,))
         return base.lock_from_row(rows[0]) if rows else None
 
     def put_lock(self, holder: LockHolder) -> None:
@@ -332,9 +266,6 @@ class PostgresStore:
             return self.changed("UPDATE locks SET heartbeat_at = %s WHERE key = %s "
                                "AND run_id = %s", (self.now(), key, run_id)) == 1
 
-    def release_lock(self, key: str, run_id: str) -> None:
-        self.query("DELETE FROM locks WHERE key = %s AND run_id = %s", (key, run_id))
-
     def force_unlock(self, key: str, *, actor: str, reason: str) -> LockHolder | None:
         with self.transaction():
             holder = self.get_lock(key)
@@ -343,9 +274,6 @@ class PostgresStore:
                 self.append_audit("force_unlock", run_id=holder.run_id, actor=actor,
                                   data={"reason": reason, **base.lock_audit_data(holder)})
         return holder
-
-    def list_locks(self) -> list[LockHolder]:
-        return self._records(base.lock_from_row, f"SELECT {_LOCK} FROM locks ORDER BY key")
 
     # --- audit ----------------------------------------------------------------------------
 
@@ -358,60 +286,22 @@ class PostgresStore:
             prev_seq, prev_hash = last[0] if last else (0, chain.GENESIS_HASH)
             entry = chain.next_entry(prev_seq, prev_hash, kind, time=self.now(),
                                      run_id=run_id, stage_id=stage_id, actor=actor, data=data)
-            self.query(f"INSERT INTO audit ({_AUDIT}) VALUES ({_marks(base.AUDIT_COLUMNS)})",
+            self.query(self._sql(insert("audit", base.AUDIT_COLUMNS)),
                        (entry.seq, entry.time, entry.kind, entry.run_id, entry.stage_id,
                         entry.actor, chain.canonical_json(entry.data), entry.prev_hash,
                         entry.hash))
         return entry
-
-    def audit_entries(self, *, run_id: str | None = None) -> list[AuditEntry]:
-        if run_id is None:
-            return self._records(base.audit_from_row,
-                                 f"SELECT {_AUDIT} FROM audit ORDER BY seq")
-        return self._records(base.audit_from_row,
-                             f"SELECT {_AUDIT} FROM audit WHERE run_id = %s ORDER BY seq",
-                             (run_id,))
-
-    def audit_head(self, *, run_id: str | None = None) -> AuditEntry | None:
-        where, params = ("WHERE run_id = %s ", (run_id,)) if run_id is not None else ("", ())
-        found = self._records(base.audit_from_row, f"SELECT {_AUDIT} FROM audit {where}"
-                              "ORDER BY seq DESC LIMIT 1", params)
-        return found[0] if found else None
 
     def verify_audit(self, *, head: str | None = None) -> AuditVerification:
         outer = getattr(self._local, "conn", None) is not None
         with self.transaction():
             if not outer:  # one snapshot: a stage row and its audit entry together
                 self.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            rows = self.query(f"SELECT {_AUDIT} FROM audit ORDER BY seq")
-            stages = self.query(f"SELECT {_STAGE} FROM stages ORDER BY n")
+            rows = self.query(f"SELECT {AUDIT} FROM audit ORDER BY seq")
+            stages = self.query(f"SELECT {STAGE} FROM stages ORDER BY n")
         return chain.verify_log((chain.entry_or_damaged(row) for row in rows), stages, head)
 
-    # --- approvals and drift --------------------------------------------------------------
-
-    def record_approval(self, approval: ApprovalRecord) -> None:
-        """Store a decision; the caller audits it in the same transaction()."""
-        self.query(f"INSERT INTO approvals ({_APPROVAL}) "
-                   f"VALUES ({_marks(base.APPROVAL_COLUMNS)})", base.approval_to_row(approval))
-
-    def approvals(self, run_id: str, gate: str | None = None) -> list[ApprovalRecord]:
-        where, params = ("run_id = %s", (run_id,)) if gate is None else (
-            "run_id = %s AND gate = %s", (run_id, gate))
-        return self._records(base.approval_from_row,
-                             f"SELECT {_APPROVAL} FROM approvals WHERE {where} "
-                             "ORDER BY time, id", params)
-
-    def record_drift(self, record: DriftRecord) -> None:
-        self.query(f"INSERT INTO drift ({_DRIFT}) VALUES ({_marks(base.DRIFT_COLUMNS)})",
-                   base.drift_to_row(record))
-
-    def drift_history(self, runbook: str, *, stage_id: str | None = None,
-                      limit: int = 50) -> list[DriftRecord]:
-        where, params = ("runbook = %s", (runbook,)) if stage_id is None else (
-            "runbook = %s AND stage_id = %s", (runbook, stage_id))
-        return self._records(base.drift_from_row,
-                             f"SELECT {_DRIFT} FROM drift WHERE {where} "
-                             "ORDER BY time DESC, id DESC LIMIT %s", (*params, limit))
+    # --- trigger deliveries -----------------------------------------------------------------
 
     def claim_delivery(self, source: str, delivery_id: str, run_id: str) -> str | None:
         """None for a new delivery, else the run its first copy started.
@@ -428,25 +318,10 @@ class PostgresStore:
 
     # --- API tokens -------------------------------------------------------------------------
 
-    def add_token(self, token: TokenRecord) -> None:
-        self.query(f"INSERT INTO tokens ({_TOKEN}) VALUES ({_marks(base.TOKEN_COLUMNS)})",
-                   (token.id, token.user, token.token_hash, token.created_at,
-                    token.expires_at, token.revoked_at))
-
-    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
-        found = self._records(lambda row: TokenRecord(*row),
-                              f"SELECT {_TOKEN} FROM tokens WHERE token_hash = %s",
-                              (token_hash,))
-        return found[0] if found else None
-
-    def list_tokens(self) -> list[TokenRecord]:
-        return self._records(lambda row: TokenRecord(*row),
-                             f"SELECT {_TOKEN} FROM tokens ORDER BY created_at, id")
-
     def revoke_token(self, token_id: str, now: float) -> TokenRecord | None:
         """Mark the token revoked; a later call keeps the first time."""
         found = self._records(
             lambda row: TokenRecord(*row),
             f"UPDATE tokens SET revoked_at = coalesce(revoked_at, %s) WHERE id = %s "
-            f"RETURNING {_TOKEN}", (now, token_id))
+            f"RETURNING {TOKEN}", (now, token_id))
         return found[0] if found else None

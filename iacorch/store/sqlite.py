@@ -22,19 +22,16 @@ from typing import Any
 from urllib.parse import quote
 
 from iacorch.errors import StoreError
-from iacorch.model.status import Phase, RunStatus
+from iacorch.model.status import RunStatus
 from iacorch.store import audit as chain
 from iacorch.store import base
 from iacorch.store.base import (
     KEEP,
-    ApprovalRecord,
     AuditEntry,
     AuditVerification,
-    DriftRecord,
     Keep,
     LockHolder,
     RunRecord,
-    StageRecord,
     TokenRecord,
 )
 from iacorch.store.migrations import (
@@ -48,6 +45,7 @@ from iacorch.store.migrations import (
     translate,
     upgrade,
 )
+from iacorch.store.sql import AUDIT, LOCK, STAGE, TOKEN, SqlQueries, insert
 
 # state.db files this process has connections to (see SqliteStore._open)
 _OPEN_HERE: Counter[Path] = Counter()
@@ -56,17 +54,7 @@ _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _PRAGMA_NAME = re.compile(r"^[a-z_]+$")
 
 
-def _cols(names: tuple[str, ...]) -> str:
-    return ", ".join(f'"{n}"' for n in names)
 
-
-_RUN, _STAGE, _LOCK = _cols(base.RUN_COLUMNS), _cols(base.STAGE_COLUMNS), _cols(base.LOCK_COLUMNS)
-_AUDIT, _APPROVAL = _cols(base.AUDIT_COLUMNS), _cols(base.APPROVAL_COLUMNS)
-_DRIFT, _TOKEN = _cols(base.DRIFT_COLUMNS), _cols(base.TOKEN_COLUMNS)
-_STAGE_UPSERT = (
-    f"INSERT INTO stages ({_STAGE}) VALUES ({', '.join('?' * len(base.STAGE_COLUMNS))}) "
-    "ON CONFLICT (run_id, phase, stage_id, attempt) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in base.STAGE_COLUMNS[4:]))
 
 
 def _writable(path: Path) -> bool:
@@ -74,7 +62,7 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
 
-class SqliteStore:
+class SqliteStore(SqlQueries):
     """A Store in one SQLite file.
 
     `synchronous` FULL (the default) makes every commit survive power loss;
@@ -222,6 +210,10 @@ class SqliteStore:
                  params: tuple[Any, ...] = ()) -> list[Any]:
         return [self._decode(decode, row) for row in self._rows(sql, params)]
 
+    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        with self.transaction():
+            self._exec(sql, params)
+
     def _decode(self, decode: Callable[[Any], Any], raw: Any) -> Any:
         try:
             return decode(raw)
@@ -286,7 +278,7 @@ class SqliteStore:
         with self.transaction():
             if self._exec("SELECT 1 FROM runs WHERE id = ?", (run.id,)).fetchone():
                 raise ValueError(f"run {run.id} already exists")
-            self._exec(f"INSERT INTO runs ({_RUN}) VALUES ({', '.join('?' * len(row))})", row)
+            self._exec(insert("runs", base.RUN_COLUMNS), row)
 
     def update_run(self, run_id: str, *, status: RunStatus,
                    finished_at: float | None | Keep = KEEP, error: str | None | Keep = KEEP,
@@ -303,69 +295,18 @@ class SqliteStore:
                         found[1] if error is KEEP else error,
                         base.dump_json(merged, "run details"), run_id))
 
-    def get_run(self, run_id: str) -> RunRecord:
-        found = self._records(base.run_from_row, f"SELECT {_RUN} FROM runs WHERE id = ?",
-                              (run_id,))
-        if not found and run_id:
-            found = self._records(base.run_from_row,
-                                  f"SELECT {_RUN} FROM runs WHERE substr(id, 1, ?) = ? "
-                                  "ORDER BY started_at DESC LIMIT 6", (len(run_id), run_id))
-        if len(found) != 1:
-            raise base.run_not_found(run_id, [r.id for r in found])
-        return found[0]
-
-    def list_runs(self, *, limit: int = 50, runbook: str | None = None,
-                  operation: str | None = None,
-                  status: RunStatus | None = None) -> list[RunRecord]:
-        filters = {"runbook": runbook, "operation": operation,
-                   "status": None if status is None else RunStatus(status).value}
-        used = {k: v for k, v in filters.items() if v is not None}
-        where = " AND ".join(f"{k} = ?" for k in used) or "1"
-        return self._records(base.run_from_row,
-                             f"SELECT {_RUN} FROM runs WHERE {where} "
-                             "ORDER BY started_at DESC, rowid DESC LIMIT ?",
-                             (*used.values(), limit))
-
-    def last_successful_run(self, runbook: str, workspace: str,
-                            operation: str = "apply") -> RunRecord | None:
-        found = self._records(base.run_from_row,
-                              f"SELECT {_RUN} FROM runs WHERE runbook = ? AND workspace = ? "
-                              "AND operation = ? AND status = ? "
-                              "ORDER BY started_at DESC, rowid DESC LIMIT 1",
-                              (runbook, workspace, operation, RunStatus.SUCCEEDED.value))
-        return found[0] if found else None
-
-    # --- stages ---------------------------------------------------------------------------
-
-    def record_stage(self, record: StageRecord) -> None:
-        row = base.stage_to_row(record)
-        with self.transaction():
-            self._exec(_STAGE_UPSERT, row)
-
-    def stage_records(self, run_id: str, phase: Phase = Phase.FORWARD) -> dict[str, StageRecord]:
-        base.check_phase(phase)
-        return base.latest_attempts(self._records(
-            base.stage_from_row,
-            f"SELECT {_STAGE} FROM stages WHERE run_id = ? AND phase = ? ORDER BY rowid",
-            (run_id, phase)))
-
-    def stage_attempts(self, run_id: str, stage_id: str) -> list[StageRecord]:
-        return self._records(base.stage_from_row,
-                             f"SELECT {_STAGE} FROM stages WHERE run_id = ? AND stage_id = ? "
-                             "ORDER BY phase != 'forward', attempt", (run_id, stage_id))
-
     # --- locks ----------------------------------------------------------------------------
 
     def now(self) -> float:
         return self._clock()
 
     def get_lock(self, key: str) -> LockHolder | None:
-        row = self._exec(f"SELECT {_LOCK} FROM locks WHERE key = ?", (key,)).fetchone()
+        row = self._exec(f"SELECT {LOCK} FROM locks WHERE key = ?", (key,)).fetchone()
         return None if row is None else base.lock_from_row(row)
 
     def put_lock(self, holder: LockHolder) -> None:
         with self.transaction():
-            self._exec(f"INSERT OR REPLACE INTO locks ({_LOCK}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            self._exec(f"INSERT OR REPLACE INTO locks ({LOCK}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (holder.key, holder.run_id, holder.host, holder.pid, holder.acquired_at,
                         holder.heartbeat_at, holder.lease_seconds))
 
@@ -375,10 +316,6 @@ class SqliteStore:
                              (self._clock(), key, run_id))
             return cur.rowcount == 1
 
-    def release_lock(self, key: str, run_id: str) -> None:
-        with self.transaction():
-            self._exec("DELETE FROM locks WHERE key = ? AND run_id = ?", (key, run_id))
-
     def force_unlock(self, key: str, *, actor: str, reason: str) -> LockHolder | None:
         with self.transaction():
             holder = self.get_lock(key)
@@ -387,9 +324,6 @@ class SqliteStore:
                 self.append_audit("force_unlock", run_id=holder.run_id, actor=actor,
                                   data={"reason": reason, **base.lock_audit_data(holder)})
         return holder
-
-    def list_locks(self) -> list[LockHolder]:
-        return self._records(base.lock_from_row, f"SELECT {_LOCK} FROM locks ORDER BY key")
 
     # --- audit ----------------------------------------------------------------------------
 
@@ -401,24 +335,11 @@ class SqliteStore:
             prev_seq, prev_hash = last if last else (0, chain.GENESIS_HASH)
             entry = chain.next_entry(prev_seq, prev_hash, kind, time=self._clock(),
                                      run_id=run_id, stage_id=stage_id, actor=actor, data=data)
-            self._exec(f"INSERT INTO audit ({_AUDIT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self._exec(insert("audit", base.AUDIT_COLUMNS),
                        (entry.seq, entry.time, entry.kind, entry.run_id, entry.stage_id,
                         entry.actor, chain.canonical_json(entry.data), entry.prev_hash,
                         entry.hash))
         return entry
-
-    def audit_entries(self, *, run_id: str | None = None) -> list[AuditEntry]:
-        if run_id is None:
-            return self._records(base.audit_from_row, f"SELECT {_AUDIT} FROM audit ORDER BY seq")
-        return self._records(base.audit_from_row,
-                             f"SELECT {_AUDIT} FROM audit WHERE run_id = ? ORDER BY seq",
-                             (run_id,))
-
-    def audit_head(self, *, run_id: str | None = None) -> AuditEntry | None:
-        where, params = ("WHERE run_id = ? ", (run_id,)) if run_id is not None else ("", ())
-        found = self._records(base.audit_from_row, f"SELECT {_AUDIT} FROM audit {where}"
-                              "ORDER BY seq DESC LIMIT 1", params)
-        return found[0] if found else None
 
     def verify_audit(self, *, head: str | None = None) -> AuditVerification:
         with self._lock:
@@ -426,41 +347,14 @@ class SqliteStore:
             if not outer:
                 self._exec("BEGIN")  # one snapshot: a stage row and its audit entry together
             try:
-                rows = self._rows(f"SELECT {_AUDIT} FROM audit ORDER BY seq")
-                stages = self._rows(f"SELECT {_STAGE} FROM stages ORDER BY rowid")
+                rows = self._rows(f"SELECT {AUDIT} FROM audit ORDER BY seq")
+                stages = self._rows(f"SELECT {STAGE} FROM stages ORDER BY rowid")
             finally:
                 if not outer:
                     self._rollback()
         return chain.verify_log((chain.entry_or_damaged(row) for row in rows), stages, head)
 
-    # --- approvals and drift --------------------------------------------------------------
-
-    def record_approval(self, approval: ApprovalRecord) -> None:
-        """Store a decision; the caller audits it in the same transaction()."""
-        row = base.approval_to_row(approval)
-        with self.transaction():
-            self._exec(f"INSERT INTO approvals ({_APPROVAL}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       row)
-
-    def approvals(self, run_id: str, gate: str | None = None) -> list[ApprovalRecord]:
-        where, params = ("run_id = ?", (run_id,)) if gate is None else (
-            "run_id = ? AND gate = ?", (run_id, gate))
-        return self._records(base.approval_from_row,
-                             f"SELECT {_APPROVAL} FROM approvals WHERE {where} "
-                             "ORDER BY time, id", params)
-
-    def record_drift(self, record: DriftRecord) -> None:
-        row = base.drift_to_row(record)
-        with self.transaction():
-            self._exec(f"INSERT INTO drift ({_DRIFT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
-
-    def drift_history(self, runbook: str, *, stage_id: str | None = None,
-                      limit: int = 50) -> list[DriftRecord]:
-        where, params = ("runbook = ?", (runbook,)) if stage_id is None else (
-            "runbook = ? AND stage_id = ?", (runbook, stage_id))
-        return self._records(base.drift_from_row,
-                             f"SELECT {_DRIFT} FROM drift WHERE {where} "
-                             "ORDER BY time DESC, id DESC LIMIT ?", (*params, limit))
+    # --- trigger deliveries -----------------------------------------------------------------
 
     def claim_delivery(self, source: str, delivery_id: str, run_id: str) -> str | None:
         """None for a new delivery, else the run its first copy started."""
@@ -473,26 +367,11 @@ class SqliteStore:
 
     # --- API tokens ---------------------------------------------------------------------------
 
-    def add_token(self, token: TokenRecord) -> None:
-        with self.transaction():
-            self._exec(f"INSERT INTO tokens ({_TOKEN}) VALUES (?, ?, ?, ?, ?, ?)",
-                       (token.id, token.user, token.token_hash, token.created_at,
-                        token.expires_at, token.revoked_at))
-
-    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
-        found = self._records(lambda row: TokenRecord(*row),
-                              f"SELECT {_TOKEN} FROM tokens WHERE token_hash = ?", (token_hash,))
-        return found[0] if found else None
-
-    def list_tokens(self) -> list[TokenRecord]:
-        return self._records(lambda row: TokenRecord(*row),
-                             f"SELECT {_TOKEN} FROM tokens ORDER BY created_at, id")
-
     def revoke_token(self, token_id: str, now: float) -> TokenRecord | None:
         with self.transaction():
             self._exec("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                        (now, token_id))
             found = self._records(lambda row: TokenRecord(*row),
-                                  f"SELECT {_TOKEN} FROM tokens WHERE id = ?", (token_id,))
+                                  f"SELECT {TOKEN} FROM tokens WHERE id = ?", (token_id,))
         return found[0] if found else None
 
