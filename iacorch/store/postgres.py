@@ -266,17 +266,6 @@ class PostgresStore(SqlQueries):
             return self.changed("UPDATE locks SET heartbeat_at = %s WHERE key = %s "
                                "AND run_id = %s", (self.now(), key, run_id)) == 1
 
-    def force_unlock(self, key: str, *, actor: str, reason: str) -> LockHolder | None:
-        with self.transaction():
-            holder = self.get_lock(key)
-            if holder is not None:
-                self.query("DELETE FROM locks WHERE key = %s", (key,))
-                self.append_audit("force_unlock", run_id=holder.run_id, actor=actor,
-                                  data={"reason": reason, **base.lock_audit_data(holder)})
-        return holder
-
-    # --- audit ----------------------------------------------------------------------------
-
     def append_audit(self, kind: str, *, run_id: str | None = None,
                      stage_id: str | None = None, actor: str | None = None,
                      data: Mapping[str, Any] | None = None) -> AuditEntry:

@@ -8,7 +8,8 @@ their clocks) stays in sqlite.py and postgres.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 from iacorch.model.status import Phase, RunStatus
@@ -62,6 +63,18 @@ class SqlQueries:
         raise NotImplementedError
 
     def _write(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        raise NotImplementedError
+
+    # the rest of the Store protocol, which each store writes in its own way
+    def transaction(self, *, durable: bool = False) -> AbstractContextManager[None]:
+        raise NotImplementedError
+
+    def get_lock(self, key: str) -> LockHolder | None:
+        raise NotImplementedError
+
+    def append_audit(self, kind: str, *, run_id: str | None = None,
+                     stage_id: str | None = None, actor: str | None = None,
+                     data: Mapping[str, Any] | None = None) -> AuditEntry:
         raise NotImplementedError
 
     def _sql(self, text: str) -> str:
@@ -127,6 +140,16 @@ class SqlQueries:
 
     def release_lock(self, key: str, run_id: str) -> None:
         self._write(self._sql("DELETE FROM locks WHERE key = ? AND run_id = ?"), (key, run_id))
+
+    def force_unlock(self, key: str, *, actor: str, reason: str) -> LockHolder | None:
+        """Remove whoever holds `key` and audit it (`force_unlock`); None if nobody did."""
+        with self.transaction():
+            holder = self.get_lock(key)
+            if holder is not None:
+                self._write(self._sql("DELETE FROM locks WHERE key = ?"), (key,))
+                self.append_audit("force_unlock", run_id=holder.run_id, actor=actor,
+                                  data={"reason": reason, **base.lock_audit_data(holder)})
+        return holder
 
     def list_locks(self) -> list[LockHolder]:
         return self._select(base.lock_from_row, f"SELECT {LOCK} FROM locks ORDER BY key")

@@ -316,17 +316,6 @@ class SqliteStore(SqlQueries):
                              (self._clock(), key, run_id))
             return cur.rowcount == 1
 
-    def force_unlock(self, key: str, *, actor: str, reason: str) -> LockHolder | None:
-        with self.transaction():
-            holder = self.get_lock(key)
-            if holder is not None:
-                self._exec("DELETE FROM locks WHERE key = ?", (key,))
-                self.append_audit("force_unlock", run_id=holder.run_id, actor=actor,
-                                  data={"reason": reason, **base.lock_audit_data(holder)})
-        return holder
-
-    # --- audit ----------------------------------------------------------------------------
-
     def append_audit(self, kind: str, *, run_id: str | None = None,
                      stage_id: str | None = None, actor: str | None = None,
                      data: Mapping[str, Any] | None = None) -> AuditEntry:
