@@ -44,7 +44,7 @@ PORTS = (8089, 8090, 8091, 8180, 8181, 8182)
 BLOCK = re.compile(r"(```console\n)(.*?)(```)", re.S)
 RUN_ID = re.compile(r"\b\d{8}-\d{6}-[0-9a-f]{4,6}\b")  # ids had 4 random digits once
 EXIT = re.compile(r"^\[exit (\d+)\]$")
-# Blocks whose first command runs stages in parallel (their lines interleave freely).
+# Commands that run stages in parallel: their blocks' lines interleave freely.
 PARALLEL = ("iacorch apply plans/dr-failover.yaml", "iacorch plan plans/dr-failover.yaml")
 # (pattern, replacement) applied in order by `normalise`.
 VARYING = [
@@ -146,10 +146,11 @@ class Transcript:
 
 
 def comparable(block: str) -> list[str]:
-    """A block's normalised lines, sorted when its stages run in parallel."""
+    """A block's normalised lines, sorted when one of its commands runs stages in parallel."""
     lines = normalise(block).splitlines()
-    first = next((line for line in lines if line.startswith("$ ")), "")
-    return sorted(lines) if any(first[2:].startswith(p) for p in PARALLEL) else lines
+    commands = [line[2:] for line in lines if line.startswith("$ ")]
+    parallel = any(command.startswith(p) for command in commands for p in PARALLEL)
+    return sorted(lines) if parallel else lines
 
 
 def differences(page: str, real: str) -> str:
