@@ -15,9 +15,12 @@ from iacorch.errors import UsageError
               help="Attempts this worker runs at once.")
 @click.option("--broker", "broker_url", metavar="URL", envvar=BROKER_VARIABLE,
               help="The Celery broker, e.g. redis://host:6379/0 (default: $IACORCH_BROKER).")
+@click.option("--policy", "policy_dir", metavar="DIR", envvar="IACORCH_POLICY_DIR",
+              help="The organisation's policy, asked again before each stage starts here "
+                   "(default: $IACORCH_POLICY_DIR).")
 @store_option
 def worker(pool: str, concurrency: int, broker_url: str | None,
-           store_url: str | None) -> None:
+           store_url: str | None, policy_dir: str | None) -> None:
     """Run stages of the worker pool NAME for coordinators sharing this store and broker.
 
     Needs the [workers] extra, the coordinators' PostgreSQL store (--store) and their
@@ -40,7 +43,9 @@ def worker(pool: str, concurrency: int, broker_url: str | None,
     if not store_url or not is_postgres_url(store_url):
         raise UsageError("a worker needs the coordinators' PostgreSQL store",
                          hint="give --store postgresql://... or set $IACORCH_STORE")
-    serve(pool, concurrency, store_url, broker_url)
+    from iacorch.policy.guard import guard_for
+
+    serve(pool, concurrency, store_url, broker_url, guard_for(policy_dir))
 
 
 COMMANDS = [worker]

@@ -15,19 +15,24 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from iacorch.engine.operations import plan_of_run
 from iacorch.engine.stage_exec import run_stage_attempt
 from iacorch.engine.stage_requests import StageRequest, open_request
-from iacorch.errors import IacorchError, StoreError
+from iacorch.errors import IacorchError, PolicyViolation, StoreError
 from iacorch.model.events import Event
 from iacorch.model.masking import Masker
-from iacorch.model.results import StageResult
+from iacorch.model.results import StageResult, StageSpec
+from iacorch.model.status import Operation
 from iacorch.process import CancelToken, ProcessRunner
 from iacorch.store.pg_leases import AttemptLeases, Claim, Verdict
 
 from .app import TASK, make_app, queue_of
 from .results import result_to_text
+
+if TYPE_CHECKING:
+    from iacorch.policy.guard import PolicyGuard
 
 STORE_RETRY = 1.0      # seconds between tries while the database is unreachable
 REAP_EVERY = 5.0
@@ -40,8 +45,9 @@ def _ignore(event: Event) -> None:
 class AttemptRunner:
     """Runs delivered attempts: claim, run with a heartbeat, record under the token."""
 
-    def __init__(self, leases: AttemptLeases, name: str, process: ProcessRunner) -> None:
-        self.leases, self.name, self.process = leases, name, process
+    def __init__(self, leases: AttemptLeases, name: str, process: ProcessRunner,
+                 policy: PolicyGuard | None = None) -> None:
+        self.leases, self.name, self.process, self.policy = leases, name, process, policy
 
     def run(self, attempt_id: str, request: str) -> None:
         """Handle one delivered copy of the attempt; returns when it may be acknowledged."""
@@ -70,11 +76,37 @@ class AttemptRunner:
         masker = Masker([])
         try:
             spec, masker = open_request(StageRequest.from_json(request))
+            refusal = self._policy_refusal(spec)
+            if refusal is not None:
+                return StageResult.failure(refusal, hint="the organisation's policy, as this "
+                                           "worker has it, decides this")
             return run_stage_attempt(spec, self.process, masker, cancel, _ignore)
         except IacorchError as exc:  # a seal key or a secret this worker lacks
             return StageResult.failure(masker.mask(exc.message), hint=exc.hint)
         except Exception as exc:  # noqa: BLE001 - a driver bug fails the attempt, not the worker
             return StageResult.failure(masker.mask(f"the worker could not run it: {exc!r}"))
+
+    def _policy_refusal(self, spec: StageSpec) -> str | None:
+        """The worker's own policy set asked again before the tool starts (an apply's
+        attempts; undo follows the run's). Audited with the set's hash, as the
+        coordinator's check is."""
+        if self.policy is None or spec.operation is not Operation.APPLY:
+            return None
+        store = self.leases.store
+        run = store.get_run(spec.run_id)
+        try:
+            plan = plan_of_run(run, self.policy)
+            statuses = {sid: record.status
+                        for sid, record in store.stage_records(run.id).items()}
+            refusal = self.policy.stage_refusal(plan, spec.stage_id, statuses,
+                                                operation=str(run.operation))
+        except PolicyViolation as exc:   # the whole plan breaks this worker's policy
+            refusal = "; ".join(problem.message for problem in exc.problems)
+        store.append_audit("policy_checked", run_id=run.id, stage_id=spec.stage_id,
+                           actor=self.name, data={"policy_hash": self.policy.digest,
+                                                  "allowed": refusal is None, "on": "worker",
+                                                  **({"reason": refusal} if refusal else {})})
+        return refusal
 
     def _claim(self, attempt_id: str) -> Claim | None:
         first = True
@@ -118,7 +150,8 @@ class AttemptRunner:
                 time.sleep(STORE_RETRY)
 
 
-def serve(pool: str, concurrency: int, store_url: str, broker_url: str) -> None:
+def serve(pool: str, concurrency: int, store_url: str, broker_url: str,
+          policy: PolicyGuard | None = None) -> None:
     """Run a worker of `pool` on the PostgreSQL store `store_url` until it is stopped
     (SIGTERM: after its running tasks)."""
     from iacorch.store.postgres import PostgresStore
@@ -128,7 +161,7 @@ def serve(pool: str, concurrency: int, store_url: str, broker_url: str) -> None:
     store = PostgresStore(store_url)
     leases = AttemptLeases(store, LOST, CANCELLED)
     name = f"{pool}@{socket.gethostname()}.{os.getpid()}"
-    runner = AttemptRunner(leases, name, ProcessRunner())
+    runner = AttemptRunner(leases, name, ProcessRunner(), policy)
     app = make_app(broker_url)
     app.task(name=TASK)(runner.run)
     threading.Thread(target=_reap, args=(leases,), name="reaper", daemon=True).start()

@@ -4,10 +4,12 @@ mid-tool, redelivery by a tiny visibility timeout. Never Celery's eager mode."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -357,3 +359,38 @@ def test_an_unreachable_broker_fails_the_stage_cleanly_and_resume_retries_it(
     resumed = cluster.project.run("resume", run["id"], timeout=60)
     assert resumed.code == 0, resumed.text
     assert (cluster.project.root / "ledger").read_text() == "ran\n"
+
+
+def test_the_worker_asks_its_own_policy_before_the_tool_starts(cluster: Cluster) -> None:
+    """The coordinator here has no policy; the worker's policy set refuses the stage."""
+    policy = cluster.project.root / "worker-policy"
+    policy.mkdir()
+    (policy / "no_pipe.rego").write_text(textwrap.dedent("""
+        package iacorch
+
+        deny contains {"msg": sprintf("stage `%s` pipes into a shell", [id]), "stage": id} if {
+        \tsome id, command in input.commands
+        \tcontains(command, "| sh")
+        }
+        """))
+    ledger = cluster.project.root / "ledger"
+    cluster.project.write("rb.yaml", f"""
+        version: 1
+        name: rb
+        stages:
+          fetch:
+            kind: provision
+            pool: w1
+            shell: {{run: "echo start >> {ledger}; echo true | sh"}}
+        """)
+    cluster.worker(IACORCH_POLICY_DIR=str(policy))
+    result = cluster.project.run("apply", "rb.yaml", timeout=60)
+    assert result.code == 1, result.text
+    assert starts(ledger) == 0        # refused before the tool started
+    (run,) = cluster.project.runs()
+    stage = cluster.project.show(run["id"])["stages"][0]
+    assert stage["status"] == "failed" and "pipes into a shell" in (stage["error"] or "")
+    with psycopg.connect(cluster.env["IACORCH_STORE"]) as conn:
+        checks = [json.loads(data) for (data,) in conn.execute(
+            "SELECT data FROM audit WHERE kind = 'policy_checked'")]
+    assert [(c["on"], c["allowed"]) for c in checks] == [("worker", False)]
