@@ -129,3 +129,18 @@ def postgres_url(postgres_cluster: PostgresCluster) -> str:
     schema = f"t_{uuid.uuid4().hex[:12]}"
     postgres_cluster.sql(f"CREATE SCHEMA {schema}")
     return postgres_cluster.url(schema=schema)
+
+
+class Clock:
+    """A clock the test moves by hand (stores and leases take one)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()

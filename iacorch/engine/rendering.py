@@ -9,7 +9,7 @@ from typing import Any
 
 from iacorch.model.plan import Plan, PlannedStage
 from iacorch.model.registry import driver_spec
-from iacorch.model.results import SecretRef, StageSpec
+from iacorch.model.results import StageSpec
 from iacorch.model.status import Operation, StageStatus
 from iacorch.runbook.templating import (
     StageOutputs,
@@ -153,12 +153,4 @@ def build_spec(plan: Plan, stage: PlannedStage, action_type: str,
         attempt=attempt, timeout=stage.timeout, saved_plan=saved_plan,
         secret_values=tuple(secrets.values()),
         secret_env={secret_env_name(name): value for name, value in secrets.items()},
-        secret_refs=secret_refs(plan))
-
-
-def secret_refs(plan: Plan) -> tuple[SecretRef, ...]:
-    """The runbook's secrets by name and source: what an executing side resolves."""
-    if plan.runbook is None:
-        return ()
-    return tuple(SecretRef(name, spec.model_dump(exclude_none=True, exclude={"description"}))
-                 for name, spec in plan.runbook.secrets.items())
+        secret_refs=plan.secret_refs)

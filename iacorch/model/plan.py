@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from iacorch.errors import Location
+from iacorch.model.results import SecretRef
 from iacorch.model.status import FailurePolicy, OnTimeout, StageKind
 
 # Why plan and drift skip a stage the runbook marks `dry_run: false`.
@@ -82,6 +83,7 @@ class Plan:
     runbook: Any = None                       # the validated Runbook model
     policy_hash: str | None = None            # sha256 of the policy set it was checked against
     secret_locations: Mapping[str, Location] = field(default_factory=dict)  # name -> its key
+    secret_refs: tuple[SecretRef, ...] = ()   # each secret by name and source (no value)
 
     def dependents(self) -> dict[str, list[str]]:
         """Stage id -> ids of the stages that need it."""

@@ -21,6 +21,7 @@ from iacorch.model.plan import (
     topological_layers,
 )
 from iacorch.model.registry import driver_spec, driver_specs, load_plugins
+from iacorch.model.results import SecretRef
 from iacorch.model.runbook import MAX_FOR_EACH, STAGE_ID, Runbook, Stage, runbook_model
 from iacorch.model.status import OnTimeout, StageKind
 from iacorch.project import project_root
@@ -179,7 +180,10 @@ class _Compiler:
             concurrency=self.runbook.concurrency, on_failure=self.runbook.on_failure,
             deadline=deadline, workspace=workspace, runbook=self.runbook,
             secret_locations={name: self.document.locate(("secrets", name), key=True)
-                              for name in self.runbook.secrets})
+                              for name in self.runbook.secrets},
+            secret_refs=tuple(SecretRef(name, spec.model_dump(exclude_none=True,
+                                                              exclude={"description"}))
+                              for name, spec in self.runbook.secrets.items()))
 
     # -- per-stage shape -------------------------------------------------
     def _check_stage(self, section: str, stage_id: str, stage: Stage) -> None:

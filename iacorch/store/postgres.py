@@ -201,12 +201,6 @@ class PostgresStore(SqlQueries):
     def close(self) -> None:
         self._pool.close()
 
-    def __enter__(self) -> PostgresStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # --- runs -----------------------------------------------------------------------------
 
     def create_run(self, run: RunRecord) -> None:

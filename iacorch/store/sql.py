@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from iacorch.model.status import Phase, RunStatus
 from iacorch.store import base
@@ -64,6 +64,15 @@ class SqlQueries:
 
     def _write(self, sql: str, params: tuple[Any, ...] = ()) -> None:
         raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # the rest of the Store protocol, which each store writes in its own way
     def transaction(self, *, durable: bool = False) -> AbstractContextManager[None]:

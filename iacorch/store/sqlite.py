@@ -265,12 +265,6 @@ class SqliteStore(SqlQueries):
                 self._conn = None
                 _OPEN_HERE[self._file_key] -= 1
 
-    def __enter__(self) -> SqliteStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # --- runs -----------------------------------------------------------------------------
 
     def create_run(self, run: RunRecord) -> None:

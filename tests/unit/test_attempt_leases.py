@@ -13,21 +13,9 @@ from iacorch.model.status import StageStatus
 from iacorch.store.pg_leases import AttemptLeases, Verdict
 from iacorch.store.postgres import PostgresStore
 from iacorch.workers.results import LOST, result_from_text, result_to_text
+from tests.conftest import Clock
 
 SEAL_KEY = "q0FyKmB6Yl9c2yWm5Jx0yq0m8A9pZ0aQk0d2Jm1bQ3Y="
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

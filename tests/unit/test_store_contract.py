@@ -25,23 +25,9 @@ from iacorch.store.base import (
 )
 from iacorch.store.memory import MemoryStore
 from iacorch.store.sqlite import SqliteStore
+from tests.conftest import Clock
 
 HOST = "ci-host"
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])
