@@ -162,7 +162,7 @@ class _StageRun:
             return ProcessResult(tuple(argv), None, 0.0, interrupted=True)
         self.log("$ " + " ".join(argv))
         return self.ctx.process.run(
-            argv, cwd=self.paths.stack_dir, env=self.env, timeout=self.ctx.remaining_timeout(),
+            argv, env=self.env, timeout=self.ctx.remaining_timeout(),
             cancel=self.ctx.cancel, masker=None, on_line=on_line)
 
     def stream(self, step: str, argv: list[str],

@@ -196,7 +196,8 @@ def test_plan_argv_puts_generated_vars_last_and_never_values(tmp_path: Path) -> 
     cmd = command(tmp_path, targets=["terraform_data.a"], parallelism=3,
                   vars={"name": "alpha"})
     argv = cmd.plan(tmp_path / "p")
-    assert argv[:5] == ["terraform", "plan", "-input=false", "-no-color", "-json"]
+    assert argv[:6] == ["terraform", f"-chdir={tmp_path / 's'}", "plan", "-input=false",
+                        "-no-color", "-json"]
     assert f"-out={tmp_path / 'p'}" in argv
     assert argv[-2:] == [f"-var-file={tmp_path / 'common.tfvars'}",
                          f"-var-file={tmp_path / 'work' / 'terraform' / 'iacorch.tfvars.json'}"]
@@ -214,21 +215,22 @@ def test_drift_argv_uses_detailed_exitcode_without_lock(tmp_path: Path) -> None:
 def test_apply_of_saved_plan_passes_no_vars_and_destroy_does(tmp_path: Path) -> None:
     cmd = command(tmp_path, binary="tofu", parallelism=2)
     assert cmd.apply_plan(tmp_path / "p") == [
-        "tofu", "apply", "-input=false", "-no-color", "-json", "-parallelism=2",
-        str(tmp_path / "p")]
+        "tofu", f"-chdir={tmp_path / 's'}", "apply", "-input=false", "-no-color", "-json",
+        "-parallelism=2", str(tmp_path / "p")]
     destroy = cmd.destroy()
-    assert destroy[:4] == ["tofu", "apply", "-destroy", "-auto-approve"]
+    assert destroy[2:5] == ["apply", "-destroy", "-auto-approve"]
     assert any(a.startswith("-var-file=") for a in destroy)
 
 
 def test_init_and_workspace_argv(tmp_path: Path) -> None:
+    tf = ["terraform", f"-chdir={tmp_path / 's'}"]
     cmd = command(tmp_path, backend_config={"path": "x.tfstate"})
-    assert cmd.init() == ["terraform", "init", "-input=false", "-no-color",
+    assert cmd.init() == [*tf, "init", "-input=false", "-no-color",
                           f"-backend-config={tmp_path / 'work' / 'terraform' / 'backend.json'}"]
-    assert command(tmp_path).init() == ["terraform", "init", "-input=false", "-no-color"]
-    assert cmd.select_workspace("eu") == ["terraform", "workspace", "select", "-or-create",
+    assert command(tmp_path).init() == [*tf, "init", "-input=false", "-no-color"]
+    assert cmd.select_workspace("eu") == [*tf, "workspace", "select", "-or-create",
                                           "-no-color", "--", "eu"]
-    assert cmd.output() == ["terraform", "output", "-json", "-no-color"]
+    assert cmd.output() == [*tf, "output", "-json", "-no-color"]
 
 
 def test_vars_holding_a_secret_go_to_the_environment_only() -> None:
@@ -511,7 +513,10 @@ def test_apply_runs_plan_show_apply_output_and_cleans_up(make: Callable[..., Har
     assert plan_call.env["API_TOKEN"] == "tok-env-secret" and plan_call.env["FROM_SPEC"] == "1"
     assert all(SECRET not in " ".join(c.argv) for c in h.runner.calls)
     plan_file = Path(h.runner.argv_of("apply")[-1])
-    assert str(plan_file) in h.runner.argv_of("plan")[5]
+    assert str(plan_file) in h.runner.argv_of("plan")[6]
+    # every command names its stack with -chdir and runs where we run (posix_spawn, no fork)
+    assert {(c.argv[1], c.cwd) for c in h.runner.calls} == {
+        (f"-chdir={h.ctx.resolve('stacks/web')}", Path("."))}
     assert not plan_file.parent.exists()           # private dir (tfvars, tfdata, plan) removed
     assert result.details["saved_plan_sha256"] == hashlib.sha256(
         b"saved plan with " + SECRET.encode()).hexdigest()
@@ -613,7 +618,7 @@ def test_drift_reports_findings(make: Callable[..., Harness], code: int, drifted
     result = TerraformDriver().drift(h.ctx)
     assert result.status is StageStatus.SUCCEEDED and result.drifted is drifted
     assert bool(result.details["findings"]) is drifted
-    assert all("-lock=false" in c.argv for c in h.runner.calls if c.argv[1] == "plan")
+    assert all("-lock=false" in c.argv for c in h.runner.calls if c.argv[2] == "plan")
 
 
 def test_drift_error_fails(make: Callable[..., Harness]) -> None:
