@@ -175,9 +175,9 @@ class TerraformCommand:
         return self._terraform("output", "-json", "-no-color")
 
     def _terraform(self, *words: str) -> list[str]:
-        # -chdir, not the child's working directory: a child that runs where we run is
-        # started with posix_spawn, where another directory needs a fork of this process
-        # (measured: drift of 200 stacks 1.17x -> 1.08x the bare commands under xargs).
+        # -chdir, not the child's working directory: ProcessRunner starts a child that runs
+        # where we run with posix_spawn, one elsewhere with a fork of this process (Python
+        # 3.11 cannot chdir in posix_spawn); measured in docs/performance.md (Distributed).
         return [self.action.binary, f"-chdir={self.paths.stack_dir}", *words]
 
     def _var_args(self) -> list[str]:

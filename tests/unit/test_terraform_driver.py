@@ -618,7 +618,8 @@ def test_drift_reports_findings(make: Callable[..., Harness], code: int, drifted
     result = TerraformDriver().drift(h.ctx)
     assert result.status is StageStatus.SUCCEEDED and result.drifted is drifted
     assert bool(result.details["findings"]) is drifted
-    assert all("-lock=false" in c.argv for c in h.runner.calls if c.argv[2] == "plan")
+    plans = [c.argv for c in h.runner.calls if c.argv[2] == "plan"]
+    assert len(plans) == 2 and all("-lock=false" in argv for argv in plans)
 
 
 def test_drift_error_fails(make: Callable[..., Harness]) -> None:
