@@ -48,6 +48,7 @@ from iacorch.drivers.terraform_output import (
     secret_strings,
     text_diagnostics,
 )
+from iacorch.drivers.terraform_providers import may_install_providers
 from iacorch.model.actions import TerraformAction
 from iacorch.model.results import ChangeSummary, StageResult
 from iacorch.model.status import StageStatus
@@ -207,15 +208,20 @@ class _StageRun:
                      + ", ".join(self.routing.secret_names))
 
     def init(self) -> StageResult | None:
-        """`terraform init` (serialised host-wide: the plugin cache is not concurrency safe),
-        then select or create the workspace."""
+        """`terraform init`, then select or create the workspace.
+
+        An init that may install providers holds the host-wide init lock alone (the
+        plugin cache is not concurrency safe); one that needs only the built-in
+        provider shares it with others like it."""
         lines: list[str] = []
 
         def on_line(line: str) -> None:
             lines.append(line)
             self.log(line)
 
-        with _exclusive(self.paths.init_lock, self.ctx) as acquired:
+        alone = may_install_providers(self.paths.stack_dir,
+                                      backend_config=bool(self.action.backend_config))
+        with _host_lock(self.paths.init_lock, self.ctx, shared=not alone) as acquired:
             if not acquired and self.ctx.cancel.interrupted:
                 return self.interrupted("init")
             if not acquired:
@@ -392,13 +398,15 @@ def _drift(run: _StageRun) -> StageResult:
 
 
 @contextmanager
-def _exclusive(lock_path: Path, ctx: StageContext) -> Iterator[bool]:
-    """Hold a host-wide file lock; False when interrupted or out of time while waiting."""
+def _host_lock(lock_path: Path, ctx: StageContext, *, shared: bool) -> Iterator[bool]:
+    """Hold a host-wide file lock, shared or alone; False when interrupted or out of time
+    while waiting."""
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as handle:
         while True:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, mode | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if ctx.cancel.wait(_LOCK_POLL_SECONDS) or ctx.remaining_timeout() == 0.0:

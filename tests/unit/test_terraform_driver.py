@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import stat
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -708,3 +709,31 @@ def test_init_waits_for_the_host_wide_init_lock_but_not_past_a_cancel(
         h.ctx.cancel.interrupt()
         result = TerraformDriver().apply(h.ctx)
     assert result.status is StageStatus.INTERRUPTED and h.runner.calls == []
+
+
+def test_an_init_that_may_install_providers_waits_for_inits_sharing_the_lock(
+        make: Callable[..., Harness], tmp_path: Path) -> None:
+    (tmp_path / "runbook" / "stacks" / "web" / "main.tf").write_text(
+        'resource "aws_s3_bucket" "logs" {}\n')
+    h = make()
+    lock = Path(h.ctx.spec.state_dir) / "terraform" / "init.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_SH)  # a built-in-only init is running
+        h.ctx.cancel.interrupt()
+        result = TerraformDriver().apply(h.ctx)
+    assert result.status is StageStatus.INTERRUPTED and h.runner.calls == []
+
+
+def test_inits_that_need_only_the_builtin_provider_run_side_by_side(
+        make: Callable[..., Harness]) -> None:
+    h = make()  # main.tf has no resource of any provider
+    lock = Path(h.ctx.spec.state_dir) / "terraform" / "init.lock"
+    lock.parent.mkdir(parents=True)
+    give_up = threading.Timer(5.0, h.ctx.cancel.interrupt)  # were it to wait: fail, not hang
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_SH)
+        give_up.start()
+        result = TerraformDriver().apply(h.ctx)
+    give_up.cancel()
+    assert result.ok and h.runner.key(h.runner.calls[0].argv) == "init"
