@@ -156,6 +156,7 @@ class _DriftCheck:
         self.secrets, self.masker, self.journal = secrets, masker, journal
         self.templates = Templates()
         self.applied = last_applications(runtime.store, plan)
+        self._recorded_runs: dict[str, tuple[Plan, RunInfo, dict[str, Any]]] = {}
 
     def run(self, stages: Sequence[PlannedStage], rules: Sequence[Any],
             today: date) -> list[StageDrift]:
@@ -180,6 +181,22 @@ class _DriftCheck:
                 verdicts[stage_id] = self._settle(stage_id, verdict, started[stage_id], result)
         return [verdicts[s.id] for s in stages]
 
+    def _recorded_run(self, applied: AppliedStage,
+                      stage_id: str) -> tuple[Plan, RunInfo, dict[str, Any]]:
+        """The plan, run info and stage view of the inputs `applied`'s run used: the same
+        for every stage that run applied, so made once per run, not once per stage (the
+        view alone is O(stages))."""
+        cached = self._recorded_runs.get(applied.run_id)
+        if cached is None:
+            recorded = dataclasses.replace(self.plan, vars={**self.plan.vars, **applied.vars})
+            outputs = recorded_inputs(self.applied, stage_id)
+            statuses = {sid: StageStatus.SUCCEEDED for sid in outputs}
+            info = RunInfo(self.run_id, RunStatus.RUNNING.value, str(self.rt.state_dir),
+                           {"id": applied.run_id, "vars": dict(applied.vars), "outputs": outputs})
+            cached = recorded, info, stage_view(recorded, outputs, statuses)
+            self._recorded_runs[applied.run_id] = cached
+        return cached
+
     def _spec(self, stage: PlannedStage) -> Any:
         """The stage's StageSpec rendered with recorded inputs, or a verdict without a run."""
         if stage.action_type is None:
@@ -191,13 +208,8 @@ class _DriftCheck:
             return StageDrift(stage.id, DriftStatus.ERROR, error="never applied",
                               hint=f"no successful `iacorch apply` of {self.plan.name} "
                                    f"({self.plan.workspace}) ran this stage; apply it first")
-        recorded = dataclasses.replace(self.plan, vars={**self.plan.vars, **applied.vars})
-        outputs = recorded_inputs(self.applied, stage.id)
-        statuses = {sid: StageStatus.SUCCEEDED for sid in outputs}
-        info = RunInfo(self.run_id, RunStatus.RUNNING.value, str(self.rt.state_dir),
-                       {"id": applied.run_id, "vars": dict(applied.vars), "outputs": outputs})
-        context = template_context(recorded, info, stage_view(recorded, outputs, statuses),
-                                   self.secrets, stage)
+        recorded, info, view = self._recorded_run(applied, stage.id)
+        context = template_context(recorded, info, view, self.secrets, stage)
         try:
             if stage.when is not None and not _truthy(self.templates.render(stage.when,
                                                                             context)):
