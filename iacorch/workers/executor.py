@@ -49,7 +49,6 @@ class CeleryExecutor:
         self._waiting: dict[str, threading.Event] = {}
         self._listening = threading.Event()
         threading.Thread(target=self._listen, name="attempt-notices", daemon=True).start()
-        threading.Thread(target=self._warm_broker, name="broker-warm-up", daemon=True).start()
         self._listening.wait(5.0)  # else the first attempts would only be polled for
 
     def run(self, spec: StageSpec, masker: Masker) -> StageResult:
@@ -108,15 +107,6 @@ class CeleryExecutor:
             except StoreError:
                 if self.cancel.interrupted:  # no database to wait on: stop here
                     return result_from_text(CANCELLED)
-
-    def _warm_broker(self) -> None:
-        """Import the transport and connect while the run starts, not at its first send
-        (about 0.15 s of Celery, kombu and redis-py imports)."""
-        try:
-            with self.app.producer_or_acquire() as producer:
-                producer.connection.ensure_connection(max_retries=1)
-        except Exception:  # noqa: BLE001, S110 - the first send reports a broker that is down
-            pass
 
     def _listen(self) -> None:
         """Wake the waiter of each attempt the store NOTIFYs about (reconnecting)."""
