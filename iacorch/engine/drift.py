@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -19,7 +19,7 @@ from iacorch.errors import UsageError
 from iacorch.model.events import Event, EventKind
 from iacorch.model.masking import Masker
 from iacorch.model.plan import NOT_SAFE_TO_DRY_RUN, Plan, PlannedStage
-from iacorch.model.results import StageResult
+from iacorch.model.results import StageResult, StageSpec
 from iacorch.model.status import Operation, RunStatus, StageStatus
 from iacorch.runbook.templating import TemplateProblem, Templates
 from iacorch.store.base import DriftRecord, RunRecord, Store
@@ -160,22 +160,29 @@ class _DriftCheck:
 
     def run(self, stages: Sequence[PlannedStage], rules: Sequence[Any],
             today: date) -> list[StageDrift]:
+        """Check `stages`, at most `concurrency` at once; each is recorded as started when
+        its check begins and as finished when it ends, whatever the order."""
         verdicts: dict[str, StageDrift] = {}
-        running: dict[str, Future[StageResult]] = {}
+        running: dict[Future[StageResult], str] = {}
         started: dict[str, float] = {}
-        with self.rt.executor.pool(self.plan.concurrency) as pool:
+
+        def starting(spec: StageSpec) -> None:  # on the pool's thread
+            started[spec.stage_id] = self.rt.clock()
+            self.journal.stage_started(spec.stage_id, 1, started[spec.stage_id])
+            self.rt.emit(Event(EventKind.STAGE_STARTED, self.run_id, spec.stage_id, {
+                "attempt": 1, "action": str(self.plan.stages[spec.stage_id].action_type),
+                "operation": "drift"}))
+
+        with self.rt.executor.pool(self.plan.concurrency, on_start=starting) as pool:
             for stage in stages:
-                started[stage.id] = self.rt.clock()
                 spec_or_verdict = self._spec(stage)
                 if isinstance(spec_or_verdict, StageDrift):
                     verdicts[stage.id] = self._settle(stage.id, spec_or_verdict,
-                                                      started[stage.id], None)
+                                                      self.rt.clock(), None)
                     continue
-                self.journal.stage_started(stage.id, 1, started[stage.id])
-                self.rt.emit(Event(EventKind.STAGE_STARTED, self.run_id, stage.id, {
-                    "attempt": 1, "action": str(stage.action_type), "operation": "drift"}))
-                running[stage.id] = pool.submit(spec_or_verdict, self.masker)
-            for stage_id, future in running.items():
+                running[pool.submit(spec_or_verdict, self.masker)] = stage.id
+            for future in as_completed(running):
+                stage_id = running[future]
                 result = future.result()
                 verdict = classify(stage_id, result, rules, today)
                 verdicts[stage_id] = self._settle(stage_id, verdict, started[stage_id], result)

@@ -19,6 +19,8 @@ from iacorch.process import CancelToken, ProcessRunner
 
 from .stage_exec import run_stage_attempt
 
+OnStart = Callable[[StageSpec], None]
+
 
 class AttemptPool(Protocol):
     """At most a fixed number of attempts at once; closed when the caller is done."""
@@ -37,8 +39,9 @@ class Executor(Protocol):
         """Run one attempt to its end; called from a stage worker thread."""
         ...
 
-    def pool(self, workers: int) -> AttemptPool:
-        """A pool that runs at most `workers` of the attempts submitted to it at once."""
+    def pool(self, workers: int, on_start: OnStart | None = None) -> AttemptPool:
+        """A pool that runs at most `workers` of the attempts submitted to it at once,
+        calling `on_start(spec)` as each begins (not when it is submitted)."""
         ...
 
 
@@ -53,21 +56,27 @@ class LocalExecutor:
         """Run the attempt in the calling thread (no thread hop: the engine's hot path)."""
         return run_stage_attempt(spec, self.process, masker, self.cancel, self.emit)
 
-    def pool(self, workers: int) -> ThreadedPool:
+    def pool(self, workers: int, on_start: OnStart | None = None) -> ThreadedPool:
         """A thread pool of `workers` threads over `run`."""
-        return ThreadedPool(self, workers)
+        return ThreadedPool(self, workers, on_start)
 
 
 class ThreadedPool:
     """An AttemptPool of `workers` threads, each calling the executor's `run`."""
 
-    def __init__(self, executor: Executor, workers: int) -> None:
-        self._executor = executor
+    def __init__(self, executor: Executor, workers: int,
+                 on_start: OnStart | None = None) -> None:
+        self._executor, self._on_start = executor, on_start
         self._threads = ThreadPoolExecutor(max_workers=max(1, workers),
                                            thread_name_prefix="stage")
 
     def submit(self, spec: StageSpec, masker: Masker) -> Future[StageResult]:
-        return self._threads.submit(self._executor.run, spec, masker)
+        return self._threads.submit(self._run, spec, masker)
+
+    def _run(self, spec: StageSpec, masker: Masker) -> StageResult:
+        if self._on_start is not None:
+            self._on_start(spec)
+        return self._executor.run(spec, masker)
 
     def __enter__(self) -> ThreadedPool:
         return self

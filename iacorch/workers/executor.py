@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from iacorch.engine.executor import Executor, ThreadedPool
+from iacorch.engine.executor import Executor, OnStart, ThreadedPool
 from iacorch.engine.stage_requests import to_request
 from iacorch.errors import StoreError, UsageError
 from iacorch.model.masking import Masker
@@ -71,9 +71,9 @@ class CeleryExecutor:
         finally:
             self._waiting.pop(attempt_id, None)
 
-    def pool(self, workers: int) -> ThreadedPool:
+    def pool(self, workers: int, on_start: OnStart | None = None) -> ThreadedPool:
         """At most `workers` attempts at once, each shipped (or run here) by `run`."""
-        return ThreadedPool(self, workers)
+        return ThreadedPool(self, workers, on_start)
 
     def _send(self, attempt_id: str, request: str, pool: str) -> None:
         try:

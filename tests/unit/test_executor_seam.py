@@ -4,13 +4,16 @@ undo, drift and `finally`. A recording executor stands in for the tools."""
 from __future__ import annotations
 
 import textwrap
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from iacorch.engine.drift import check_drift
+from iacorch.engine.executor import OnStart, ThreadedPool
 from iacorch.engine.run_state import RunOptions
 from iacorch.engine.runs import start_run
 from iacorch.engine.runtime import Runtime
@@ -41,16 +44,18 @@ class RecordingExecutor:
         self.seen.append((spec.stage_id, spec.operation, "run"))
         return self.answer(spec)
 
-    def pool(self, workers: int) -> RecordingPool:
+    def pool(self, workers: int, on_start: OnStart | None = None) -> RecordingPool:
         assert workers >= 1
-        return RecordingPool(self)
+        return RecordingPool(self, on_start)
 
 
 class RecordingPool:
-    def __init__(self, executor: RecordingExecutor) -> None:
-        self.executor = executor
+    def __init__(self, executor: RecordingExecutor, on_start: OnStart | None) -> None:
+        self.executor, self.on_start = executor, on_start
 
     def submit(self, spec: StageSpec, masker: Masker) -> Future[StageResult]:
+        if self.on_start is not None:
+            self.on_start(spec)
         self.executor.seen.append((spec.stage_id, spec.operation, "pool"))
         future: Future[StageResult] = Future()
         future.set_result(self.executor.answer(spec))
@@ -142,6 +147,37 @@ def test_drift_goes_through_the_executor(project: Path) -> None:
     assert [v.stage_id for v in report.stages] == ["stack"]
     assert executor.seen == [("stack", Operation.APPLY, "run"),
                              ("stack", Operation.DRIFT, "pool")]
+
+
+def test_a_drift_check_is_recorded_as_started_when_it_begins_not_when_queued(
+        project: Path) -> None:
+    plan = compile_runbook(runbook(project, """
+        version: 1
+        name: seam
+        concurrency: 1
+        stages:
+          a: {kind: provision, terraform: {dir: stack}}
+          b: {kind: provision, terraform: {dir: stack}}
+          c: {kind: provision, terraform: {dir: stack}}
+        """))
+
+    class SlowExecutor(RecordingExecutor):
+        def run(self, spec: StageSpec, masker: Masker) -> StageResult:
+            if spec.operation is Operation.DRIFT:
+                time.sleep(0.1)
+            return super().run(spec, masker)
+
+        def pool(self, workers: int, on_start: OnStart | None = None) -> Any:
+            return ThreadedPool(self, workers, on_start)
+
+    rt = runtime(project, SlowExecutor())
+    assert start_run(plan, rt, RunOptions()).status is RunStatus.SUCCEEDED
+    check_drift(plan, rt, run_id="drift-1")
+    records = sorted(rt.store.stage_records("drift-1").values(), key=lambda r: r.started_at)
+    assert [r.stage_id for r in records] == ["a", "b", "c"]
+    for earlier, later in zip(records, records[1:], strict=False):
+        assert later.started_at >= earlier.finished_at - 0.01  # one at a time, queued apart
+    assert all(r.finished_at - r.started_at < 0.19 for r in records)  # no queueing counted
 
 
 def test_a_run_tells_its_sinks_when_it_starts_and_ends(project: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from iacorch.engine.executor import LocalExecutor
+from iacorch.engine.executor import LocalExecutor, OnStart
 from iacorch.engine.run_state import RunOptions
 from iacorch.engine.runs import start_run
 from iacorch.engine.runtime import Runtime
@@ -99,16 +99,20 @@ class ShippingExecutor:
 
     def __init__(self, local: LocalExecutor) -> None:
         self.local, self.wire = local, []
+        self.on_start: OnStart | None = None
 
     def run(self, spec: StageSpec, masker: Masker) -> StageResult:
         self.wire.append(to_request(spec, masker).to_json())
         opened, worker_masker = open_request(StageRequest.from_json(self.wire[-1]))
         return self.local.run(opened, worker_masker)
 
-    def pool(self, workers: int) -> ShippingExecutor:
+    def pool(self, workers: int, on_start: OnStart | None = None) -> ShippingExecutor:
+        self.on_start = on_start
         return self
 
     def submit(self, spec: StageSpec, masker: Masker) -> Future[StageResult]:
+        if self.on_start is not None:
+            self.on_start(spec)
         future: Future[StageResult] = Future()
         future.set_result(self.run(spec, masker))
         return future
