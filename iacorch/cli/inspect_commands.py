@@ -14,6 +14,7 @@ from iacorch.cli.compile_commands import load_guard, policy_option
 from iacorch.cli.session import open_store, store_option
 from iacorch.engine.launch import state_dir_for
 from iacorch.engine.operations import effective_status, runs_at_gates
+from iacorch.engine.stage_log import LogTail
 from iacorch.errors import UsageError
 from iacorch.model.status import Choice, Phase, RunStatus, StageStatus
 from iacorch.store.base import RunRecord, Store
@@ -145,16 +146,15 @@ def logs(run_id: str, stage: str | None, store_url: str | None, follow: bool) ->
         known = sorted(store.stage_records(run.id))
         raise UsageError(f"run {run.id} has no stage `{stage}` that started",
                          hint=f"stages that started: {', '.join(known) or '(none yet)'}")
-    positions: dict[Path, int] = {}
+    tails: dict[Path, LogTail] = {}
     while True:
+        final = not follow or store.get_run(run.id).status is not RunStatus.RUNNING
         for log in sorted(run_dir.glob(f"{stage or '*'}/attempt-*.log")):
-            with open(log, encoding="utf-8", errors="replace") as handle:
-                handle.seek(positions.get(log, 0))
-                for line in handle:
-                    click.echo(f"{log.parent.name} #{log.stem.removeprefix('attempt-')} | "
-                               f"{line.rstrip()}" if stage is None else line.rstrip())
-                positions[log] = handle.tell()
-        if not follow or store.get_run(run.id).status is not RunStatus.RUNNING:
+            tail = tails.setdefault(log, LogTail(log))
+            for line in tail.new_lines(final=final):
+                click.echo(f"{log.parent.name} #{log.stem.removeprefix('attempt-')} | "
+                           f"{line.rstrip()}" if stage is None else line.rstrip())
+        if final:
             break
         time.sleep(0.5)
 

@@ -100,7 +100,7 @@ def build_runtime(store_url: str | None, *, json_events: bool, plan: Plan | None
 
         if pooled_stages(plan):
             runtime.executor = celery_executor(plan, runtime.executor, store, runtime.cancel,
-                                               broker)
+                                               broker, runtime.emit)
     return runtime
 
 

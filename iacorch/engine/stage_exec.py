@@ -1,12 +1,11 @@
-"""The worker side of one stage attempt: its log file, its context, its driver call."""
+"""The worker side of one stage attempt: its log, its context, its driver call."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any
 
 from iacorch.drivers import execute
 from iacorch.drivers.base import StageContext
@@ -15,42 +14,15 @@ from iacorch.model.masking import Masker
 from iacorch.model.results import StageResult, StageSpec
 from iacorch.process import CancelToken, ProcessRunner
 
+from .stage_log import StageLog
+
 LOG_ERROR = "log_error"   # in StageResult.details: the attempt's log could not be written
-
-
-class _StageLog:
-    """The attempt's log file, created with its directory on the first line: most quiet
-    stages never need either. A log that cannot be written is remembered, not raised, so
-    the driver's output loop goes on; the attempt then fails saying so."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.error: OSError | None = None
-        self._file: TextIO | None = None
-
-    def write(self, line: str) -> None:
-        if self.error is not None:
-            return
-        try:
-            if self._file is None:
-                os.makedirs(os.path.dirname(self.path), exist_ok=True)
-                self._file = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-            self._file.write(f"{time.strftime('%H:%M:%S')} {line}\n")
-        except OSError as exc:
-            self.error = exc
-
-    def close(self) -> None:
-        if self._file is not None:
-            try:
-                self._file.close()
-            except OSError as exc:
-                self.error = self.error or exc
 
 
 def run_stage_attempt(spec: StageSpec, process: ProcessRunner, masker: Masker,
                       cancel: CancelToken, emit: Callable[[Event], None]) -> StageResult:
     """Run one attempt with its log at <work_dir>/attempt-N.log; every line is masked."""
-    log = _StageLog(os.path.join(spec.work_dir, f"attempt-{spec.attempt}.log"))
+    log = StageLog(os.path.join(spec.work_dir, f"attempt-{spec.attempt}.log"))
 
     def on_line(line: str) -> None:
         log.write(line)

@@ -15,12 +15,13 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from iacorch.engine.executor import Executor, OnStart, ThreadedPool
 from iacorch.engine.stage_requests import to_request
 from iacorch.errors import StoreError, UsageError
+from iacorch.model.events import Event
 from iacorch.model.masking import Masker
 from iacorch.model.plan import Plan
 from iacorch.model.results import StageResult, StageSpec
@@ -30,6 +31,7 @@ from iacorch.store.base import Store
 from iacorch.store.pg_leases import CHANNEL, AttemptLeases
 
 from .app import TASK, make_app, queue_of, visibility_timeout
+from .output import AttemptOutput
 from .results import CANCELLED, LOST, result_from_text
 
 LEASE_ENV = "IACORCH_WORKER_LEASE"
@@ -42,9 +44,9 @@ class CeleryExecutor:
 
     def __init__(self, local: Executor, *, app: Any, leases: AttemptLeases,
                  pools: Mapping[str, str], cancel: CancelToken, lease_seconds: float,
-                 poll: float = 1.0) -> None:
+                 output: AttemptOutput, poll: float = 1.0) -> None:
         self.local, self.app, self.leases = local, app, leases
-        self.pools, self.cancel = dict(pools), cancel
+        self.pools, self.cancel, self.output = dict(pools), cancel, output
         self.lease_seconds, self.poll = lease_seconds, poll
         self._waiting: dict[str, threading.Event] = {}
         self._listening = threading.Event()
@@ -67,9 +69,11 @@ class CeleryExecutor:
                 self._send(attempt_id, request, pool)
             except StoreError as exc:  # nothing started: the stage fails, `resume` retries
                 return StageResult.failure(exc.message, hint=exc.hint)
+            self.output.follow(attempt_id, spec, masker)
             return self._result(attempt_id, request, pool, woken)
         finally:
             self._waiting.pop(attempt_id, None)
+            self.output.done(attempt_id)
 
     def pool(self, workers: int, on_start: OnStart | None = None) -> ThreadedPool:
         """At most `workers` attempts at once, each shipped (or run here) by `run`."""
@@ -129,8 +133,9 @@ def pooled_stages(plan: Plan) -> dict[str, str]:
 
 
 def celery_executor(plan: Plan, local: Executor, store: Store, cancel: CancelToken,
-                    broker_url: str) -> CeleryExecutor:
-    """The executor of a run whose pooled stages go to workers through `broker_url`."""
+                    broker_url: str, emit: Callable[[Event], None]) -> CeleryExecutor:
+    """The executor of a run whose pooled stages go to workers through `broker_url`; the
+    workers' tool output reaches `emit` as it is written."""
     from iacorch.store.postgres import PostgresStore
 
     if not isinstance(store, PostgresStore):
@@ -151,4 +156,4 @@ def celery_executor(plan: Plan, local: Executor, store: Store, cancel: CancelTok
     lease = float(os.environ.get(LEASE_ENV) or DEFAULT_LEASE)
     leases = AttemptLeases(store, LOST, CANCELLED)
     return CeleryExecutor(local, app=make_app(broker_url), leases=leases, pools=pools,
-                          cancel=cancel, lease_seconds=lease)
+                          cancel=cancel, lease_seconds=lease, output=AttemptOutput(emit))

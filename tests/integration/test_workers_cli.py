@@ -99,6 +99,7 @@ def test_pooled_stages_run_on_the_worker_and_the_rest_here(cluster: Cluster) -> 
         """)
     result = cluster.project.run("apply", "rb.yaml", timeout=60)
     assert result.code == 0, result.text
+    assert "remote | ran-on=w1" in result.out, result.text  # the worker's output, shown here
     (run,) = cluster.project.runs()
     logs = cluster.project.run("logs", run["id"])
     assert "remote #1 | " in logs.out and "ran-on=w1" in logs.out, logs.text
