@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pydantic import ValidationError
 
@@ -219,7 +219,7 @@ class _StageRun:
             lines.append(line)
             self.log(line)
 
-        alone = may_install_providers(self.paths.stack_dir,
+        alone = may_install_providers(self.paths.stack_dir, env=self.env,
                                       backend_config=bool(self.action.backend_config))
         with _host_lock(self.paths.init_lock, self.ctx, shared=not alone) as acquired:
             if not acquired and self.ctx.cancel.interrupted:
@@ -400,22 +400,38 @@ def _drift(run: _StageRun) -> StageResult:
 @contextmanager
 def _host_lock(lock_path: Path, ctx: StageContext, *, shared: bool) -> Iterator[bool]:
     """Hold a host-wide file lock, shared or alone; False when interrupted or out of time
-    while waiting."""
-    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    while waiting.
+
+    Everyone passes through a gate first, and one who needs the lock alone keeps the gate
+    shut while waiting for it: the shared holders drain and no new one overtakes it
+    (flock itself would let overlapping shared holders keep it waiting forever).
+    """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, mode | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if ctx.cancel.wait(_LOCK_POLL_SECONDS) or ctx.remaining_timeout() == 0.0:
-                    yield False
-                    return
+    with open(lock_path.with_suffix(".gate"), "a") as gate, open(lock_path, "a") as lock:
+        if not _wait_for(gate, fcntl.LOCK_EX, ctx):
+            yield False
+            return
+        try:
+            held = _wait_for(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, ctx)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        if not held:
+            yield False
+            return
         try:
             yield True
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _wait_for(handle: IO[str], mode: int, ctx: StageContext) -> bool:
+    while True:
+        try:
+            fcntl.flock(handle, mode | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if ctx.cancel.wait(_LOCK_POLL_SECONDS) or ctx.remaining_timeout() == 0.0:
+                return False
 
 
 def _with_details(result: StageResult, details: Mapping[str, Any]) -> StageResult:

@@ -149,35 +149,50 @@ def test_drift_goes_through_the_executor(project: Path) -> None:
                              ("stack", Operation.DRIFT, "pool")]
 
 
-def test_a_drift_check_is_recorded_as_started_when_it_begins_not_when_queued(
-        project: Path) -> None:
-    plan = compile_runbook(runbook(project, """
-        version: 1
-        name: seam
-        concurrency: 1
-        stages:
-          a: {kind: provision, terraform: {dir: stack}}
-          b: {kind: provision, terraform: {dir: stack}}
-          c: {kind: provision, terraform: {dir: stack}}
-        """))
+class TimedExecutor(RecordingExecutor):
+    """Drift checks take `seconds[stage]`; `ran[stage]` is when each really ran."""
 
-    class SlowExecutor(RecordingExecutor):
-        def run(self, spec: StageSpec, masker: Masker) -> StageResult:
-            if spec.operation is Operation.DRIFT:
-                time.sleep(0.1)
+    def __init__(self, seconds: dict[str, float]) -> None:
+        super().__init__()
+        self.seconds, self.ran = seconds, {}
+
+    def run(self, spec: StageSpec, masker: Masker) -> StageResult:
+        if spec.operation is not Operation.DRIFT:
             return super().run(spec, masker)
+        began = time.time()
+        time.sleep(self.seconds[spec.stage_id])
+        self.ran[spec.stage_id] = (began, time.time())
+        return super().run(spec, masker)
 
-        def pool(self, workers: int, on_start: OnStart | None = None) -> Any:
-            return ThreadedPool(self, workers, on_start)
+    def pool(self, workers: int, on_start: OnStart | None = None) -> Any:
+        return ThreadedPool(self, workers, on_start)
 
-    rt = runtime(project, SlowExecutor())
+
+def drifted(project: Path, concurrency: int,
+            seconds: dict[str, float]) -> tuple[TimedExecutor, dict[str, Any]]:
+    stages = "\n".join(f"  {name}: {{kind: provision, terraform: {{dir: stack}}}}"
+                        for name in seconds)
+    plan = compile_runbook(runbook(project, f"version: 1\nname: seam\n"
+                                            f"concurrency: {concurrency}\nstages:\n{stages}\n"))
+    executor = TimedExecutor(seconds)
+    rt = runtime(project, executor)
     assert start_run(plan, rt, RunOptions()).status is RunStatus.SUCCEEDED
     check_drift(plan, rt, run_id="drift-1")
-    records = sorted(rt.store.stage_records("drift-1").values(), key=lambda r: r.started_at)
-    assert [r.stage_id for r in records] == ["a", "b", "c"]
-    for earlier, later in zip(records, records[1:], strict=False):
-        assert later.started_at >= earlier.finished_at - 0.01  # one at a time, queued apart
-    assert all(r.finished_at - r.started_at < 0.19 for r in records)  # no queueing counted
+    return executor, dict(rt.store.stage_records("drift-1"))
+
+
+def test_a_drift_check_is_recorded_as_started_when_it_begins_not_when_queued(
+        project: Path) -> None:
+    executor, records = drifted(project, 1, {"a": 0.05, "b": 0.05, "c": 0.05})
+    # one at a time: b and c were queued from the start, but began after the one before
+    assert records["b"].started_at >= executor.ran["a"][1]
+    assert records["c"].started_at >= executor.ran["b"][1]
+
+
+def test_a_drift_check_is_recorded_as_finished_when_it_ends_not_after_those_before_it(
+        project: Path) -> None:
+    executor, records = drifted(project, 2, {"slow": 0.6, "fast": 0.02})
+    assert records["fast"].finished_at < executor.ran["slow"][1]
 
 
 def test_a_run_tells_its_sinks_when_it_starts_and_ends(project: Path) -> None:

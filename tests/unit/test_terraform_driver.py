@@ -47,7 +47,7 @@ from iacorch.drivers.terraform_output import (
 )
 from iacorch.model.actions import TerraformAction
 from iacorch.model.masking import Masker
-from iacorch.model.results import ResourceChange, StageSpec
+from iacorch.model.results import ResourceChange, StageResult, StageSpec
 from iacorch.model.status import Operation, StageStatus
 from iacorch.process import CancelToken, ProcessResult
 
@@ -699,41 +699,50 @@ def test_json_document_survives_a_long_line_cut_into_pieces() -> None:
     assert extract_json_document(["Warning: noise", *pieces]) == json.loads(line)
 
 
+def apply_while_holding(h: Harness, name: str, mode: int, *, cancel_after: float) -> StageResult:
+    """Apply with `name` (init.lock or its gate) held in `mode` by someone else; a cancel
+    comes after `cancel_after` seconds, so an apply that waits ends interrupted."""
+    path = Path(h.ctx.spec.state_dir) / "terraform" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cancel = threading.Timer(cancel_after, h.ctx.cancel.interrupt)
+    with open(path, "a") as held:
+        fcntl.flock(held, mode)
+        cancel.start()
+        try:
+            return TerraformDriver().apply(h.ctx)
+        finally:
+            cancel.cancel()
+
+
+def use_a_provider(tmp_path: Path) -> None:
+    (tmp_path / "runbook" / "stacks" / "web" / "main.tf").write_text(
+        'resource "aws_s3_bucket" "logs" {}\n')
+
+
 def test_init_waits_for_the_host_wide_init_lock_but_not_past_a_cancel(
         make: Callable[..., Harness]) -> None:
     h = make()
-    lock = Path(h.ctx.spec.state_dir) / "terraform" / "init.lock"
-    lock.parent.mkdir(parents=True)
-    with open(lock, "a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        h.ctx.cancel.interrupt()
-        result = TerraformDriver().apply(h.ctx)
+    result = apply_while_holding(h, "init.lock", fcntl.LOCK_EX, cancel_after=0.3)
     assert result.status is StageStatus.INTERRUPTED and h.runner.calls == []
 
 
 def test_an_init_that_may_install_providers_waits_for_inits_sharing_the_lock(
         make: Callable[..., Harness], tmp_path: Path) -> None:
-    (tmp_path / "runbook" / "stacks" / "web" / "main.tf").write_text(
-        'resource "aws_s3_bucket" "logs" {}\n')
+    use_a_provider(tmp_path)
     h = make()
-    lock = Path(h.ctx.spec.state_dir) / "terraform" / "init.lock"
-    lock.parent.mkdir(parents=True)
-    with open(lock, "a") as held:
-        fcntl.flock(held, fcntl.LOCK_SH)  # a built-in-only init is running
-        h.ctx.cancel.interrupt()
-        result = TerraformDriver().apply(h.ctx)
+    result = apply_while_holding(h, "init.lock", fcntl.LOCK_SH, cancel_after=0.3)
     assert result.status is StageStatus.INTERRUPTED and h.runner.calls == []
 
 
 def test_inits_that_need_only_the_builtin_provider_run_side_by_side(
         make: Callable[..., Harness]) -> None:
     h = make()  # main.tf has no resource of any provider
-    lock = Path(h.ctx.spec.state_dir) / "terraform" / "init.lock"
-    lock.parent.mkdir(parents=True)
-    give_up = threading.Timer(5.0, h.ctx.cancel.interrupt)  # were it to wait: fail, not hang
-    with open(lock, "a") as held:
-        fcntl.flock(held, fcntl.LOCK_SH)
-        give_up.start()
-        result = TerraformDriver().apply(h.ctx)
-    give_up.cancel()
+    result = apply_while_holding(h, "init.lock", fcntl.LOCK_SH, cancel_after=5.0)
     assert result.ok and h.runner.key(h.runner.calls[0].argv) == "init"
+
+
+def test_an_init_waiting_to_install_keeps_new_sharing_inits_out(
+        make: Callable[..., Harness]) -> None:
+    h = make()  # built-in only, but one that needs the lock alone waits at the gate
+    result = apply_while_holding(h, "init.gate", fcntl.LOCK_EX, cancel_after=0.3)
+    assert result.status is StageStatus.INTERRUPTED and h.runner.calls == []
