@@ -185,8 +185,7 @@ class _DriftCheck:
                 stage_id = running[future]
                 result = future.result()
                 verdict = classify(stage_id, result, rules, today)
-                began = started.get(stage_id, self.rt.clock())  # a pool without on_start
-                verdicts[stage_id] = self._settle(stage_id, verdict, began, result)
+                verdicts[stage_id] = self._settle(stage_id, verdict, started[stage_id], result)
         return [verdicts[s.id] for s in stages]
 
     def _recorded_run(self, applied: AppliedStage,

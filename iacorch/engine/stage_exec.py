@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +13,7 @@ from iacorch.model.masking import Masker
 from iacorch.model.results import StageResult, StageSpec
 from iacorch.process import CancelToken, ProcessRunner
 
-from .stage_log import StageLog
+from .stage_log import StageLog, log_path
 
 LOG_ERROR = "log_error"   # in StageResult.details: the attempt's log could not be written
 
@@ -22,7 +21,7 @@ LOG_ERROR = "log_error"   # in StageResult.details: the attempt's log could not 
 def run_stage_attempt(spec: StageSpec, process: ProcessRunner, masker: Masker,
                       cancel: CancelToken, emit: Callable[[Event], None]) -> StageResult:
     """Run one attempt with its log at <work_dir>/attempt-N.log; every line is masked."""
-    log = StageLog(os.path.join(spec.work_dir, f"attempt-{spec.attempt}.log"))
+    log = StageLog(log_path(spec.work_dir, spec.attempt))
 
     def on_line(line: str) -> None:
         log.write(line)

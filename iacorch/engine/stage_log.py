@@ -9,6 +9,11 @@ import time
 from typing import TextIO
 
 
+def log_path(work_dir: str, attempt: int) -> str:
+    """Where attempt `attempt` of a stage whose work dir is `work_dir` writes its log."""
+    return os.path.join(work_dir, f"attempt-{attempt}.log")
+
+
 class StageLog:
     """The attempt's log file, created with its directory on the first line: most quiet
     stages never need either. A log that cannot be written is remembered, not raised, so

@@ -9,13 +9,12 @@ the end of the stage.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from iacorch.engine.stage_log import LogTail, without_time
+from iacorch.engine.stage_log import LogTail, log_path, without_time
 from iacorch.model.events import Event, EventKind
 from iacorch.model.masking import Masker
 from iacorch.model.results import StageSpec
@@ -39,9 +38,9 @@ class AttemptOutput:
 
     def follow(self, attempt_id: str, spec: StageSpec, masker: Masker) -> None:
         """Show the attempt's log lines from now on."""
-        log = os.path.join(spec.work_dir, f"attempt-{spec.attempt}.log")
+        tail = LogTail(log_path(spec.work_dir, spec.attempt))
         with self._lock:
-            self._following[attempt_id] = _Followed(spec, masker, LogTail(log))
+            self._following[attempt_id] = _Followed(spec, masker, tail)
 
     def done(self, attempt_id: str) -> None:
         """Show the attempt's last lines and stop following it."""
